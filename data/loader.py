@@ -1,0 +1,350 @@
+"""Streaming, resumable reader for WebDataset / img2dataset shards.
+
+Shards are plain tars whose members ``{key}.{ext}`` are grouped into samples by key (the
+basename up to its first dot, as webdataset does). The reader
+
+- takes shards from a directory, a glob, a brace pattern (``data/{000000..000009}.tar``) or
+  several of those joined by ``::`` (:func:`list_shards`);
+- splits them between nodes (``rank``/``world_size``) and DataLoader workers so that every
+  sample is seen exactly once per epoch by exactly one consumer; when there are fewer shards
+  than consumers it splits by sample instead;
+- shuffles the shard order per epoch and the samples through a shuffle buffer, both from
+  ``seed`` and the epoch, so an epoch's order is a pure function of (seed, epoch, consumer);
+- decodes ``txt`` (UTF-8), ``json`` and images (png/jpg/jpeg/webp → RGB ``PIL.Image``);
+- skips bad samples (corrupt image, truncated tar, missing field, wrong encoding, bad json)
+  with a counted warning, never a crash (:attr:`ShardDataset.stats`);
+- keeps its position: ``state_dict()`` → ``{"epoch", "consumed", "shard", "offset", ...}``;
+  ``load_state_dict()`` makes the next iteration continue exactly where it stopped (the epoch
+  is replayed from its start without decoding and the first ``consumed`` samples dropped).
+  With several workers use :class:`torchdata.stateful_dataloader.StatefulDataLoader` (see
+  :func:`make_loader`), which collects and restores one such state per worker.
+
+Shapes: samples are dicts ``{"__key__": str, "__url__": str, "txt": str, "json": dict,
+"png": PIL.Image, ...}``.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import logging
+import os
+import random
+import tarfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import torch
+from braceexpand import braceexpand
+from PIL import Image
+
+from data.shards import MANIFEST_NAME, DataError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+# --------------------------------------------------------------------------- shard lists
+
+
+def list_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Expand a shard specification into a sorted list of tar paths.
+
+    ``spec`` is a directory (its ``*.tar``), a glob, a brace pattern, a single tar, or a list
+    of those (or a string joining them with ``::``). Raises :class:`DataError` when nothing
+    matches, with a hint when a dataset root (holding split folders) was given.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        parts = [p for p in str(spec).split("::") if p]
+    else:
+        parts = [str(p) for p in spec]
+    if not parts:
+        raise DataError("no shard pattern given")
+    shards: list[str] = []
+    for part in parts:
+        found: list[str] = []
+        for pattern in braceexpand(part):
+            path = Path(pattern).expanduser()
+            if path.is_dir():
+                found.extend(sorted(str(p) for p in path.glob("*.tar")))
+                if not found:
+                    splits = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob("*.tar")))
+                    hint = f"; it has split folders {splits}, e.g. {path / splits[0]}" if splits else ""
+                    if (path / MANIFEST_NAME).is_file() and not splits:
+                        hint = "; its manifest lists no shards"
+                    raise DataError(f"no shards (*.tar) in directory {path}{hint}")
+            elif any(ch in pattern for ch in "*?["):
+                found.extend(sorted(glob.glob(str(path))))
+            elif path.is_file():
+                found.append(str(path))
+            else:
+                raise DataError(f"shard path does not exist: {path}")
+        if not found:
+            raise DataError(f"no shards match {part!r}")
+        shards.extend(found)
+    return shards
+
+
+def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world_size) from the arguments, torch.distributed, or the launcher's env."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+# --------------------------------------------------------------------------- raw tar reading
+
+
+def split_member_name(name: str) -> tuple[str, str] | None:
+    """``dir/000123.jpg`` → (``dir/000123``, ``jpg``); ``None`` for names without extension."""
+    dirname, base = os.path.split(name)
+    if "." not in base or base.startswith("."):
+        return None
+    key, ext = base.split(".", 1)
+    return (os.path.join(dirname, key) if dirname else key), ext.lower()
+
+
+def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None = None
+                     ) -> Iterator[dict[str, Any]]:
+    """Yield undecoded samples ``{"__key__", "__url__", ext: bytes}`` of one tar, in order.
+
+    A truncated or unreadable tar ends the shard early; the error is reported through
+    ``on_error(reason, url, detail)`` (a complete last sample before the damage is still yielded).
+    """
+    current: dict[str, Any] | None = None
+    try:
+        with tarfile.open(url, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                parsed = split_member_name(member.name)
+                if parsed is None:
+                    continue
+                key, ext = parsed
+                if os.path.basename(key).startswith("__"):
+                    continue
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"{member.name}: {len(data)} of {member.size} bytes")
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": url}
+                current[ext] = data
+    except (tarfile.TarError, OSError, EOFError) as err:
+        if on_error is not None:
+            on_error("truncated_tar", url, str(err))
+        current = None  # the sample being read when the tar broke may be incomplete
+    if current is not None:
+        yield current
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_sample(raw: dict[str, Any], image_mode: str = "RGB") -> dict[str, Any]:
+    """Decode the fields of one raw sample; raises ``ValueError(reason)`` for a bad one."""
+    out: dict[str, Any] = {}
+    for ext, value in raw.items():
+        if ext.startswith("__"):
+            out[ext] = value
+        elif ext in ("txt", "text", "caption"):
+            try:
+                out["txt"] = value.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError("bad_encoding") from err
+        elif ext == "json":
+            try:
+                out["json"] = json.loads(value.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise ValueError("bad_json") from err
+        elif ext in IMAGE_EXTS:
+            try:
+                with Image.open(io.BytesIO(value)) as img:
+                    img.load()
+                    out["image"] = img.convert(image_mode)
+            except DECODE_ERRORS as err:
+                raise ValueError("corrupt_image") from err
+        else:
+            out[ext] = value  # unknown fields pass through as bytes
+    return out
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+class ShardDataset(torch.utils.data.IterableDataset):
+    """An iterable, resumable, node- and worker-split view of a set of shards.
+
+    Args:
+        shards: anything :func:`list_shards` accepts.
+        required: fields every sample must have after decoding (``"txt"``, ``"json"``,
+            ``"image"``); samples without them are skipped and counted as ``missing_field``.
+        shuffle_buffer: size of the sample shuffle buffer (0 or 1 = no sample shuffling).
+        shuffle_shards: shuffle the shard order every epoch.
+        seed: base seed of every shuffle.
+        epochs: number of passes (``None`` = forever, for training by steps).
+        rank, world_size: the node split; default from torch.distributed or RANK/WORLD_SIZE.
+        decode: decode fields (False yields raw bytes; used by benchmarks).
+        transform: optional function applied to each decoded sample.
+        fields: if given, only these raw fields (extensions) are kept and decoded.
+    """
+
+    def __init__(self, shards, required: Sequence[str] = ("txt",), shuffle_buffer: int = 0,
+                 shuffle_shards: bool = False, seed: int = 0, epochs: int | None = 1,
+                 rank: int | None = None, world_size: int | None = None, decode: bool = True,
+                 transform: Callable[[dict], Any] | None = None,
+                 fields: Sequence[str] | None = None):
+        super().__init__()
+        self.shards = list_shards(shards)
+        self.required = tuple(required)
+        self.shuffle_buffer = max(int(shuffle_buffer), 0)
+        self.shuffle_shards = shuffle_shards
+        self.seed = seed
+        self.epochs = epochs
+        self.rank, self.world_size = dist_info(rank, world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise DataError(f"rank {self.rank} outside world size {self.world_size}")
+        self.decode = decode
+        self.transform = transform
+        self.fields = None if fields is None else frozenset(fields)
+        self.stats: Counter[str] = Counter()
+        self._position = {"epoch": 0, "consumed": 0, "shard": 0, "offset": 0}
+        self._resume: dict[str, Any] | None = None
+        self._replaying = False
+
+    # ---- position
+    def state_dict(self) -> dict[str, Any]:
+        """The position of the running iteration: epoch, samples consumed in it, current
+        shard (index into this consumer's shard list) and sample offset inside it."""
+        return {**self._position, "stats": dict(self.stats), "seed": self.seed,
+                "num_shards": len(self.shards)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("num_shards", len(self.shards)) != len(self.shards):
+            raise DataError(f"loader state was saved for {state['num_shards']} shards, "
+                            f"this dataset has {len(self.shards)}")
+        self._resume = dict(state)
+        self._position = {k: state[k] for k in ("epoch", "consumed", "shard", "offset")}
+        self.stats = Counter(state.get("stats", {}))
+
+    # ---- bad samples
+    def _skip(self, reason: str, url: str, detail: str) -> None:
+        if self._replaying:  # already counted before the state was saved
+            return
+        self.stats[reason] += 1
+        n = self.stats[reason]
+        if n <= 10 or n & (n - 1) == 0:  # the first ten, then at powers of two
+            logger.warning("skipped bad sample (%s) in %s: %s [%d %s so far]", reason, url, detail, n, reason)
+
+    # ---- split
+    def _consumer(self) -> tuple[int, int]:
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.rank * num_workers + worker, self.world_size * num_workers
+
+    def _epoch_plan(self, epoch: int, consumer: int, n_consumers: int) -> tuple[list[str], int, int]:
+        """(shards this consumer reads in ``epoch``, sample stride, sample phase)."""
+        order = list(self.shards)
+        if self.shuffle_shards:
+            random.Random(f"{self.seed}/shards/{epoch}").shuffle(order)
+        if len(order) >= n_consumers:
+            return order[consumer::n_consumers], 1, 0
+        return order, n_consumers, consumer  # fewer shards than consumers: split by sample
+
+    def _raw_epoch(self, epoch: int, consumer: int, n_consumers: int) -> Iterator[tuple[dict, int, int]]:
+        """This consumer's raw samples of one epoch, shuffled; yields (sample, shard, offset)."""
+        shards, stride, phase = self._epoch_plan(epoch, consumer, n_consumers)
+
+        def stream():
+            for s, url in enumerate(shards):
+                for i, raw in enumerate(iter_raw_samples(url, self._skip)):
+                    if i % stride == phase:
+                        yield raw, s, i + 1
+
+        if self.shuffle_buffer <= 1:
+            yield from stream()
+            return
+        rng = random.Random(f"{self.seed}/buffer/{epoch}/{consumer}")
+        buf: list[tuple[dict, int, int]] = []
+        for item in stream():
+            if len(buf) < self.shuffle_buffer:
+                buf.append(item)
+                continue
+            j = rng.randrange(len(buf))
+            out, buf[j] = buf[j], item
+            yield out[0], item[1], item[2]  # the reader's position is that of the newest read
+        rng.shuffle(buf)
+        for out in buf:
+            yield out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        consumer, n_consumers = self._consumer()
+        resume, self._resume = self._resume, None
+        epoch = resume["epoch"] if resume else 0
+        skip = resume["consumed"] if resume else 0
+        while self.epochs is None or epoch < self.epochs:
+            consumed = 0
+            self._replaying = skip > 0
+            for raw, shard, offset in self._raw_epoch(epoch, consumer, n_consumers):
+                consumed += 1
+                if consumed <= skip:
+                    continue
+                self._replaying = False
+                self._position = {"epoch": epoch, "consumed": consumed, "shard": shard, "offset": offset}
+                sample = self._decode(raw)
+                if sample is not None:
+                    yield sample
+            skip = 0
+            epoch += 1
+            self._position = {"epoch": epoch, "consumed": 0, "shard": 0, "offset": 0}
+            if consumed == 0 and self.epochs is None:
+                raise DataError(f"consumer {consumer}/{n_consumers} got no samples from "
+                                f"{len(self.shards)} shard(s); cannot loop forever on nothing")
+
+    def _decode(self, raw: dict[str, Any]) -> Any:
+        if self.fields is not None:
+            raw = {k: v for k, v in raw.items() if k.startswith("__") or k in self.fields}
+        if not self.decode:
+            return raw
+        try:
+            sample = decode_sample(raw)
+        except ValueError as err:
+            self._skip(str(err), raw["__url__"], raw["__key__"])
+            return None
+        missing = [f for f in self.required if f not in sample]
+        if missing:
+            self._skip("missing_field", raw["__url__"], f"{raw['__key__']} lacks {missing}")
+            return None
+        return self.transform(sample) if self.transform is not None else sample
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Batch sample dicts into a dict of lists (images and texts stay Python objects)."""
+    keys = samples[0].keys()
+    return {k: [s.get(k) for s in samples] for k in keys}
+
+
+def make_loader(dataset: ShardDataset, batch_size: int, num_workers: int = 0,
+                collate_fn: Callable | None = collate_samples, **kwargs):
+    """A :class:`StatefulDataLoader` over ``dataset`` whose ``state_dict()`` holds each
+    worker's position, so ``load_state_dict`` resumes exactly."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    return StatefulDataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                              collate_fn=collate_fn, **kwargs)
+
+
+def iter_texts(shards: Iterable[str] | str) -> Iterator[str]:
+    """Every ``txt`` field of the given shards in order (one pass, no shuffling)."""
+    ds = ShardDataset(shards, required=("txt",), epochs=1, rank=0, world_size=1,
+                      fields=("txt", "text", "caption"))
+    for sample in ds:
+        yield sample["txt"]
