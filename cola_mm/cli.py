@@ -113,8 +113,15 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and a pointer to --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cola-mm",
         description="Cola-MM: text and images through one block-causal latent diffusion prior.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -1,0 +1,109 @@
+"""Saving and loading one model component as ``config.json`` + ``model.safetensors``.
+
+This is the transformers/diffusers ``save_pretrained`` convention: a folder per component, a
+JSON config that names the component class and a format version, and the weights as
+safetensors. Loading never unpickles. Every failure (missing folder or file, corrupt weights,
+a config of another class, weights that do not fit the config) is a :class:`CheckpointError`
+with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from cola_mm.config import Config, ConfigError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+C = TypeVar("C", bound=Config)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded or written: reported to the user as one line."""
+
+
+def save_component(path: str | os.PathLike, kind: str, config: Config,
+                   state_dict: Mapping[str, torch.Tensor], extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``path/config.json`` and ``path/model.safetensors`` atomically (a temporary
+    folder beside ``path`` renamed into place, so an existing component is never half-replaced)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        meta = {"_class": kind, "_format_version": FORMAT_VERSION, **(extra or {}), **config.to_dict()}
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "class": kind})
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def read_component_config(path: str | os.PathLike, kind: str, config_cls: type[C]) -> tuple[C, dict]:
+    """The config of the component at ``path`` and the extra (underscore-free, non-config) keys."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {path}")
+    cfg_file = path / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path} has no {CONFIG_NAME}: not a {kind} checkpoint")
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({err.msg})") from None
+    found = raw.pop("_class", None)
+    if found != kind:
+        raise CheckpointError(f"{path} holds a {found or 'unknown'} component, expected {kind}")
+    version = raw.pop("_format_version", 0)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer cola-mm (format {version})")
+    fields = set(config_cls.__dataclass_fields__)
+    extra = {k: raw.pop(k) for k in list(raw) if k not in fields}
+    try:
+        config = config_cls.from_dict(raw, where=f"{cfg_file}")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    return config, extra
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    weights = Path(path) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{Path(path)} has no {WEIGHTS_NAME}")
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights} is corrupt or not a safetensors file ({err})") from None
+
+
+def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], where: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error on any mismatch."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: weights do not match the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    for k, v in state_dict.items():
+        if own[k].shape != v.shape:
+            raise CheckpointError(f"{where}: weight {k} has shape {tuple(v.shape)}, "
+                                  f"the config needs {tuple(own[k].shape)}")
+    module.load_state_dict(state_dict, strict=True)

@@ -1,0 +1,128 @@
+"""Transformer building blocks shared by the Text VAE and the DiT prior.
+
+RMSNorm, SwiGLU feed-forward, rotary position embedding (RoPE) on explicit position ids, and
+multi-head attention over a boolean mask with an optional key/value cache — the pieces of a
+LLaMA-style block (Touvron et al. 2023), as Cola DLM uses for its VAE and prior.
+
+Legend: ``b`` batch, ``n`` query positions, ``m`` key positions, ``h`` heads, ``e`` head
+width, ``d`` model width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps).to(x.dtype)
+        return x * self.weight if self.weight is not None else x
+
+
+def swiglu_hidden(dim: int, ratio: float = 8 / 3, multiple: int = 32) -> int:
+    """Hidden width of a SwiGLU MLP with ~``ratio``·dim units, rounded up to ``multiple``."""
+    return multiple * math.ceil(ratio * dim / multiple)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w_gate = nn.Linear(dim, hidden, bias=False)
+        self.w_up = nn.Linear(dim, hidden, bias=False)
+        self.w_down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables for integer ``positions`` (b, n) → each (b, 1, n, head_dim/2)."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[..., None] * inv_freq  # (b, n, e/2)
+    return angles.cos()[:, None], angles.sin()[:, None]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[2i], x[2i+1]) of ``x`` (b, h, n, e) by the position angles."""
+    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (b, h, n, e/2, 2)
+    return out.flatten(-2).to(x.dtype)
+
+
+@dataclass
+class KVCache:
+    """Keys/values of finished positions, per layer; ``append`` returns the full k, v."""
+
+    keys: list[torch.Tensor | None] = field(default_factory=list)
+    values: list[torch.Tensor | None] = field(default_factory=list)
+
+    def layer(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if i >= len(self.keys):
+            return None, None
+        return self.keys[i], self.values[i]
+
+    def store(self, i: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        while len(self.keys) <= i:
+            self.keys.append(None)
+            self.values.append(None)
+        self.keys[i], self.values[i] = k, v
+
+    @property
+    def length(self) -> int:
+        return 0 if not self.keys or self.keys[0] is None else self.keys[0].shape[2]
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, n_heads: int):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"width {dim} is not divisible by {n_heads} heads")
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor | None, cache: KVCache | None = None, layer: int = 0,
+                update_cache: bool = False) -> torch.Tensor:
+        """``x`` (b, n, d); ``mask`` (b|1, n, m) bool, True = may attend, over [cached | new]
+        keys. With ``cache``, the cached keys/values of earlier positions are prepended; with
+        ``update_cache`` the new ones are appended to it."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (b, h, n, e)
+        if cache is not None:
+            past_k, past_v = cache.layer(layer)
+            if past_k is not None:
+                k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+            if update_cache:
+                cache.store(layer, k, v)
+        attn_mask = None if mask is None else mask[:, None]  # (b, 1, n, m)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)); x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, n_heads: int, mlp_hidden: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(dim)
+        self.attn = Attention(dim, n_heads)
+        self.mlp_norm = RMSNorm(dim)
+        self.mlp = SwiGLU(dim, mlp_hidden)
+
+    def forward(self, x, rope, mask, cache=None, layer=0, update_cache=False):
+        x = x + self.attn(self.attn_norm(x), rope, mask, cache, layer, update_cache)
+        return x + self.mlp(self.mlp_norm(x))

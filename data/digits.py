@@ -1,0 +1,156 @@
+"""Handwritten digits: scikit-learn's 1,797 real 8×8 digit scans as a small captioned image set.
+
+The images are the UCI "Optical Recognition of Handwritten Digits" samples bundled with
+scikit-learn (:func:`sklearn.datasets.load_digits`, offline): 8×8 ink counts 0..16. Each is
+padded by one blank cell on every side, upsampled smoothly (bicubic) to ``size``×``size`` and
+drawn as dark ink :data:`INK` on the same light background as :mod:`data.shapes`, so the two sets
+share a look. Captions name the digit in varied phrasing (:data:`TEMPLATES`, numeral or word);
+:func:`parse_digit_caption` reads the digit back.
+
+Split (fixed, independent of the seed): the last :data:`TEST_COUNT` = 300 source indices
+(1497..1796) are ``test``, the first 1,497 are ``train``. Every class has 27–33 test samples.
+The seed only picks the caption phrasing.
+
+Build with ``cola-mm data digits --out datasets/digits``, or from Python::
+
+    from data.digits import build_digits
+    build_digits("datasets/digits", size=64)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from data.shards import (DataError, ShardWriter, prepare_split_dir, read_manifest,
+                         update_manifest)
+
+DATASET_NAME = "digits"
+GENERATOR_VERSION = "digits-1"
+
+BACKGROUND = (245, 245, 245)  # same as data.shapes
+INK = (25, 25, 25)
+SOURCE_MAX = 16.0   # ink counts in load_digits run 0..16
+PAD_CELLS = 1       # blank source cells added on each side before upsampling (a margin)
+MIN_SIZE = 16
+TEST_COUNT = 300
+SPLITS = ("train", "test")
+CAPITALIZE_PROBABILITY = 0.5
+PERIOD_PROBABILITY = 0.5
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TEMPLATES = (
+    "a handwritten {num}",
+    "the digit {num}",
+    "a hand-drawn {num}",
+    "number {num}, written by hand",
+    "a handwritten digit: {num}",
+    "the number {num} written by hand",
+    "an image of the handwritten digit {num}",
+    "{a_num} drawn by hand",
+    "handwriting showing the number {num}",
+    "a scan of a handwritten {num}",
+)
+
+
+def split_indices(split: str, total: int) -> range:
+    """Source indices of ``split``: the last TEST_COUNT are test, the rest train."""
+    if split not in SPLITS:
+        raise DataError(f"unknown digits split {split!r}; choose one of {', '.join(SPLITS)}")
+    return range(total - TEST_COUNT, total) if split == "test" else range(total - TEST_COUNT)
+
+
+def render_digit(pixels: np.ndarray, size: int) -> Image.Image:
+    """Upsample one 8×8 digit (values 0..16) to a smooth ``size``×``size`` RGB image."""
+    ink = np.pad(np.clip(pixels / SOURCE_MAX, 0.0, 1.0).astype(np.float32), PAD_CELLS)
+    smooth = Image.fromarray(ink).resize((size, size), Image.Resampling.BICUBIC)
+    coverage = np.clip(np.asarray(smooth), 0.0, 1.0)[..., None]  # (size, size, 1)
+    background, ink_rgb = np.array(BACKGROUND, np.float32), np.array(INK, np.float32)
+    rgb = background + coverage * (ink_rgb - background)
+    return Image.fromarray(np.rint(rgb).astype(np.uint8))
+
+
+def make_digit_caption(label: int, rng: random.Random, template: int | None = None) -> str:
+    """Caption a digit with a random (or the given) template, as a numeral or a word."""
+    if template is None:
+        template = rng.randrange(len(TEMPLATES))
+    num = rng.choice((str(label), DIGIT_WORDS[label]))
+    a_num = f"{'an' if num in ('8', 'eight') else 'a'} {num}"
+    text = TEMPLATES[template].format(num=num, a_num=a_num)
+    if rng.random() < CAPITALIZE_PROBABILITY:
+        text = text[0].upper() + text[1:]
+    if rng.random() < PERIOD_PROBABILITY:
+        text += "."
+    return text
+
+
+_NUMBER_RE = re.compile(r"\b(?:[0-9]|" + "|".join(DIGIT_WORDS) + r")\b")
+
+
+def parse_digit_caption(text: str) -> int | None:
+    """The digit a caption names (numeral or word, any case), or None if none or several."""
+    if not isinstance(text, str):
+        return None
+    words = re.sub(r"[^a-z0-9]+", " ", text.lower())
+    found = {int(m) if m.isdigit() else DIGIT_WORDS.index(m) for m in _NUMBER_RE.findall(words)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _validate(out: str | os.PathLike, size: int, seed: int, shard_size: int) -> None:
+    checks = [
+        (isinstance(size, int) and size >= MIN_SIZE,
+         f"size must be an integer >= {MIN_SIZE}, got {size!r}"),
+        (isinstance(seed, int) and seed >= 0, f"seed must be an integer >= 0, got {seed!r}"),
+        (isinstance(shard_size, int) and shard_size >= 1,
+         f"shard_size must be an integer >= 1, got {shard_size!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DataError(message)
+    existing = read_manifest(out).get("dataset")
+    if existing not in (None, DATASET_NAME):
+        raise DataError(f"{out} holds dataset {existing!r}, not {DATASET_NAME!r}")
+
+
+def build_digits(out: str | os.PathLike, size: int = 64, seed: int = 0, shard_size: int = 1000,
+                 overwrite: bool = False, progress: bool = True) -> dict:
+    """Write ``out/train`` and ``out/test`` shards and ``out/manifest.json``; return the manifest.
+
+    Raises :class:`DataError` on bad arguments or when shards exist and ``overwrite`` is False
+    (checked for both splits before anything is written).
+    """
+    from sklearn.datasets import load_digits  # heavy import, only needed here
+
+    _validate(out, size, seed, shard_size)
+    digits = load_digits()
+    total = len(digits.target)
+    split_dirs = {split: prepare_split_dir(Path(out) / split, overwrite) for split in SPLITS}
+    manifest: dict = {}
+    for split in SPLITS:
+        indices = split_indices(split, total)
+        with ShardWriter(split_dirs[split], max_count=shard_size) as writer:
+            for index in tqdm(indices, desc=f"digits/{split}", disable=not progress):
+                label = int(digits.target[index])
+                rng = random.Random(f"{DATASET_NAME}/{seed}/{index}")
+                template = rng.randrange(len(TEMPLATES))
+                caption = make_digit_caption(label, rng, template)
+                meta = {"label": label, "caption": caption, "caption_template": template,
+                        "source_index": index, "split": split, "seed": seed,
+                        "image_size": size, "dataset": DATASET_NAME,
+                        "generator_version": GENERATOR_VERSION}
+                image = render_digit(digits.images[index], size)
+                writer.write(f"{index:09d}", {"png": image, "txt": caption, "json": meta})
+        info = {"count": len(indices), "shards": writer.shards, "seed": seed, "size": size,
+                "source_indices": [indices.start, indices.stop]}
+        manifest = update_manifest(
+            out, DATASET_NAME, GENERATOR_VERSION, split, info,
+            source="sklearn.datasets.load_digits", classes=list(DIGIT_WORDS),
+            split_rule=f"test = the last {TEST_COUNT} source indices, train = the rest",
+            background=list(BACKGROUND), ink=list(INK))
+    return manifest

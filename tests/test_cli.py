@@ -1,0 +1,84 @@
+"""The cola-mm command line: help on every subcommand, one-line errors, the data pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cola_mm.cli import build_parser, main
+from data.loader import ShardDataset
+
+SUBCOMMANDS = [["data"], ["data", "shapes"], ["data", "digits"], ["data", "text"], ["data", "all"],
+               ["tokenizer"], ["tokenizer", "train"]]
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
+def test_help_on_every_subcommand(words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(words + ["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cola-mm " + " ".join(words))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cola_mm.cli", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["data", "shapes", "--out", str(tmp_path / "s"), "--count", "0"], "positive integer"),
+        (["data", "shapes", "--out", str(tmp_path / "s"), "--size", "abc"], "positive integer"),
+        (["data", "text", "--source", str(tmp_path / "missing"), "--out", str(tmp_path / "t")], "missing"),
+        (["data", "text", "--source", str(empty), "--out", str(tmp_path / "t")], "empty"),
+        (["tokenizer", "train", "--data", str(empty), "--out", str(tmp_path / "tok")], "no shards"),
+    ]
+    for argv, needle in cases:
+        proc = run_cli(*argv)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "error" in lines[0] and needle in lines[0], (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_existing_shards_are_not_overwritten(tmp_path, capsys):
+    out = str(tmp_path / "shapes")
+    assert main(["data", "shapes", "--out", out, "--count", "12", "--shard-size", "5"]) == 0
+    before = (tmp_path / "shapes" / "train" / "000000.tar").read_bytes()
+    assert main(["data", "shapes", "--out", out, "--count", "7", "--seed", "9"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "shapes" / "train" / "000000.tar").read_bytes() == before
+    assert main(["data", "shapes", "--out", out, "--count", "7", "--overwrite"]) == 0
+    assert len(list(ShardDataset(tmp_path / "shapes" / "train", required=("image",)))) == 7
+
+
+def test_data_all_builds_every_dataset_and_the_tokenizer(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(4):
+        (corpus / f"book{i}.txt").write_text(
+            "\n\n".join(f"Chapter {j}. The quick brown fox number {i} jumps over the lazy dog."
+                        for j in range(40)), encoding="utf-8")
+    root = tmp_path / "datasets"
+    argv = ["data", "all", "--out", str(root), "--shapes-count", "40", "--text-source", str(corpus),
+            "--vocab-size", "400", "--doc-chars", "300"]
+    assert main(argv) == 0
+    shapes = json.loads((root / "shapes" / "manifest.json").read_text())
+    assert {k: v["count"] for k, v in shapes["splits"].items()} == {"train": 40, "val": 4, "test": 4, "novel": 4}
+    digits = json.loads((root / "digits" / "manifest.json").read_text())
+    assert sum(v["count"] for v in digits["splits"].values()) == 1797
+    assert (root / "text" / "manifest.json").is_file()
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
+    text = "a large red circle in the top left"
+    assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    # idempotent: a second run keeps what exists
+    stamp = (root / "tokenizer" / "tokenizer.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (root / "tokenizer" / "tokenizer.json").stat().st_mtime_ns == stamp

@@ -1,0 +1,291 @@
+"""Captioned shapes: renders match the spec, captions parse back, splits hold out the novel pairs."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from data.shapes import (ALL_PAIRS, BACKGROUND, CELLS, COLORS, GRID, JITTER_FRACTION, MIN_GAP_PX,
+                         NOVEL_PAIRS, ONE_OBJECT_TEMPLATES, SHAPES, SIZES, SPLITS,
+                         TWO_OBJECT_TEMPLATES, build_shapes, caption_attributes, generate_sample,
+                         make_caption, parse_caption, render_scene, sample_rng, sample_scene)
+from data.shards import DataError
+
+SPEC_COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
+               "yellow": (235, 200, 30), "purple": (140, 60, 180), "orange": (245, 130, 30),
+               "black": (25, 25, 25)}
+
+
+def scenes(split: str, n: int, size: int = 64, max_objects: int = 2, seed: int = 0):
+    for i in range(n):
+        yield sample_scene(sample_rng(seed, split, i), split, size, max_objects)
+
+
+def centre_cell(bbox: list[int], size: int) -> str:
+    """The test's own cell computation: which third of each axis holds the bbox centre."""
+    x0, y0, x1, y1 = bbox
+    col = int((x0 + x1) / 2 * GRID // size)
+    row = int((y0 + y1) / 2 * GRID // size)
+    return CELLS[row * GRID + col]
+
+
+def test_spec_constants():
+    assert COLORS == SPEC_COLORS
+    assert BACKGROUND == (245, 245, 245)
+    assert set(SHAPES) == {"circle", "square", "triangle", "cross"}
+    assert CELLS == ("top left", "top", "top right", "left", "center", "right",
+                     "bottom left", "bottom", "bottom right")
+    assert len(ALL_PAIRS) == 28 and 1 <= len(NOVEL_PAIRS) < 28
+    assert all(pair in ALL_PAIRS for pair in NOVEL_PAIRS)
+    seen = [p for p in ALL_PAIRS if p not in NOVEL_PAIRS]  # every colour and shape still trains
+    assert {c for c, _ in seen} == set(COLORS) and {s for _, s in seen} == set(SHAPES)
+
+
+@pytest.mark.parametrize("size", [16, 17, 23, 31, 48, 64, 97, 128])
+def test_geometry_sizes_cells_and_canvas(size):
+    for scene in scenes("train", 300, size=size):
+        for obj in scene["objects"]:
+            x0, y0, x1, y1 = obj["bbox"]
+            assert 0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size
+            assert x1 - x0 == y1 - y0
+            assert abs((x1 - x0) - SIZES[obj["size"]] * size) <= 0.5  # 1/5 or 2/5 of the side
+            assert centre_cell(obj["bbox"], size) == obj["cell"]
+            row, col = divmod(CELLS.index(obj["cell"]), GRID)
+            cell_side = size / GRID
+            dx = (x0 + x1) / 2 - (col + 0.5) * cell_side
+            dy = (y0 + y1) / 2 - (row + 0.5) * cell_side
+            assert max(abs(dx), abs(dy)) <= JITTER_FRACTION * cell_side + 0.5  # small jitter
+
+
+def test_size_ratio_at_default_canvas():
+    sides = {name: set() for name in SIZES}
+    for scene in scenes("train", 500):
+        for obj in scene["objects"]:
+            sides[obj["size"]].add(obj["bbox"][2] - obj["bbox"][0])
+    assert sides == {"small": {13}, "large": {26}}  # round(64/5), round(2*64/5)
+
+
+def test_renders_have_exact_colours_and_fill_their_bboxes():
+    size = 64
+    for split in ("train", "novel"):
+        for scene in scenes(split, 150, size=size):
+            img = np.asarray(render_scene(scene, size)).astype(int)
+            assert img.shape == (size, size, 3)
+            outside = np.ones((size, size), bool)
+            for obj in scene["objects"]:
+                x0, y0, x1, y1 = obj["bbox"]
+                outside[y0:y1, x0:x1] = False
+                rgb = np.array(COLORS[obj["color"]])
+                patch = img[y0:y1, x0:x1]
+                # the centre pixel is inside every shape, and exactly the spec colour
+                cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+                assert tuple(img[cy, cx]) == tuple(rgb), obj
+                # the most common non-background colour in the bbox is the exact spec colour
+                ink = patch[np.any(patch != BACKGROUND, axis=-1)]
+                mode, _ = Counter(map(tuple, ink)).most_common(1)[0]
+                assert mode == tuple(rgb)
+                # the shape touches all four sides of its bbox
+                rows = np.nonzero(np.any(patch != BACKGROUND, axis=(1, 2)))[0]
+                cols = np.nonzero(np.any(patch != BACKGROUND, axis=(0, 2)))[0]
+                assert (rows[0], rows[-1], cols[0], cols[-1]) == (0, y1 - y0 - 1, 0, x1 - x0 - 1)
+                if obj["shape"] == "square":
+                    assert np.all(patch == rgb)
+            assert np.all(img[outside] == BACKGROUND)
+
+
+def test_shapes_are_distinguishable_by_fill():
+    """Fill fraction of the bbox separates the shapes (circle π/4, triangle 1/2, cross 5/9)."""
+    expected = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5, "cross": 5 / 9}
+    for scene in scenes("train", 200, max_objects=1):
+        obj = scene["objects"][0]
+        if obj["size"] != "large":
+            continue
+        x0, y0, x1, y1 = obj["bbox"]
+        img = np.asarray(render_scene(scene, 64)).astype(float)[y0:y1, x0:x1]
+        bg, rgb = np.array(BACKGROUND), np.array(COLORS[obj["color"]])
+        coverage = ((img - bg) @ (rgb - bg)) / ((rgb - bg) @ (rgb - bg))
+        assert abs(coverage.mean() - expected[obj["shape"]]) < 0.04, obj
+
+
+def test_two_object_scenes():
+    size, counts = 64, Counter()
+    for scene in scenes("train", 2000, size=size):
+        counts[len(scene["objects"])] += 1
+        if len(scene["objects"]) == 1:
+            assert scene["relation"] is None
+            continue
+        a, b = scene["objects"]
+        assert a["cell"] != b["cell"]
+        assert (a["color"], a["shape"]) != (b["color"], b["shape"])
+        ax0, ay0, ax1, ay1 = a["bbox"]
+        bx0, by0, bx1, by1 = b["bbox"]
+        gap = max(bx0 - ax1, ax0 - bx1, by0 - ay1, ay0 - by1)
+        assert gap >= MIN_GAP_PX
+        (ar, ac), (br, bc) = divmod(CELLS.index(a["cell"]), 3), divmod(CELLS.index(b["cell"]), 3)
+        acx, acy, bcx, bcy = (ax0 + ax1) / 2, (ay0 + ay1) / 2, (bx0 + bx1) / 2, (by0 + by1) / 2
+        relation_holds = {"left of": ac < bc and acx < bcx, "right of": ac > bc and acx > bcx,
+                          "above": ar < br and acy < bcy, "below": ar > br and acy > bcy}
+        assert relation_holds[scene["relation"]], scene
+    assert 0.4 < counts[2] / 2000 < 0.6
+    assert all(len(s["objects"]) == 1 for s in scenes("train", 200, max_objects=1))
+
+
+def test_novel_pairs_only_in_novel_split():
+    for split in ("train", "val", "test"):
+        for scene in scenes(split, 2000):
+            for obj in scene["objects"]:
+                assert (obj["color"], obj["shape"]) not in NOVEL_PAIRS
+    used = set()
+    for scene in scenes("novel", 2000):
+        pairs = [(o["color"], o["shape"]) for o in scene["objects"]]
+        assert any(p in NOVEL_PAIRS for p in pairs)
+        if len(pairs) == 1:
+            used.add(pairs[0])
+    assert used == set(NOVEL_PAIRS)
+
+
+def test_splits_differ_for_the_same_seed():
+    firsts = {split: [json.dumps(s, sort_keys=True) for s in scenes(split, 50)] for split in SPLITS}
+    assert len({tuple(v) for v in firsts.values()}) == len(SPLITS)
+
+
+def test_caption_round_trip_over_thousands_of_scenes():
+    used = Counter()
+    for split in SPLITS:
+        for i in range(1000):
+            _, caption, meta = generate_sample(0, split, i, 64, max_objects=2)
+            used[meta["caption_template"]] += 1
+            parsed = parse_caption(caption)
+            assert parsed == caption_attributes(meta), (caption, parsed)
+            if len(meta["objects"]) == 1:  # the caption alone fixes the whole scene
+                obj = meta["objects"][0]
+                assert parsed["objects"][0] == {k: obj[k] for k in ("shape", "color", "size", "cell")}
+            else:
+                truth = [(o["shape"], o["color"], o["size"]) for o in meta["objects"]]
+                got = [(o["shape"], o["color"], o["size"]) for o in parsed["objects"]]
+                assert got == truth and parsed["relation"] == meta["relation"]
+    assert len(ONE_OBJECT_TEMPLATES) >= 12
+    expected = {f"1-object/{i}" for i in range(len(ONE_OBJECT_TEMPLATES))}
+    expected |= {f"2-object/{i}" for i in range(len(TWO_OBJECT_TEMPLATES))}
+    assert set(used) == expected  # every template is exercised
+
+
+@pytest.mark.parametrize("n_objects", [1, 2])
+def test_every_template_round_trips(n_objects):
+    templates = ONE_OBJECT_TEMPLATES if n_objects == 1 else TWO_OBJECT_TEMPLATES
+    pool = [s for s in scenes("test", 600) if len(s["objects"]) == n_objects][:100]
+    for t in range(len(templates)):
+        captions = set()
+        for i, scene in enumerate(pool):
+            caption = make_caption(scene, sample_rng(t, "caption", i), template=t)
+            captions.add(caption)
+            assert parse_caption(caption) == caption_attributes(scene), caption
+        assert len(captions) > 0.9 * len(pool)  # synonyms and scenes vary the text
+
+
+def test_parse_examples_and_robustness():
+    def one(shape, color, size, cell):
+        return {"objects": [{"shape": shape, "color": color, "size": size, "cell": cell}],
+                "relation": None}
+
+    assert parse_caption("a large red circle in the top left") == one("circle", "red", "large", "top left")
+    assert parse_caption("there is a small blue cross at the bottom") == one("cross", "blue", "small", "bottom")
+    assert parse_caption("top right: a green square") == one("square", "green", None, "top right")
+    assert parse_caption("  THERE is a BIG purple   plus-sign ,, in the MIDDLE!!! ") == \
+        one("cross", "purple", "large", "center")
+    assert parse_caption("A little orange box, upper-left corner.") == one("square", "orange", "small", "top left")
+    assert parse_caption("a black disc") == one("circle", "black", None, None)
+    assert parse_caption("a red circle to the left of a blue square") == {
+        "objects": [{"shape": "circle", "color": "red", "size": None, "cell": None},
+                    {"shape": "square", "color": "blue", "size": None, "cell": None}],
+        "relation": "left of"}
+    assert parse_caption("A tiny yellow triangle... beneath a big green box!")["relation"] == "below"
+    for bad in ["", "   ", "hello world", "a big circle", "a red and blue circle",
+                "a red circle and a blue square", "a red circle at the top bottom",
+                "a red circle above a blue square below a green cross",
+                "a red circle to the left of", "a small large red circle", None, 42]:
+        assert parse_caption(bad) is None, bad
+
+
+def read_webdataset(split_dir: Path) -> list[dict]:
+    urls = [str(p) for p in sorted(split_dir.glob("*.tar"))]
+    return list(wds.WebDataset(urls, shardshuffle=False))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    entry = build_shapes(root, "train", 250, seed=3, max_objects=2, shard_size=100, progress=False)
+    build_shapes(root, "novel", 40, seed=3, progress=False)
+    return root, entry
+
+
+def test_build_writes_shards_and_manifest(built):
+    root, entry = built
+    assert entry["count"] == 250 and entry["shards"] == ["000000.tar", "000001.tar", "000002.tar"]
+    assert (entry["seed"], entry["size"], entry["max_objects"]) == (3, 64, 2)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["dataset"] == "shapes" and set(manifest["splits"]) == {"train", "novel"}
+    assert [tuple(p) for p in manifest["novel_pairs"]] == list(NOVEL_PAIRS)
+    assert {k: tuple(v) for k, v in manifest["colors"].items()} == SPEC_COLORS
+    assert manifest["shapes"] == list(SHAPES) and manifest["cells"] == list(CELLS)
+
+
+def test_shards_load_with_plain_webdataset(built):
+    root, _ = built
+    samples = read_webdataset(root / "train")
+    assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(250)]
+    for s in samples[:60]:
+        assert {"png", "txt", "json"} <= set(s)
+        meta = json.loads(s["json"])
+        caption = s["txt"].decode("utf-8")
+        assert caption == meta["caption"]
+        assert meta["split"] == "train" and meta["generator_version"]
+        assert parse_caption(caption) == caption_attributes(meta)
+        image = Image.open(io.BytesIO(s["png"]))
+        assert image.mode == "RGB" and image.size == (64, 64)
+        assert np.array_equal(np.asarray(image), np.asarray(render_scene(meta, 64)))
+    for s in read_webdataset(root / "novel"):
+        meta = json.loads(s["json"])
+        assert meta["split"] == "novel"
+        obj = meta["objects"][0]
+        assert (obj["color"], obj["shape"]) in NOVEL_PAIRS
+
+
+def test_build_is_deterministic(built, tmp_path):
+    root, _ = built
+    build_shapes(tmp_path, "train", 250, seed=3, max_objects=2, shard_size=100, progress=False)
+    for name in ("000000.tar", "000001.tar", "000002.tar"):
+        assert (tmp_path / "train" / name).read_bytes() == (root / "train" / name).read_bytes()
+    build_shapes(tmp_path / "other", "train", 100, seed=4, max_objects=2, progress=False)
+    assert (tmp_path / "other/train/000000.tar").read_bytes() != \
+        (root / "train/000000.tar").read_bytes()
+
+
+def test_refuses_to_overwrite(tmp_path):
+    build_shapes(tmp_path, "val", 5, progress=False)
+    before = (tmp_path / "val/000000.tar").read_bytes()
+    with pytest.raises(DataError, match="overwrite"):
+        build_shapes(tmp_path, "val", 5, seed=1, progress=False)
+    assert (tmp_path / "val/000000.tar").read_bytes() == before
+    build_shapes(tmp_path, "val", 5, seed=1, overwrite=True, progress=False)
+    assert (tmp_path / "val/000000.tar").read_bytes() != before
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"count": 0}, {"count": -3}, {"size": 8}, {"max_objects": 3}, {"max_objects": 0},
+    {"split": "training"}, {"seed": -1}, {"shard_size": 0},
+])
+def test_bad_arguments_raise_data_error(tmp_path, kwargs):
+    args = {"split": "train", "count": 10, **kwargs}
+    with pytest.raises(DataError) as err:
+        build_shapes(tmp_path, progress=False, **args)
+    assert "\n" not in str(err.value)
+    assert not list(tmp_path.rglob("*.tar"))

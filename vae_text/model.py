@@ -1,0 +1,176 @@
+"""Text VAE of Cola DLM (§3.1): one continuous latent per token, block-causal encoder/decoder.
+
+    ids (b, n) ─embed─▶ encoder (block-causal transformer) ─▶ (mean, logvar) (b, n, d_latent)
+    z = mean + σ·ε ─▶ decoder (block-causal transformer) ─▶ logits (b, n, vocab)
+
+- The decoder reads **only latents** (no teacher-forced tokens) and predicts every token of a
+  block in parallel; a LayerNorm (no affine) on the mean keeps the latent scale fixed.
+- Attention in both is block-causal with a small VAE block (``block_size``, default 4), so text
+  can be encoded and decoded incrementally: :meth:`TextVAE.encode_stream` and
+  :meth:`TextVAE.decode_stream` run one block at a time with a key/value cache and give the
+  same result as the full pass.
+- At the prior boundary latents are normalised as ``(z − latent_shift)·latent_scale``; both
+  numbers live in the config and are set from data statistics after training.
+
+Legend: ``b`` batch, ``n`` tokens (= latents), ``d`` model width, ``c`` latent dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from cola_mm.components import load_into, load_weights, read_component_config, save_component
+from cola_mm.config import Config, check
+from cola_mm.layers import Block, KVCache, RMSNorm, rope_angles, swiglu_hidden
+from prior.masks import block_causal_mask
+
+KIND = "TextVAE"
+
+
+@dataclass(frozen=True)
+class TextVAEConfig(Config):
+    vocab_size: int = 8192  # tokenizer vocabulary (must match the tokenizer)
+    d_model: int = 256  # transformer width of encoder and decoder
+    n_heads: int = 4  # attention heads
+    enc_layers: int = 4  # encoder depth
+    dec_layers: int = 4  # decoder depth
+    d_latent: int = 16  # latent channels per token (paper: 16–128)
+    block_size: int = 4  # VAE attention block (tokens); block-causal across blocks
+    mlp_ratio: float = 8 / 3  # SwiGLU hidden width / d_model
+    rope_theta: float = 10000.0  # RoPE base
+    latent_shift: float = 0.0  # prior boundary: (z - shift) * scale
+    latent_scale: float = 1.0
+
+    def __post_init__(self):
+        check(self.vocab_size >= 8, f"vocab_size must be >= 8, got {self.vocab_size}")
+        check(self.d_model > 0 and self.n_heads > 0 and self.d_model % self.n_heads == 0,
+              f"d_model ({self.d_model}) must be a positive multiple of n_heads ({self.n_heads})")
+        check((self.d_model // self.n_heads) % 2 == 0, "head width must be even for RoPE")
+        check(self.enc_layers >= 1 and self.dec_layers >= 1, "enc_layers and dec_layers must be >= 1")
+        check(1 <= self.d_latent <= 1024, f"d_latent must be in 1..1024, got {self.d_latent}")
+        check(self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}")
+        check(self.latent_scale > 0, f"latent_scale must be > 0, got {self.latent_scale}")
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(d_model=32, n_heads=2, enc_layers=1, dec_layers=1),  # tests
+    "small": dict(d_model=256, n_heads=4, enc_layers=3, dec_layers=3),  # CPU demo
+    "base": dict(d_model=768, n_heads=12, enc_layers=8, dec_layers=8),  # GPU
+}
+
+
+def preset(name: str, **overrides) -> TextVAEConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown TextVAE preset {name!r}; choose from {sorted(PRESETS)}")
+    return TextVAEConfig(**{**PRESETS[name], **overrides})
+
+
+class Stack(nn.Module):
+    """A block-causal transformer stack over positions ``offset … offset+n-1``."""
+
+    def __init__(self, config: TextVAEConfig, depth: int):
+        super().__init__()
+        hidden = swiglu_hidden(config.d_model, config.mlp_ratio)
+        self.blocks = nn.ModuleList(Block(config.d_model, config.n_heads, hidden) for _ in range(depth))
+        self.norm = RMSNorm(config.d_model)
+        self.block_size = config.block_size
+        self.head_dim = config.d_model // config.n_heads
+        self.theta = config.rope_theta
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False) -> torch.Tensor:
+        b, n, _ = x.shape
+        offset = cache.length if cache is not None else 0
+        positions = torch.arange(offset, offset + n, device=x.device).expand(b, n)
+        rope = rope_angles(positions, self.head_dim, self.theta)
+        mask = block_causal_mask(n, self.block_size, q_offset=offset, device=x.device)[None]  # (1, n, m)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, mask, cache, i, update_cache)
+        return self.norm(x)
+
+
+class TextVAE(nn.Module):
+    def __init__(self, config: TextVAEConfig):
+        super().__init__()
+        self.config = config
+        c, d = config.d_latent, config.d_model
+        self.embed = nn.Embedding(config.vocab_size, d)
+        self.encoder = Stack(config, config.enc_layers)
+        self.to_moments = nn.Linear(d, 2 * c)
+        self.mean_norm = nn.LayerNorm(c, elementwise_affine=False)
+        self.from_latent = nn.Linear(c, d)
+        self.decoder = Stack(config, config.dec_layers)
+        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # ---- the two halves
+    def encode(self, ids: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (b, n) → mean, logvar (b, n, c)."""
+        h = self.encoder(self.embed(ids), cache, update_cache)
+        mean, logvar = self.to_moments(h).chunk(2, dim=-1)
+        return self.mean_norm(mean), logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False) -> torch.Tensor:
+        """z (b, n, c) → logits (b, n, vocab). Reads only latents."""
+        return self.lm_head(self.decoder(self.from_latent(z), cache, update_cache))
+
+    @staticmethod
+    def sample(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + (0.5 * logvar).exp() * noise
+
+    def forward(self, ids: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
+        mean, logvar = self.encode(ids)
+        z = self.sample(mean, logvar) if sample else mean
+        return {"logits": self.decode(z), "mean": mean, "logvar": logvar, "z": z}
+
+    # ---- streaming: one VAE block at a time, same result as the full pass
+    def encode_stream(self, ids: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (mean, logvar) per block of ``block_size`` tokens, reusing cached keys/values."""
+        cache = KVCache()
+        for start in range(0, ids.shape[1], self.config.block_size):
+            yield self.encode(ids[:, start:start + self.config.block_size], cache, update_cache=True)
+
+    def decode_stream(self, z: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Yield logits per block of latents, reusing cached keys/values of earlier blocks."""
+        cache = KVCache()
+        for start in range(0, z.shape[1], self.config.block_size):
+            yield self.decode(z[:, start:start + self.config.block_size], cache, update_cache=True)
+
+    # ---- the prior boundary
+    def to_prior(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.config.latent_shift) * self.config.latent_scale
+
+    def from_prior(self, u: torch.Tensor) -> torch.Tensor:
+        return u / self.config.latent_scale + self.config.latent_shift
+
+    def with_latent_stats(self, shift: float, scale: float) -> "TextVAE":
+        self.config = dataclasses.replace(self.config, latent_shift=float(shift), latent_scale=float(scale))
+        return self
+
+    # ---- save / load (config.json + model.safetensors)
+    def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None) -> None:
+        save_component(path, KIND, self.config, state_dict if state_dict is not None else self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "TextVAE":
+        config, _ = read_component_config(path, KIND, TextVAEConfig)
+        model = cls(config)
+        load_into(model, load_weights(path), str(path))
+        return model.to(map_location)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
