@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
+from cola_mm.components import CheckpointError
+from cola_mm.config import ConfigError
+from cola_mm.train import TrainingDiverged
 from data.shards import DataError
 
 EVAL_SPLITS = ("val", "test", "novel")
@@ -103,6 +107,16 @@ def cmd_data_all(args: argparse.Namespace) -> None:
             vocab_size=args.vocab_size, out=str(tok_dir), min_frequency=2))
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from cola_mm.train import train
+    from cola_mm.train_config import load_train_config
+
+    cfg = load_train_config(args.config, args.set)
+    out = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"trained: components in {out}")
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from vae_text.tokenizer import train_tokenizer_from_shards
 
@@ -187,6 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=_positive_int, default=8192, help="tokenizer vocabulary")
     p.set_defaults(func=cmd_data_all)
 
+    # ---- train
+    p = sub.add_parser("train", help="train a stage (vae-text, …) from a YAML config",
+                       description="One training loop for every stage: accelerate (+ DeepSpeed "
+                                   "ZeRO via the config's `deepspeed:` key), checkpoints every "
+                                   "ckpt_every steps in run_dir/checkpoints, exact --resume. "
+                                   "Multi-process: ACCELERATE_USE_CPU=1 accelerate launch "
+                                   "--multi_gpu --num_processes 2 -m cola_mm.cli train ...")
+    p.add_argument("--config", required=True, help="YAML run config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
     # ---- tokenizer
     tok = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer",
                          description="Tokenizer tools.")
@@ -206,11 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (DataError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+    except (DataError, ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError,
+            NotADirectoryError, PermissionError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"cola-mm: error: {message}", file=sys.stderr)
         return 2

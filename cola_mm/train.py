@@ -68,7 +68,8 @@ def make_accelerator(cfg: TrainConfig):
         ds["train_batch_size"] = cfg.batch_size * cfg.optim.grad_accum * world
         ds["gradient_clipping"] = cfg.optim.grad_clip
         plugin = DeepSpeedPlugin(hf_ds_config=ds)
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu else []
+    multi = int(os.environ.get("WORLD_SIZE", 1)) > 1
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and multi else []
     log_with = "tensorboard" if importlib.util.find_spec("tensorboard") else None
     return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.optim.grad_accum,
                        deepspeed_plugin=plugin, kwargs_handlers=handlers, log_with=log_with,
@@ -200,8 +201,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr_ratio))
     dataset = stage.train_dataset(accelerator.process_index, accelerator.num_processes)
+    # its own generator: creating a loader iterator must not draw from the global RNG that
+    # accelerate restores on resume
     loader = StatefulDataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.data.num_workers,
-                                collate_fn=stage.collate)
+                                collate_fn=stage.collate, generator=torch.Generator().manual_seed(cfg.seed))
     metrics = MetricsLog(run_dir / METRICS_FILE, enabled=main)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +272,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if (cfg.val_every and step % cfg.val_every == 0) or step == cfg.max_steps:
             if val_batches:
                 model.eval()
-                val = stage.validate(accelerator.unwrap_model(model), val_batches, accelerator.device)
+                with torch.random.fork_rng(devices=[]):  # validation must not shift training RNG
+                    val = stage.validate(accelerator.unwrap_model(model), val_batches, accelerator.device)
                 model.train()
                 metrics.write({"step": step, **{f"val_{k}": v for k, v in val.items()}})
                 accelerator.print(f"step {step}: " + ", ".join(f"val_{k}={v:.4g}" for k, v in val.items()))
@@ -316,12 +320,30 @@ def _save_checkpoint(accelerator, cfg, stage, model, ema, loader, scheduler, ste
     accelerator.save_state(str(tmp / "state"))
     (tmp / f"loader_rank{accelerator.process_index}.json").write_text(json.dumps(loader.state_dict()))
     full = accelerator.get_state_dict(model)  # gathers partitioned (ZeRO-3) weights; every rank
+    problem = ""
     if main:
         weights = ema.state_dict(full) if ema is not None else full
-        stage.save_components(weights, tmp / "components")
-        if ema is not None:
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        try:
+            if bad:
+                raise FloatingPointError(f"non-finite weights ({bad[0]} …)")
+            with torch.random.fork_rng(devices=[]):  # building the export copy must not shift RNG
+                stage.save_components(weights, tmp / "components")
+        except FloatingPointError as err:
+            problem = str(err)
+        if ema is not None and not problem:
             from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
+    failed = torch.tensor(1.0 if problem else 0.0, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        failed = accelerator.reduce(failed, reduction="sum")
+    if failed.item() > 0:  # a diverged model is never committed as a checkpoint
+        last = ckpt.latest_complete(cfg.run_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingDiverged(f"the model diverged by step {step} ({problem or 'on another process'}); "
+                               f"stopped ({kept}). Lower optim.lr or raise optim.warmup_steps.")
     accelerator.wait_for_everyone()
     final = tmp.with_suffix("")
     if main:

@@ -144,4 +144,6 @@ def latent_statistics(vae: TextVAE, batches) -> tuple[float, float]:
     if not zs:
         return 0.0, 1.0
     z = torch.cat(zs)
+    if not torch.isfinite(z).all():
+        raise FloatingPointError("the encoder gives non-finite latents")
     return z.mean().item(), 1.0 / max(z.std().item(), 1e-6)
