@@ -268,7 +268,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             metrics.write(record)
             if accelerator.log_with:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}",
+                            tok_s=f"{record['tokens_per_s']:.0f}")
         if (cfg.val_every and step % cfg.val_every == 0) or step == cfg.max_steps:
             if val_batches:
                 model.eval()

@@ -54,3 +54,50 @@ def dense_from_mask_mod(mask_mod, n_q: int, n_k: int) -> torch.Tensor:
     k = torch.arange(n_k)[None, :].expand(n_q, n_k)
     zero = torch.zeros((), dtype=torch.long)
     return mask_mod(zero, zero, q, k).bool()
+
+
+# --------------------------------------------------------------------------- the 2L training layout
+#
+# Block diffusion's training trick (Arriola et al. 2025; Cola DLM §3.2): the sequence of L
+# latents is laid out twice, [clean copy | noisy copy] (2L positions, the noisy copy with the
+# same position ids). With block ids ``blk`` per latent:
+#
+#   clean q → clean k:  blk[k] <= blk[q]      (block-causal over the clean sequence)
+#   noisy q → clean k:  blk[k] <  blk[q]      (the clean history before its own block)
+#   noisy q → noisy k:  blk[k] == blk[q]      (its own block, bidirectionally)
+#   clean q → noisy k:  never
+#
+# so one forward pass trains every block, each noisy block seeing exactly what the sampler will
+# give it: the clean blocks before it (cached) and itself.
+
+
+def two_copy_rule(q_noisy, q_block, k_noisy, k_block):
+    """The 2L rule on (copy, block) pairs; works on ints and on tensors."""
+    clean_to_clean = ~q_noisy & ~k_noisy & (k_block <= q_block)
+    noisy_to_clean = q_noisy & ~k_noisy & (k_block < q_block)
+    noisy_to_noisy = q_noisy & k_noisy & (k_block == q_block)
+    return clean_to_clean | noisy_to_clean | noisy_to_noisy
+
+
+def two_copy_mask(block_ids: torch.Tensor) -> torch.Tensor:
+    """Dense (2L, 2L) bool mask for one sequence with per-latent ``block_ids`` (L,)."""
+    L = block_ids.shape[0]
+    blk = torch.cat([block_ids, block_ids])
+    noisy = torch.arange(2 * L, device=block_ids.device) >= L
+    return two_copy_rule(noisy[:, None], blk[:, None], noisy[None, :], blk[None, :])
+
+
+def two_copy_mask_mod(block_ids: torch.Tensor):
+    """The same rule as a flex-attention ``mask_mod`` (``block_ids`` captured, length L)."""
+    L = block_ids.shape[0]
+    blk = torch.cat([block_ids, block_ids])
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return two_copy_rule(q_idx >= L, blk[q_idx], kv_idx >= L, blk[kv_idx])
+
+    return mask_mod
+
+
+def block_ids_for(length: int, block_size: int, device=None) -> torch.Tensor:
+    """Block id of each of ``length`` latents in blocks of ``block_size``: (L,)."""
+    return torch.arange(length, device=device) // block_size
