@@ -117,6 +117,19 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"trained: components in {out}")
 
 
+def cmd_generate_text(args: argparse.Namespace) -> None:
+    from cola_mm.pipeline import ColaPipeline
+
+    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    print(args.prompt, end="", flush=True)
+    for deltas in pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
+                                   cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver):
+        print(deltas[0], end="", flush=True)
+    print()
+    for notice in pipe.notices:
+        print(f"note: {notice}", file=sys.stderr)
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from vae_text.tokenizer import train_tokenizer_from_shards
 
@@ -215,6 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    # ---- generate
+    gen = sub.add_parser("generate", help="generate with a trained pipeline",
+                         description="Generation jobs of a pipeline folder (pipeline.json, text_vae/, dit/, tokenizer/).")
+    gsub = gen.add_subparsers(dest="job", metavar="JOB", required=True)
+    p = gsub.add_parser("text", help="continue a text prompt",
+                        description="Continue a prompt block by block (16 latents per block); the "
+                                    "text is printed as each block is decoded.")
+    p.add_argument("--ckpt", required=True, help="pipeline folder (e.g. runs/prior_small/model)")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="limit on new tokens (default 64)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
+    p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_generate_text)
+
     # ---- tokenizer
     tok = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer",
                          description="Tokenizer tools.")
@@ -238,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (DataError, ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError,
+    except (DataError, ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError, ValueError,
             NotADirectoryError, PermissionError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"cola-mm: error: {message}", file=sys.stderr)

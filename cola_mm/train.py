@@ -34,7 +34,7 @@ from cola_mm import checkpoint as ckpt
 from cola_mm.config import ConfigError
 from cola_mm.train_config import TrainConfig
 
-STAGES = {"vae-text": "vae_text.stage:TextVAEStage"}
+STAGES = {"vae-text": "vae_text.stage:TextVAEStage", "prior": "cola_mm.joint_stage:JointStage"}
 METRICS_FILE = "metrics.jsonl"
 KILL_ENV = "COLA_MM_KILL_AT_STEP"  # test hook: SIGKILL this process after that step
 
@@ -195,8 +195,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     stage = build_stage(cfg)
     module = stage.module
     ema = EMA(module, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    optimizer = torch.optim.AdamW(param_groups(module, cfg.optim.weight_decay), lr=cfg.optim.lr,
-                                  betas=cfg.optim.betas, eps=cfg.optim.eps)
+    groups = stage.param_groups(cfg.optim) if hasattr(stage, "param_groups") else \
+        param_groups(module, cfg.optim.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
     model, optimizer = accelerator.prepare(module, optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr_ratio))

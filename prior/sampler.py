@@ -22,7 +22,7 @@ Legend: ``b`` batch, ``B`` block size, ``M`` cached keys, ``c`` channels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -164,36 +164,44 @@ class BlockSampler:
         return z
 
 
+def iter_blocks(model: DiT, prefixes: Sequence[torch.Tensor], max_blocks: int, config: SamplerConfig,
+                generators: Sequence[torch.Generator], segment: int = 0) -> Iterator[torch.Tensor]:
+    """Yield the finished blocks (b, B, c) after the prefixes (P_i, c), one per ``next``, up to
+    ``max_blocks``; the caller stops early by not asking for more (streaming)."""
+    if len(prefixes) != len(generators):
+        raise ValueError("one generator per sample is needed")
+    b = len(prefixes)
+    device = next(model.parameters()).device
+    lengths = torch.tensor([p.shape[0] for p in prefixes], device=device)
+    padded = torch.zeros(b, max(int(lengths.max()), 1), model.config.d_latent, device=device)
+    for i, p in enumerate(prefixes):
+        padded[i, :p.shape[0]] = p
+    sampler = BlockSampler(model, config, segment)
+    with torch.no_grad():
+        sampler.prefill(padded, lengths)
+        for j in range(max_blocks):
+            yield sampler.denoise_block(j, generators)
+
+
 @torch.no_grad()
 def generate_blocks(model: DiT, prefixes: Sequence[torch.Tensor], max_blocks: int, config: SamplerConfig,
                     generators: Sequence[torch.Generator],
                     on_block: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-                    segment: int = 0) -> tuple[list[torch.Tensor], BlockSampler]:
+                    segment: int = 0) -> list[torch.Tensor]:
     """Generate up to ``max_blocks`` blocks after each prefix (P_i, c) (normalised latents).
 
     ``on_block(j, z)`` is called with each finished block (b, B, c) and returns a bool (b,)
     of samples that are done; generation stops when all are. Returns, per sample, the
-    generated blocks concatenated (n_blocks·B, c) — the first one includes the pinned prompt
-    tail — and the sampler (whose cache holds the whole sequence).
+    generated blocks concatenated (n_blocks·B, c); the first block includes the pinned
+    prompt tail.
     """
-    if len(prefixes) != len(generators):
-        raise ValueError("one generator per sample is needed")
-    b = len(prefixes)
-    c = model.config.d_latent
-    device = next(model.parameters()).device
-    lengths = torch.tensor([p.shape[0] for p in prefixes], device=device)
-    padded = torch.zeros(b, max(int(lengths.max()), 1), c, device=device)
-    for i, p in enumerate(prefixes):
-        padded[i, :p.shape[0]] = p
-    sampler = BlockSampler(model, config, segment)
-    sampler.prefill(padded, lengths)
-    blocks, done = [], torch.zeros(b, dtype=torch.bool, device=device)
-    for j in range(max_blocks):
-        z = sampler.denoise_block(j, generators)
+    blocks = []
+    done = torch.zeros(len(prefixes), dtype=torch.bool)
+    for j, z in enumerate(iter_blocks(model, prefixes, max_blocks, config, generators, segment)):
         blocks.append(z)
         if on_block is not None:
-            done = done | on_block(j, z).to(device)
+            done = done | on_block(j, z).cpu()
             if bool(done.all()):
                 break
     out = torch.cat(blocks, 1)
-    return [out[i] for i in range(b)], sampler
+    return [out[i] for i in range(len(prefixes))]

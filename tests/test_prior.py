@@ -121,28 +121,27 @@ def _gens(seeds):
 
 def test_cached_sampling_equals_recomputation(dit):
     prefixes = [torch.randn(6, C), torch.randn(9, C)]
-    kw = dict(max_blocks=3, generators=None)
-    cached, _ = generate_blocks(dit, prefixes, 3, SamplerConfig(steps=4, cfg_scale=2.0), _gens([1, 2]))
-    plain, _ = generate_blocks(dit, prefixes, 3, SamplerConfig(steps=4, cfg_scale=2.0, use_cache=False), _gens([1, 2]))
+    cached = generate_blocks(dit, prefixes, 3, SamplerConfig(steps=4, cfg_scale=2.0), _gens([1, 2]))
+    plain = generate_blocks(dit, prefixes, 3, SamplerConfig(steps=4, cfg_scale=2.0, use_cache=False), _gens([1, 2]))
     for a, b_ in zip(cached, plain):
         torch.testing.assert_close(a, b_, atol=1e-5, rtol=1e-5)
 
 
 def test_batched_generation_matches_one_by_one(dit):
     prefixes = [torch.randn(3, C), torch.randn(10, C), torch.randn(4, C)]  # different lengths
-    together, _ = generate_blocks(dit, prefixes, 2, SamplerConfig(steps=3, solver="heun"), _gens([5, 6, 7]))
+    together = generate_blocks(dit, prefixes, 2, SamplerConfig(steps=3, solver="heun"), _gens([5, 6, 7]))
     for i, p in enumerate(prefixes):
-        alone, _ = generate_blocks(dit, [p], 2, SamplerConfig(steps=3, solver="heun"), _gens([5 + i]))
+        alone = generate_blocks(dit, [p], 2, SamplerConfig(steps=3, solver="heun"), _gens([5 + i]))
         torch.testing.assert_close(together[i], alone[0], atol=1e-5, rtol=1e-5)
 
 
 def test_prompt_tail_is_pinned_and_seed_is_deterministic(dit):
     prefix = torch.randn(6, C)  # 1 whole block + 2 latents inside the first generated block
-    out, _ = generate_blocks(dit, [prefix], 2, SamplerConfig(steps=4), _gens([3]))
+    out = generate_blocks(dit, [prefix], 2, SamplerConfig(steps=4), _gens([3]))
     torch.testing.assert_close(out[0][:2], prefix[4:6])
-    again, _ = generate_blocks(dit, [prefix], 2, SamplerConfig(steps=4), _gens([3]))
+    again = generate_blocks(dit, [prefix], 2, SamplerConfig(steps=4), _gens([3]))
     assert torch.equal(out[0], again[0])
-    other, _ = generate_blocks(dit, [prefix], 2, SamplerConfig(steps=4), _gens([4]))
+    other = generate_blocks(dit, [prefix], 2, SamplerConfig(steps=4), _gens([4]))
     assert not torch.allclose(out[0][2:], other[0][2:])
 
 
@@ -153,7 +152,7 @@ def test_stopping_per_sample(dit):
         calls.append(j)
         return torch.tensor([True, j >= 2])
 
-    out, _ = generate_blocks(dit, [torch.randn(4, C), torch.randn(4, C)], 10, SamplerConfig(steps=2),
+    out = generate_blocks(dit, [torch.randn(4, C), torch.randn(4, C)], 10, SamplerConfig(steps=2),
                              _gens([0, 1]), on_block)
     assert calls == [0, 1, 2] and out[0].shape == (3 * B, C)
 
