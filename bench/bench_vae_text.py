@@ -14,14 +14,16 @@ Measures, in one run:
 4. MFU = tokens/s × model FLOPs per token / peak matmul FLOP/s (issue "Training engine and the
    Text VAE": target >= 30% on the small preset).
 
-``--sweep`` repeats 2. over threads {1, all} × batch {16, 32, 64}; ``--profile`` prints the
-ops that take the time in one training step (``torch.profiler``).
+``--sweep`` repeats 2. over threads {1, all} × batch {16, 32, 64} and with
+``OMP_WAIT_POLICY=PASSIVE``; ``--profile`` prints the ops that take the time in one training
+step (``torch.profiler``).
 
     python bench/bench_vae_text.py                          # small preset, batch 16, 128 tokens
     python bench/bench_vae_text.py --json bench/results/vae_text.json --sweep --profile
 
-The machine should be otherwise idle: the load average is printed first, and two OpenMP
-threads slow down badly when another process holds one of the cores.
+The machine should be otherwise idle: the load average is printed before and after. With the
+default (spinning) OpenMP wait policy, two threads slow down 2-5x when another process holds
+one of the cores; ``OMP_WAIT_POLICY=PASSIVE`` (set before torch loads) avoids that.
 """
 
 from __future__ import annotations
@@ -50,21 +52,28 @@ MFU_TARGET = 0.30
 # --------------------------------------------------------------------------- peak matmul
 
 
-def peak_matmul_flops(sizes=(1024, 2048, 4096), warmup: int = 2, reps: int = 5) -> dict[int, float]:
-    """Best fp32 FLOP/s of ``a @ b`` for square n×n matrices, per size."""
+def peak_matmul_flops(sizes=(1024, 2048, 4096), warmup: int = 2, reps: int = 5,
+                      threads: int | None = None) -> dict[int, float]:
+    """Best fp32 FLOP/s of ``a @ b`` for square n×n matrices, per size, on ``threads`` threads
+    (default: the current setting)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads or saved)
     best: dict[int, float] = {}
-    for n in sizes:
-        gen = torch.Generator().manual_seed(n)
-        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-        out = torch.empty(n, n)
-        for _ in range(warmup):
-            torch.matmul(a, b, out=out)
-        times = []
-        for _ in range(reps if n < 4096 else max(2, reps // 2)):
-            start = time.perf_counter()
-            torch.matmul(a, b, out=out)
-            times.append(time.perf_counter() - start)
-        best[n] = 2 * n ** 3 / min(times)
+    try:
+        for n in sizes:
+            gen = torch.Generator().manual_seed(n)
+            a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+            out = torch.empty(n, n)
+            for _ in range(warmup):
+                torch.matmul(a, b, out=out)
+            times = []
+            for _ in range(reps if n < 4096 else max(2, reps // 2)):
+                start = time.perf_counter()
+                torch.matmul(a, b, out=out)
+                times.append(time.perf_counter() - start)
+            best[n] = 2 * n ** 3 / min(times)
+    finally:
+        torch.set_num_threads(saved)
     return best
 
 
@@ -171,9 +180,12 @@ def _rss_mb() -> float:
 
 
 def training_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Runs inside the subprocess: warm-up and timed steps, peak RSS of this process."""
+    """Runs inside the subprocess: warm-up and timed steps, peak RSS of this process (or,
+    with ``spec["profile"]``, :func:`profile_step`)."""
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    if spec.get("profile"):
+        return {"profile": profile_step(spec)}
     model, opt, ids = build(spec)
     cfg, valid = TextVAELossConfig(), torch.ones_like(ids, dtype=torch.bool)
     rss_before = _rss_mb()
@@ -191,13 +203,14 @@ def training_worker(spec: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def measure_training(spec: dict[str, Any]) -> dict[str, Any]:
-    """:func:`training_worker` in a fresh Python process (clean peak-RSS accounting)."""
+def measure_training(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """:func:`training_worker` in a fresh Python process (clean peak-RSS accounting), with
+    ``env`` added to its environment (e.g. ``OMP_WAIT_POLICY``, read when torch loads)."""
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(f"training worker failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "env": env or {}}
 
 
 # --------------------------------------------------------------------------- profile
@@ -234,9 +247,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
-    parser.add_argument("--sweep", action="store_true", help="also threads {1, all} x batch {16, 32, 64}")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also threads {1, all} x batch {16, 32, 64}, and all threads with OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--profile", action="store_true", help="print the top ops of a training step")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -245,41 +260,55 @@ def main() -> None:
         print(json.dumps(training_worker(json.loads(args.worker))))
         return
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    load = os.getloadavg()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{threads} threads, load average {load[0]:.2f}")
-    if load[0] > 0.5:
-        print("  warning: the machine is busy; figures will be low and noisy")
-
-    peaks = peak_matmul_flops()
-    peak = max(peaks.values())
+    wait_policy = os.environ.get("OMP_WAIT_POLICY", "default")
+    load_before = os.getloadavg()[0]
+    print(f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads, "
+          f"OMP_WAIT_POLICY {wait_policy}, load average {load_before:.2f}")
+    if load_before > 0.5:
+        print("  warning: the machine is busy; figures will be low and noisy "
+              "(two spinning OpenMP threads suffer most: see --sweep)")
 
     spec = {"preset": args.preset, "batch_size": args.batch_size, "seq_len": args.seq_len,
-            "vocab_size": args.vocab_size, "warmup": args.warmup, "steps": args.steps, "seed": 0}
+            "vocab_size": args.vocab_size, "warmup": args.warmup, "steps": args.steps, "seed": 0,
+            "threads": threads}
     model, _, ids = build(spec)
     analytic = model_flops_per_token(model, args.seq_len)
     counted = counted_flops_per_token(model, ids)
     n_params = model.num_params()
-    del model
+    del model, ids
 
-    runs = []
-    todo = [spec]
+    # the peak is taken before and after the training runs (best of both): a busy moment
+    # must not understate it, which would overstate the MFU
+    peaks = peak_matmul_flops()
+    todo = [(spec, None)]
     if args.sweep:
-        todo += [{**spec, "threads": t, "batch_size": b, "warmup": 2, "steps": 4}
+        short = {"warmup": 2, "steps": 4}
+        todo += [({**spec, **short, "threads": t, "batch_size": b}, None)
                  for t in sorted({1, threads}) for b in (16, 32, 64)]
-    for s in tqdm(todo, desc="training", unit="config", leave=False):
-        runs.append(measure_training(s))
+        if threads > 1:
+            todo += [({**spec, **short, "batch_size": b}, {"OMP_WAIT_POLICY": "PASSIVE"}) for b in (16, 32)]
+    runs = [measure_training(s, env) for s, env in tqdm(todo, desc="training", unit="run", leave=False)]
+    peaks = {n: max(f, g) for (n, f), g in zip(peaks.items(), peak_matmul_flops().values())}
+    peak = max(peaks.values())
+    peak_1 = max(peak_matmul_flops((2048,), threads=1).values()) if args.sweep else None
+    load_after = os.getloadavg()[0]
     for r in runs:
         r["model_flops_per_s"] = r["tokens_per_s"] * analytic["total"]
         r["mfu"] = r["model_flops_per_s"] / peak
+        if peak_1 is not None and r["threads"] == 1:
+            r["mfu_of_one_core"] = r["model_flops_per_s"] / peak_1
     main_run = runs[0]
 
     print("\npeak fp32 matmul")
     for n, f in peaks.items():
-        print(_row(f"{n}x{n} @ {n}x{n}", f"{f / 1e9:8.1f} GFLOP/s"))
+        print(_row(f"{n}x{n} @ {n}x{n}, {threads} threads", f"{f / 1e9:8.1f} GFLOP/s"))
+    if peak_1 is not None:
+        print(_row("2048x2048 @ 2048x2048, 1 thread", f"{peak_1 / 1e9:8.1f} GFLOP/s"))
     print(f"\nText VAE '{args.preset}' training: batch {args.batch_size} x {args.seq_len} tokens, "
-          f"vocab {args.vocab_size}, {n_params / 1e6:.2f}M params")
+          f"vocab {args.vocab_size}, {n_params / 1e6:.2f}M params, {threads} threads")
     rows = [
         ("peak matmul (best)", f"{peak / 1e9:8.1f} GFLOP/s"),
         ("model FLOPs/token, analytic (matmul+attn)",
@@ -297,28 +326,34 @@ def main() -> None:
         ("MFU", f"{100 * main_run['mfu']:8.1f} %  (target >= {100 * MFU_TARGET:.0f}%)"),
         ("RSS before training / peak (subprocess)",
          f"{main_run['rss_before_train_mb']:8.0f} MB / {main_run['peak_rss_mb']:.0f} MB"),
+        ("load average before / after", f"{load_before:8.2f} / {load_after:.2f}"),
     ]
     for label, value in rows:
         print(_row(label, value))
 
     if args.sweep:
-        print("\nsweep (threads x batch)")
-        print(f"  {'threads':>7} {'batch':>5} {'tokens/s':>9} {'MFU %':>6} {'fwd/bwd/opt ms':>18} {'peak RSS MB':>11}")
+        print("\nsweep (MFU against the all-core peak; in brackets against one core's)")
+        print(f"  {'threads':>7} {'wait':>8} {'batch':>5} {'tokens/s':>9} {'MFU %':>12} {'fwd/bwd/opt ms':>18} "
+              f"{'peak RSS MB':>11}")
         for r in runs[1:]:
             split = f"{r['forward_s'] * 1e3:.0f}/{r['backward_s'] * 1e3:.0f}/{r['optimizer_s'] * 1e3:.0f}"
-            print(f"  {r['threads']:>7} {r['batch_size']:>5} {r['tokens_per_s']:>9.0f} "
-                  f"{100 * r['mfu']:>6.1f} {split:>18} {r['peak_rss_mb']:>11.0f}")
+            mfu = f"{100 * r['mfu']:.1f}" + (f" ({100 * r['mfu_of_one_core']:.0f})" if "mfu_of_one_core" in r else "")
+            wait = r["env"].get("OMP_WAIT_POLICY", wait_policy)
+            print(f"  {r['threads']:>7} {wait:>8} {r['batch_size']:>5} {r['tokens_per_s']:>9.0f} {mfu:>12} "
+                  f"{split:>18} {r['peak_rss_mb']:>11.0f}")
 
-    profile = profile_step(spec) if args.profile else None
+    # in a subprocess too: same thread settings, and the profiler's log lines stay out of the table
+    profile = measure_training({**spec, "profile": True})["profile"] if args.profile else None
     if profile:
         print("\ntop ops of one training step (self CPU time)")
         for p in profile:
-            print(f"  {p['op']:<52} {p['self_ms_per_step']:8.1f} ms {100 * p['share']:5.1f}%  x{p['calls_per_step']}")
+            print(f"  {p['op'][:56]:<56} {p['self_ms_per_step']:8.1f} ms {100 * p['share']:5.1f}%  x{p['calls_per_step']}")
 
     if args.json:
         result = {"machine": {"cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-                              "load_average": load[0]},
+                              "omp_wait_policy": wait_policy, "load_average": [load_before, load_after]},
                   "peak_matmul_flops": {str(n): f for n, f in peaks.items()}, "peak_flops": peak,
+                  "peak_flops_one_thread": peak_1,
                   "params": n_params, "flops_per_token_analytic": analytic,
                   "flops_per_token_counted": counted, "training": main_run, "sweep": runs[1:],
                   "profile": profile, "mfu_target": MFU_TARGET}

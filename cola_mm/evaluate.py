@@ -87,9 +87,11 @@ def load_text_vae(ckpt: PathLike, tokenizer: Any = None) -> tuple[TextVAE, Any]:
 @torch.no_grad()
 def evaluate_text_vae(ckpt: PathLike, shards: PathLike | Sequence[PathLike], tokenizer: Any = None,
                       seq_len: int = 128, batch_size: int = 16, max_batches: int | None = None,
-                      seed: int = 0, progress: bool = True) -> dict[str, float]:
+                      seed: int = 0, progress: bool = True, device: str | torch.device = "cpu"
+                      ) -> dict[str, float]:
     """Reconstruction metrics of a Text VAE over one pass of held-out ``shards`` (any
-    :func:`data.loader.list_shards` pattern). Deterministic for a given ``seed``.
+    :func:`data.loader.list_shards` pattern). Deterministic for a given ``seed`` (the sampled z
+    does not depend on ``batch_size`` either: one generator draws the noise in window order).
 
     Returns ``{acc_mean, acc_sample, kl_per_token, active_dims, d_latent, tokens}``.
     """
@@ -98,10 +100,10 @@ def evaluate_text_vae(ckpt: PathLike, shards: PathLike | Sequence[PathLike], tok
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1, got {max_batches}")
     vae, tokenizer = load_text_vae(ckpt, tokenizer)
+    vae.to(device)
     spec = str(shards) if isinstance(shards, (str, os.PathLike)) else [str(s) for s in shards]
     windows = TokenWindows([Source(spec)], tokenizer, seq_len, seed=seed, shuffle_buffer=0,
                            epochs=1, rank=0, world_size=1)
-    device = next(vae.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     c = vae.config.d_latent
     tokens = correct_mean = correct_sample = 0

@@ -194,11 +194,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     set_seed(cfg.seed)  # same initial weights on every process
     stage = build_stage(cfg)
     module = stage.module
-    ema = EMA(module, cfg.ema_decay) if cfg.ema_decay > 0 else None
     groups = stage.param_groups(cfg.optim) if hasattr(stage, "param_groups") else \
         param_groups(module, cfg.optim.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
     model, optimizer = accelerator.prepare(module, optimizer)
+    # built after prepare, so the fp32 shadow lives on the model's device
+    ema = EMA(accelerator.unwrap_model(model), cfg.ema_decay) if cfg.ema_decay > 0 else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.min_lr_ratio))
     dataset = stage.train_dataset(accelerator.process_index, accelerator.num_processes)
@@ -219,7 +220,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None:
             from safetensors.torch import load_file
-            ema.shadow = load_file(str(existing / "ema.safetensors"))
+            ema.shadow = load_file(str(existing / "ema.safetensors"), device=str(accelerator.device))
         step = state["step"]
         metrics.truncate(step)
         accelerator.print(f"resumed from {existing} at step {step}")

@@ -12,7 +12,7 @@ from cola_mm.cli import build_parser, main
 from data.loader import ShardDataset
 
 SUBCOMMANDS = [["data"], ["data", "shapes"], ["data", "digits"], ["data", "text"], ["data", "all"],
-               ["train"], ["generate"], ["generate", "text"],
+               ["train"], ["generate"], ["generate", "text"], ["eval"], ["eval", "text-vae"],
                ["tokenizer"], ["tokenizer", "train"]]
 
 

@@ -13,7 +13,7 @@ from cola_mm.components import CheckpointError
 from cola_mm.evaluate import evaluate_text_vae, format_report, load_text_vae
 from data.shards import ShardWriter
 from data.windows import Source, TokenWindows, collate_windows
-from vae_text.losses import TextVAELossConfig, text_vae_loss
+from vae_text.losses import TextVAELossConfig, active_dims, reconstruction_metrics, text_vae_loss
 from vae_text.model import TextVAE, preset
 from vae_text.tokenizer import save_tokenizer, train_tokenizer
 
@@ -78,6 +78,22 @@ def test_metrics_are_sane_and_seeded(model_dir, shards):
     assert other["tokens"] == res["tokens"] and other["acc_mean"] == pytest.approx(res["acc_mean"])
     report = format_report(res)
     assert "token accuracy" in report and f"/ {res['d_latent']}" in report
+
+
+def test_metrics_match_one_big_batch(model_dir, shards):
+    """Accumulating over batches gives what one batch over every window gives."""
+    res = evaluate_text_vae(model_dir, shards, seq_len=SEQ_LEN, batch_size=3, seed=5, progress=False)
+    vae, tok = load_text_vae(model_dir)
+    windows = TokenWindows([Source(str(shards))], tok, SEQ_LEN, shuffle_buffer=0, epochs=1,
+                           rank=0, world_size=1)
+    ids = collate_windows(list(windows))["ids"]
+    out = reconstruction_metrics(vae, ids, torch.ones_like(ids, dtype=torch.bool),
+                                 torch.Generator().manual_seed(5))
+    assert res["tokens"] == ids.numel()
+    assert res["acc_mean"] == pytest.approx(out["correct_mean"].item() / ids.numel())
+    assert res["acc_sample"] == pytest.approx(out["correct_sample"].item() / ids.numel())
+    assert res["kl_per_token"] == pytest.approx(out["kl_sum"].item() / ids.numel(), rel=1e-5)
+    assert res["active_dims"] == active_dims(out["means"])
 
 
 def test_text_vae_folder_with_explicit_tokenizer(model_dir, shards, tok):

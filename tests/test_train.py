@@ -121,12 +121,13 @@ def test_single_process_run_writes_everything(tiny_datasets, tmp_path):
 
 
 def test_exact_resume_after_hard_kill(tiny_datasets, tmp_path):
-    """8 steps in one go == 4 steps, a SIGKILL at step 6 (between checkpoints), --resume."""
-    full = write_config(tmp_path, tiny_config(tiny_datasets, tmp_path / "full"), "full.yaml")
+    """8 steps in one go == 4 steps, a SIGKILL at step 6 (between checkpoints), --resume.
+    With EMA on, so the EMA state's save/restore is checked too (components come from it)."""
+    full = write_config(tmp_path, tiny_config(tiny_datasets, tmp_path / "full", ema_decay=0.5), "full.yaml")
     proc = cli("train", "--config", str(full), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
 
-    split = write_config(tmp_path, tiny_config(tiny_datasets, tmp_path / "split"), "split.yaml")
+    split = write_config(tmp_path, tiny_config(tiny_datasets, tmp_path / "split", ema_decay=0.5), "split.yaml")
     proc = cli("train", "--config", str(split), "--no-progress", env={"COLA_MM_KILL_AT_STEP": "6"})
     assert proc.returncode == -9, proc.stderr[-2000:]  # killed, no clean-up ran
     assert not (tmp_path / "split" / "model").exists()
