@@ -107,3 +107,27 @@ def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], w
             raise CheckpointError(f"{where}: weight {k} has shape {tuple(v.shape)}, "
                                   f"the config needs {tuple(own[k].shape)}")
     module.load_state_dict(state_dict, strict=True)
+
+
+class PretrainedMixin:
+    """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` built from its own config.
+
+    The class sets ``KIND`` (the name written into config.json) and ``CONFIG_CLASS``; the
+    instance has ``self.config``.
+    """
+
+    KIND: str
+    CONFIG_CLASS: type[Config]
+
+    def save_pretrained(self, path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor] | None = None) -> None:
+        save_component(path, self.KIND, self.config, state_dict if state_dict is not None else self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+        config, _ = read_component_config(path, cls.KIND, cls.CONFIG_CLASS)
+        model = cls(config)
+        load_into(model, load_weights(path), str(path))
+        return model.to(map_location)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

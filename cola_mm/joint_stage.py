@@ -32,7 +32,7 @@ from torch import nn
 
 from cola_mm.config import Config, ConfigError, check
 from cola_mm.train_config import TrainConfig
-from data.windows import Source, TokenWindows, collate_windows
+from data.windows import TextWindowStage
 from prior.dit import DiT, DiTConfig, PRESETS as DIT_PRESETS, SEGMENT_TYPES
 from prior.masks import block_ids_for
 from prior.training import flow_matching_loss
@@ -109,7 +109,7 @@ class JointTrainModule(nn.Module):
         return loss, logs
 
 
-class JointStage:
+class JointStage(TextWindowStage):
     name = "prior"
 
     def __init__(self, cfg: TrainConfig):
@@ -139,7 +139,6 @@ class JointStage:
         self.loss_config = JointLossConfig.from_dict(cfg.loss, where="loss")
         self.module = JointTrainModule(self.vae, DiT(self.dit_config), self.loss_config,
                                        self.tokenizer.mask_token_id)
-        self.collate = collate_windows
 
     def param_groups(self, optim) -> list[dict[str, Any]]:
         """DiT at the base learning rate, the VAE at ``vae_lr_ratio`` times it."""
@@ -152,34 +151,6 @@ class JointStage:
                 if ps:
                     groups.append({"params": ps, "weight_decay": wd, "lr": optim.lr * ratio})
         return groups
-
-    # ---- data
-    def _windows(self, sources, rank, world, epochs, shuffle):
-        return TokenWindows([Source(s.shards, s.weight) for s in sources], self.tokenizer, self.cfg.data.seq_len,
-                            seed=self.cfg.seed, shuffle_buffer=shuffle, epochs=epochs, rank=rank, world_size=world)
-
-    def train_dataset(self, rank: int, world: int) -> TokenWindows:
-        return self._windows(self.cfg.data.train, rank, world, None, self.cfg.data.shuffle_buffer)
-
-    def val_batches(self, n: int) -> list[dict[str, torch.Tensor]]:
-        if not self.cfg.data.val:
-            return []
-        windows = iter(self._windows(self.cfg.data.val, 0, 1, 1, 0))
-        batches = []
-        for _ in range(n):
-            items = [w for _, w in zip(range(self.cfg.batch_size), windows)]
-            if not items:
-                break
-            batches.append(collate_windows(items))
-        return batches
-
-    @staticmethod
-    def count_samples(batch) -> int:
-        return batch["ids"].shape[0]
-
-    @staticmethod
-    def count_tokens(batch) -> int:
-        return batch["ids"].numel()
 
     @torch.no_grad()
     def validate(self, module: JointTrainModule, batches, device) -> dict[str, float]:

@@ -20,13 +20,12 @@ Legend: ``b`` batch, ``n`` latents (queries), ``m`` keys, ``d`` width, ``c`` lat
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from cola_mm.components import load_into, load_weights, read_component_config, save_component
+from cola_mm.components import PretrainedMixin
 from cola_mm.config import Config, check
 from cola_mm.layers import Attention, KVCache, RMSNorm, SwiGLU, rope_angles, swiglu_hidden
 
@@ -97,7 +96,10 @@ class DiTBlock(nn.Module):
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
-class DiT(nn.Module):
+class DiT(PretrainedMixin, nn.Module):
+    KIND = KIND
+    CONFIG_CLASS = DiTConfig
+
     def __init__(self, config: DiTConfig):
         super().__init__()
         self.config = config
@@ -135,17 +137,3 @@ class DiT(nn.Module):
             h = block(h, c, rope, mask, cache, i, update_cache)
         shift, scale = self.ada_out(nn.functional.silu(c)).chunk(2, dim=-1)
         return self.proj_out(modulate(self.norm_out(h), shift, scale))
-
-    # ---- save / load (config.json + model.safetensors)
-    def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None) -> None:
-        save_component(path, KIND, self.config, state_dict if state_dict is not None else self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "DiT":
-        config, _ = read_component_config(path, KIND, DiTConfig)
-        model = cls(config)
-        load_into(model, load_weights(path), str(path))
-        return model.to(map_location)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())

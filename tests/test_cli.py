@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cola_mm.cli import build_parser, main
+from cola_mm.cli import main
 from data.loader import ShardDataset
 
 SUBCOMMANDS = [["data"], ["data", "shapes"], ["data", "digits"], ["data", "text"], ["data", "all"],

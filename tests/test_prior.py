@@ -3,7 +3,6 @@ matching on a 2-D toy, batched generation."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

@@ -75,8 +75,9 @@ def test_loss_terms_and_masking(vae):
     ids = torch.randint(5, VOCAB, (4, 16))
     valid = torch.ones_like(ids, dtype=torch.bool)
     torch.manual_seed(1)
-    loss, logs = text_vae_loss(vae, ids, valid, TextVAELossConfig(beta=0.5, mask_ratio=0.3), mask_id=3)
-    expected = logs["recon"] + 0.5 * logs["kl"] + logs["mask_ce"]
+    loss, logs = text_vae_loss(vae, ids, valid, TextVAELossConfig(beta=0.5, mask_ratio=0.3, mask_weight=0.7),
+                               mask_id=3)
+    expected = logs["recon"] + 0.5 * logs["kl"] + 0.7 * logs["mask_ce"]
     assert abs(loss.item() - expected) < 1e-4
     torch.manual_seed(1)
     _, no_mask = text_vae_loss(vae, ids, valid, TextVAELossConfig(mask_ratio=0.0), mask_id=3)

@@ -18,14 +18,13 @@ Legend: ``b`` batch, ``n`` tokens (= latents), ``d`` model width, ``c`` latent d
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 
-from cola_mm.components import load_into, load_weights, read_component_config, save_component
+from cola_mm.components import PretrainedMixin
 from cola_mm.config import Config, check
 from cola_mm.layers import Block, KVCache, RMSNorm, rope_angles, swiglu_hidden
 from prior.masks import block_causal_mask
@@ -95,7 +94,10 @@ class Stack(nn.Module):
         return self.norm(x)
 
 
-class TextVAE(nn.Module):
+class TextVAE(PretrainedMixin, nn.Module):
+    KIND = KIND
+    CONFIG_CLASS = TextVAEConfig
+
     def __init__(self, config: TextVAEConfig):
         super().__init__()
         self.config = config
@@ -163,17 +165,3 @@ class TextVAE(nn.Module):
     def with_latent_stats(self, shift: float, scale: float) -> "TextVAE":
         self.config = dataclasses.replace(self.config, latent_shift=float(shift), latent_scale=float(scale))
         return self
-
-    # ---- save / load (config.json + model.safetensors)
-    def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None) -> None:
-        save_component(path, KIND, self.config, state_dict if state_dict is not None else self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "TextVAE":
-        config, _ = read_component_config(path, KIND, TextVAEConfig)
-        model = cls(config)
-        load_into(model, load_weights(path), str(path))
-        return model.to(map_location)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())

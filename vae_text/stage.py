@@ -19,7 +19,7 @@ from torch import nn
 
 from cola_mm.config import ConfigError
 from cola_mm.train_config import TrainConfig
-from data.windows import Source, TokenWindows, collate_windows
+from data.windows import TextWindowStage, collate_windows
 from vae_text.losses import (TextVAELossConfig, active_dims, reconstruction_metrics,
                              text_vae_loss)
 from vae_text.model import PRESETS, TextVAE, TextVAEConfig
@@ -53,7 +53,7 @@ class TextVAETrainModule(nn.Module):
         return text_vae_loss(self.vae, ids, valid, self.loss_cfg, self.mask_id)
 
 
-class TextVAEStage:
+class TextVAEStage(TextWindowStage):
     name = "vae-text"
 
     def __init__(self, cfg: TrainConfig):
@@ -63,37 +63,6 @@ class TextVAEStage:
         self.loss_config = TextVAELossConfig.from_dict(cfg.loss, where="loss")
         self.module = TextVAETrainModule(TextVAE(self.model_config), self.loss_config,
                                          self.tokenizer.mask_token_id)
-        self.collate = collate_windows
-
-    # ---- data
-    def _windows(self, sources, rank: int, world: int, epochs: int | None, shuffle: int) -> TokenWindows:
-        return TokenWindows([Source(s.shards, s.weight) for s in sources], self.tokenizer,
-                            self.cfg.data.seq_len, seed=self.cfg.seed, shuffle_buffer=shuffle,
-                            epochs=epochs, rank=rank, world_size=world)
-
-    def train_dataset(self, rank: int, world: int) -> TokenWindows:
-        return self._windows(self.cfg.data.train, rank, world, None, self.cfg.data.shuffle_buffer)
-
-    def val_batches(self, n: int) -> list[dict[str, torch.Tensor]]:
-        """The first ``n`` batches of the validation sources (identical on every process)."""
-        if not self.cfg.data.val:
-            return []
-        windows = iter(self._windows(self.cfg.data.val, 0, 1, 1, 0))
-        batches = []
-        for _ in range(n):
-            items = [w for _, w in zip(range(self.cfg.batch_size), windows)]
-            if not items:
-                break
-            batches.append(collate_windows(items))
-        return batches
-
-    @staticmethod
-    def count_samples(batch) -> int:
-        return batch["ids"].shape[0]
-
-    @staticmethod
-    def count_tokens(batch) -> int:
-        return batch["ids"].numel()
 
     # ---- validation
     @torch.no_grad()
