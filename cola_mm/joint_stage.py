@@ -48,7 +48,7 @@ class JointLossConfig(Config):
     ref_weight: float = 0.1  # λ_ref: KL to the frozen stage-1 encoder
     beta: float = 1e-3  # VAE KL weight
     mask_ratio: float = 0.15  # VAE masking ratio
-    mask_weight: float = 1.0  # λ_mask
+    mask_weight: float = 0.1  # λ_mask (as stage 1's default)
     time_loc: float = 1.0  # t ~ sigmoid(loc + scale·N(0,1)); ≈1.0 at d=16, 1.7 at 64, 2.3 at 128
     time_scale: float = 1.0
     freeze_vae: bool = False  # train the prior only (the paper's "frozen VAE" ablation)
@@ -78,6 +78,9 @@ class JointTrainModule(nn.Module):
         self.mask_id = mask_id
         if loss_cfg.freeze_vae:
             self.vae.requires_grad_(False)
+        elif loss_cfg.vae_weight == 0:  # no reconstruction loss: the decoder gets no gradient
+            for part in (self.vae.from_latent, self.vae.decoder, self.vae.lm_head):
+                part.requires_grad_(False)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.loss_cfg
@@ -133,6 +136,9 @@ class JointStage(TextWindowStage):
             raise ConfigError(f"model.dit.preset: unknown DiT preset {name!r}; choose from {sorted(DIT_PRESETS)}")
         self.dit_config = DiTConfig.from_dict({**DIT_PRESETS[name], **dit_section,
                                                "d_latent": self.vae.config.d_latent}, where="model.dit")
+        if self.dit_config.block_size % self.vae.config.block_size:
+            raise ConfigError(f"model.dit.block_size ({self.dit_config.block_size}) must be a multiple of the "
+                              f"Text VAE block ({self.vae.config.block_size})")
         if cfg.data.seq_len % self.dit_config.block_size:
             raise ConfigError(f"data.seq_len ({cfg.data.seq_len}) must be a multiple of the DiT block "
                               f"size ({self.dit_config.block_size})")
@@ -154,14 +160,14 @@ class JointStage(TextWindowStage):
 
     @torch.no_grad()
     def validate(self, module: JointTrainModule, batches, device) -> dict[str, float]:
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(0)  # the same noise every validation
         totals: dict[str, float] = {}
-        for batch in batches:
-            loss, logs = module(batch["ids"].to(device))
-            for k, v in {"loss": loss.item(), **logs}.items():
-                totals[k] = totals.get(k, 0.0) + v / len(batches)
-        torch.random.set_rng_state(gen_state)
+        devices = [device] if torch.device(device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the same noise every validation, RNG untouched
+            torch.manual_seed(0)
+            for batch in batches:
+                loss, logs = module(batch["ids"].to(device))
+                for k, v in {"loss": loss.item(), **logs}.items():
+                    totals[k] = totals.get(k, 0.0) + v / len(batches)
         return totals
 
     # ---- export
@@ -177,4 +183,6 @@ class JointStage(TextWindowStage):
         vae.save_pretrained(out / "text_vae")
         dit.save_pretrained(out / "dit")
         save_tokenizer(self.tokenizer, out / "tokenizer")
-        save_pipeline_config(PipelineConfig(block_size=self.dit_config.block_size), out)
+        B = self.dit_config.block_size
+        save_pipeline_config(PipelineConfig(block_size=B, max_prompt_tokens=max(B, self.cfg.data.seq_len - B),
+                                            trained_context=self.cfg.data.seq_len), out)

@@ -39,7 +39,8 @@ PIPELINE_VERSION = 1
 @dataclass(frozen=True)
 class PipelineConfig(Config):
     block_size: int = 16  # latents per generated block (the DiT's)
-    max_prompt_tokens: int = 512  # longer prompts keep their last tokens (with a notice)
+    max_prompt_tokens: int = 112  # longer prompts keep their last tokens (with a notice)
+    trained_context: int = 128  # sequence length the prior was trained on (RoPE range seen)
     default_steps: int = 16  # ODE steps per block
     default_cfg_scale: float = 1.0  # classifier-free guidance for text
     solver: str = "euler"
@@ -47,7 +48,7 @@ class PipelineConfig(Config):
 
     def __post_init__(self):
         check(self.block_size >= 1, "block_size must be >= 1")
-        check(self.max_prompt_tokens >= 1, "max_prompt_tokens must be >= 1")
+        check(self.max_prompt_tokens >= 2, "max_prompt_tokens must be >= 2 (<bos> + one token)")
 
 
 def save_pipeline_config(config: PipelineConfig, folder: str | os.PathLike) -> None:
@@ -78,6 +79,9 @@ class ColaPipeline:
         if len(tokenizer) != text_vae.config.vocab_size:
             raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the Text VAE was trained "
                                   f"with {text_vae.config.vocab_size}")
+        if config.block_size != dit.config.block_size:
+            raise CheckpointError(f"pipeline.json block_size {config.block_size} != the DiT's "
+                                  f"{dit.config.block_size}")
         if dit.config.d_latent != text_vae.config.d_latent:
             raise CheckpointError(f"DiT latent dim {dit.config.d_latent} != Text VAE latent dim "
                                   f"{text_vae.config.d_latent}")
@@ -86,6 +90,7 @@ class ColaPipeline:
         self.tokenizer = tokenizer
         self.config = config
         self.notices: list[str] = []  # what the last call changed about its input (truncation…)
+        self.last_tokens: list[list[int]] = []  # token ids the last call generated, per prompt
 
     @property
     def device(self) -> torch.device:
@@ -145,7 +150,7 @@ class ColaPipeline:
         cfg = SamplerConfig(steps=steps or self.config.default_steps,
                             cfg_scale=self.config.default_cfg_scale if cfg_scale is None else cfg_scale,
                             solver=solver or self.config.solver, time_shift=self.config.time_shift)
-        device, B, vae = self.device, self.config.block_size, self.text_vae
+        device, B, vae = self.device, self.dit.config.block_size, self.text_vae
         ids = [self._prompt_ids(p) for p in prompts]
         prefixes = []
         for seq in ids:
@@ -163,7 +168,9 @@ class ColaPipeline:
             caches.append(cache)
         generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(len(prompts))]
         eos = self.tokenizer.eos_token_id
-        produced = [0] * len(prompts)
+        new_tokens: list[list[int]] = [[] for _ in prompts]
+        self.last_tokens = new_tokens  # the generated token ids per prompt (filled as blocks finish)
+        shown = [""] * len(prompts)  # text already yielded per sample
         finished = [False] * len(prompts)
         deltas: list[list[str]] = []
 
@@ -174,18 +181,21 @@ class ColaPipeline:
                 tokens = logits.argmax(-1).tolist()
                 if j == 0:  # the first block may start with the pinned prompt tail
                     tokens = tokens[lengths[i] % B:]
-                text = ""
+                for tok in tokens:
+                    if finished[i]:
+                        break
+                    if tok == eos:
+                        finished[i] = True
+                    else:
+                        new_tokens[i].append(tok)
+                        finished[i] = len(new_tokens[i]) >= max_new_tokens
+                # decode everything so far: byte-level BPE splits characters across tokens, so a
+                # block boundary may fall inside one; hold back a trailing replacement character
+                text = self.tokenizer.decode(new_tokens[i], skip_special_tokens=True)
                 if not finished[i]:
-                    new = []
-                    for tok in tokens:
-                        if tok == eos or produced[i] >= max_new_tokens:
-                            finished[i] = True
-                            break
-                        new.append(tok)
-                        produced[i] += 1
-                    finished[i] = finished[i] or produced[i] >= max_new_tokens
-                    text = self.tokenizer.decode(new, skip_special_tokens=True)
-                out.append(text)
+                    text = text.rstrip("\ufffd")
+                out.append(text[len(shown[i]):])
+                shown[i] = text if len(text) > len(shown[i]) else shown[i]
             deltas.append(out)
             return torch.tensor(finished)
 

@@ -198,6 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         param_groups(module, cfg.optim.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
     model, optimizer = accelerator.prepare(module, optimizer)
+    set_seed(cfg.seed + accelerator.process_index)  # same init above; independent noise per process
     # built after prepare, so the fp32 shadow lives on the model's device
     ema = EMA(accelerator.unwrap_model(model), cfg.ema_decay) if cfg.ema_decay > 0 else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -275,7 +276,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if (cfg.val_every and step % cfg.val_every == 0) or step == cfg.max_steps:
             if val_batches:
                 model.eval()
-                with torch.random.fork_rng(devices=[]):  # validation must not shift training RNG
+                with torch.random.fork_rng(devices=_rng_devices(accelerator)):  # validation must not shift training RNG
                     val = stage.validate(accelerator.unwrap_model(model), val_batches, accelerator.device)
                 model.train()
                 metrics.write({"step": step, **{f"val_{k}": v for k, v in val.items()}})
@@ -293,6 +294,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if accelerator.log_with:
         accelerator.end_training()
     return run_dir / "model"
+
+
+def _rng_devices(accelerator) -> list:
+    """Devices whose RNG ``fork_rng`` must save and restore (the GPU's too, when on one)."""
+    return [accelerator.device] if accelerator.device.type == "cuda" else []
 
 
 def _check_finite(accelerator, loss: torch.Tensor, step: int, run_dir: Path) -> None:
@@ -330,7 +336,7 @@ def _save_checkpoint(accelerator, cfg, stage, model, ema, loader, scheduler, ste
         try:
             if bad:
                 raise FloatingPointError(f"non-finite weights ({bad[0]} …)")
-            with torch.random.fork_rng(devices=[]):  # building the export copy must not shift RNG
+            with torch.random.fork_rng(devices=_rng_devices(accelerator)):  # the export copy must not shift RNG
                 stage.save_components(weights, tmp / "components")
         except FloatingPointError as err:
             problem = str(err)

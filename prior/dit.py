@@ -130,8 +130,9 @@ class DiT(PretrainedMixin, nn.Module):
         """x (b, n, c) latents, t (b, n) flow times (0 = clean), positions (b, n) RoPE ids,
         segments (b, n) segment types, mask (b|1, n, m) bool over [cached | new] keys.
         Returns the velocity (b, n, c)."""
-        h = self.proj_in(x) + self.segment_embed(segments)  # (b, n, d)
-        c = self.time_mlp(timestep_features(t, self.config.freq_dim, self.config.time_scale))  # (b, n, d)
+        dtype = self.proj_in.weight.dtype  # inputs follow the weights (bf16 under DeepSpeed)
+        h = self.proj_in(x.to(dtype)) + self.segment_embed(segments)  # (b, n, d)
+        c = self.time_mlp(timestep_features(t, self.config.freq_dim, self.config.time_scale).to(dtype))  # (b, n, d)
         rope = rope_angles(positions, self.config.d_model // self.config.n_heads, self.config.rope_theta)
         for i, block in enumerate(self.blocks):
             h = block(h, c, rope, mask, cache, i, update_cache)

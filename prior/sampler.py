@@ -164,6 +164,7 @@ class BlockSampler:
         return z
 
 
+@torch.no_grad()
 def iter_blocks(model: DiT, prefixes: Sequence[torch.Tensor], max_blocks: int, config: SamplerConfig,
                 generators: Sequence[torch.Generator], segment: int = 0) -> Iterator[torch.Tensor]:
     """Yield the finished blocks (b, B, c) after the prefixes (P_i, c), one per ``next``, up to
@@ -177,10 +178,9 @@ def iter_blocks(model: DiT, prefixes: Sequence[torch.Tensor], max_blocks: int, c
     for i, p in enumerate(prefixes):
         padded[i, :p.shape[0]] = p
     sampler = BlockSampler(model, config, segment)
-    with torch.no_grad():
-        sampler.prefill(padded, lengths)
-        for j in range(max_blocks):
-            yield sampler.denoise_block(j, generators)
+    sampler.prefill(padded, lengths)
+    for j in range(max_blocks):
+        yield sampler.denoise_block(j, generators)
 
 
 @torch.no_grad()
