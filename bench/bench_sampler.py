@@ -12,6 +12,7 @@ and tokens/s against a matched-size autoregressive model, all in one run on this
 
     python bench/bench_sampler.py                         # DiT `small` preset, random weights
     python bench/bench_sampler.py --ckpt runs/prior_small/model --json bench/results/sampler.json
+    python bench/bench_sampler.py --ckpt runs/prior_small/model --batch 8 --threads 1 --repeats 1
 
 Target (issue "Block-causal DiT prior"): cache >= 4x faster than recompute at 8 blocks.
 """
@@ -46,8 +47,12 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=8)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1, help="prompts generated together")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     pipe = None
@@ -60,23 +65,23 @@ def main() -> None:
         dit = DiT(preset("small")).eval()
     cfg = dit.config
     B = cfg.block_size
-    prefix = [torch.randn(B, cfg.d_latent)]
-    gen = lambda: [torch.Generator().manual_seed(0)]  # noqa: E731
-    n_tokens = args.blocks * B
+    prefix = [torch.randn(B, cfg.d_latent) for _ in range(args.batch)]
+    gen = lambda: [torch.Generator().manual_seed(i) for i in range(args.batch)]  # noqa: E731
+    n_tokens = args.blocks * B * args.batch
 
     cached = timed(lambda: generate_blocks(dit, prefix, args.blocks, SamplerConfig(steps=args.steps), gen()), args.repeats)
     recompute = timed(lambda: generate_blocks(dit, prefix, args.blocks,
                                               SamplerConfig(steps=args.steps, use_cache=False), gen()), 1)
     results = {"machine": f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-               "dit_params_M": round(dit.num_params() / 1e6, 2), "blocks": args.blocks,
+               "dit_params_M": round(dit.num_params() / 1e6, 2), "batch": args.batch, "blocks": args.blocks,
                "block_size": B, "steps": args.steps,
                "cached_s": round(cached, 3), "recompute_s": round(recompute, 3),
                "cache_speedup": round(recompute / cached, 2),
                "per_block_ms": round(1000 * cached / args.blocks, 1),
                "prior_tokens_per_s": round(n_tokens / cached, 1)}
     if pipe is not None:
-        prompt = "KING HENRY. Now, lords, "
-        text_s = timed(lambda: pipe.generate_text(prompt, max_new_tokens=n_tokens, steps=args.steps, seed=0),
+        prompts = ["KING HENRY. Now, lords, "] * args.batch
+        text_s = timed(lambda: pipe.generate_text(prompts, max_new_tokens=args.blocks * B, steps=args.steps, seed=0),
                        args.repeats)
         results["pipeline_text_s"] = round(text_s, 3)
         results["pipeline_tokens_per_s"] = round(n_tokens / text_s, 1)
@@ -88,11 +93,11 @@ def main() -> None:
     ar = LlamaForCausalLM(LlamaConfig(vocab_size=8192, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
                                       num_attention_heads=cfg.n_heads, intermediate_size=swiglu_hidden(cfg.d_model),
                                       max_position_embeddings=4096)).eval()
-    ids = torch.randint(0, 8192, (1, B))
+    ids = torch.randint(0, 8192, (args.batch, B))
 
     def ar_generate():
         with torch.no_grad():
-            ar.generate(ids, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
+            ar.generate(ids, max_new_tokens=args.blocks * B, min_new_tokens=args.blocks * B, do_sample=False,
                         use_cache=True, pad_token_id=0)
 
     ar_s = timed(ar_generate, args.repeats)
