@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data.shards import (DataError, ShardWriter, prepare_split_dir, read_manifest,
+from data.shards import (DataError, ShardWriter, check_dataset, prepare_split_dir,
                          update_manifest)
 
 DATASET_NAME = "digits"
@@ -113,9 +113,7 @@ def _validate(out: str | os.PathLike, size: int, seed: int, shard_size: int) -> 
     for ok, message in checks:
         if not ok:
             raise DataError(message)
-    existing = read_manifest(out).get("dataset")
-    if existing not in (None, DATASET_NAME):
-        raise DataError(f"{out} holds dataset {existing!r}, not {DATASET_NAME!r}")
+    check_dataset(out, DATASET_NAME)
 
 
 def build_digits(out: str | os.PathLike, size: int = 64, seed: int = 0, shard_size: int = 1000,

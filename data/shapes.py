@@ -47,7 +47,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from data.shards import (DataError, ShardWriter, prepare_split_dir, read_manifest,
+from data.shards import (DataError, ShardWriter, check_dataset, prepare_split_dir,
                          update_manifest)
 
 DATASET_NAME = "shapes"
@@ -471,9 +471,7 @@ def _validate(out: str | os.PathLike, split: str, count: int, size: int, seed: i
     for ok, message in checks:
         if not ok:
             raise DataError(message)
-    existing = read_manifest(out).get("dataset")
-    if existing not in (None, DATASET_NAME):
-        raise DataError(f"{out} holds dataset {existing!r}, not {DATASET_NAME!r}")
+    check_dataset(out, DATASET_NAME)
 
 
 def build_shapes(out: str | os.PathLike, split: str, count: int, size: int = 64, seed: int = 0,

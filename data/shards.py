@@ -149,14 +149,20 @@ def read_manifest(root: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
+def check_dataset(root: str | os.PathLike, dataset: str) -> None:
+    """Refuse a root whose manifest belongs to another dataset (checked before writing anything)."""
+    found = read_manifest(root).get("dataset")
+    if found not in (None, dataset):
+        raise DataError(f"{root} holds dataset {found!r}, not {dataset!r}")
+
+
 def update_manifest(root: str | os.PathLike, dataset: str, generator_version: str,
                     split: str, split_info: Mapping[str, Any], **extra: Any) -> dict:
     """Merge one split's entry (count, shards, seed …) into ``root/manifest.json`` atomically."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    check_dataset(root, dataset)
     manifest = read_manifest(root)
-    if manifest.get("dataset") not in (None, dataset):
-        raise DataError(f"{root} holds dataset {manifest['dataset']!r}, not {dataset!r}")
     manifest.update({"manifest_version": MANIFEST_VERSION, "dataset": dataset,
                      "generator_version": generator_version})
     manifest.update(extra)
