@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data.shards import (DataError, ShardWriter, check_dataset, prepare_split_dir,
+from data.shards import (DataError, ShardWriter, check_generator_args, prepare_split_dir,
                          update_manifest)
 
 DATASET_NAME = "digits"
@@ -103,17 +103,7 @@ def parse_digit_caption(text: str) -> int | None:
 
 
 def _validate(out: str | os.PathLike, size: int, seed: int, shard_size: int) -> None:
-    checks = [
-        (isinstance(size, int) and size >= MIN_SIZE,
-         f"size must be an integer >= {MIN_SIZE}, got {size!r}"),
-        (isinstance(seed, int) and seed >= 0, f"seed must be an integer >= 0, got {seed!r}"),
-        (isinstance(shard_size, int) and shard_size >= 1,
-         f"shard_size must be an integer >= 1, got {shard_size!r}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise DataError(message)
-    check_dataset(out, DATASET_NAME)
+    check_generator_args(out, DATASET_NAME, size, seed, shard_size, MIN_SIZE)
 
 
 def build_digits(out: str | os.PathLike, size: int = 64, seed: int = 0, shard_size: int = 1000,

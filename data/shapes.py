@@ -47,7 +47,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from data.shards import (DataError, ShardWriter, check_dataset, prepare_split_dir,
+from data.shards import (DataError, ShardWriter, check_generator_args, prepare_split_dir,
                          update_manifest)
 
 DATASET_NAME = "shapes"
@@ -459,19 +459,11 @@ def generate_sample(seed: int, split: str, index: int, size: int = 64,
 def _validate(out: str | os.PathLike, split: str, count: int, size: int, seed: int,
               max_objects: int, shard_size: int) -> None:
     _check_split(split)
-    checks = [
-        (isinstance(count, int) and count >= 1, f"count must be an integer >= 1, got {count!r}"),
-        (isinstance(size, int) and size >= MIN_SIZE,
-         f"size must be an integer >= {MIN_SIZE}, got {size!r}"),
-        (isinstance(seed, int) and seed >= 0, f"seed must be an integer >= 0, got {seed!r}"),
-        (max_objects in (1, 2), f"max_objects must be 1 or 2, got {max_objects!r}"),
-        (isinstance(shard_size, int) and shard_size >= 1,
-         f"shard_size must be an integer >= 1, got {shard_size!r}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise DataError(message)
-    check_dataset(out, DATASET_NAME)
+    if not (isinstance(count, int) and count >= 1):
+        raise DataError(f"count must be an integer >= 1, got {count!r}")
+    if max_objects not in (1, 2):
+        raise DataError(f"max_objects must be 1 or 2, got {max_objects!r}")
+    check_generator_args(out, DATASET_NAME, size, seed, shard_size, MIN_SIZE)
 
 
 def build_shapes(out: str | os.PathLike, split: str, count: int, size: int = 64, seed: int = 0,

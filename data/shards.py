@@ -156,6 +156,20 @@ def check_dataset(root: str | os.PathLike, dataset: str) -> None:
         raise DataError(f"{root} holds dataset {found!r}, not {dataset!r}")
 
 
+def check_generator_args(root: str | os.PathLike, dataset: str, size: int, seed: int, shard_size: int,
+                         min_size: int) -> None:
+    """The arguments every image-dataset generator takes, checked before anything is written."""
+    checks = [
+        (isinstance(size, int) and size >= min_size, f"size must be an integer >= {min_size}, got {size!r}"),
+        (isinstance(seed, int) and seed >= 0, f"seed must be an integer >= 0, got {seed!r}"),
+        (isinstance(shard_size, int) and shard_size >= 1, f"shard_size must be an integer >= 1, got {shard_size!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DataError(message)
+    check_dataset(root, dataset)
+
+
 def update_manifest(root: str | os.PathLike, dataset: str, generator_version: str,
                     split: str, split_info: Mapping[str, Any], **extra: Any) -> dict:
     """Merge one split's entry (count, shards, seed …) into ``root/manifest.json`` atomically."""
