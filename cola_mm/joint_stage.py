@@ -35,7 +35,7 @@ from cola_mm.train_config import TrainConfig
 from data.windows import TextWindowStage
 from prior.dit import DiT, DiTConfig, PRESETS as DIT_PRESETS, SEGMENT_TYPES
 from prior.masks import block_ids_for
-from prior.training import flow_matching_loss
+from prior.training import flow_matching_loss, packed_flow_matching_loss
 from vae_text.losses import TextVAELossConfig, text_vae_loss
 from vae_text.model import TextVAE
 from vae_text.tokenizer import load_tokenizer, save_tokenizer
@@ -53,11 +53,15 @@ class JointLossConfig(Config):
     time_scale: float = 1.0
     freeze_vae: bool = False  # train the prior only (the paper's "frozen VAE" ablation)
     vae_lr_ratio: float = 1.0  # VAE learning rate / DiT learning rate
+    image_time_loc: float = 1.0  # flow-time law of image blocks (text blocks use time_loc/time_scale)
+    image_time_scale: float = 1.0
+    cond_dropout: float = 0.1  # probability that a conditional sample loses its prompt (for CFG)
 
     def __post_init__(self):
         for name in ("vae_weight", "flow_weight", "ref_weight", "vae_lr_ratio"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0")
-        check(self.time_scale > 0, "time_scale must be > 0")
+        check(self.time_scale > 0 and self.image_time_scale > 0, "time_scale and image_time_scale must be > 0")
+        check(0 <= self.cond_dropout < 1, f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
 
     def vae_loss_config(self) -> TextVAELossConfig:
         return TextVAELossConfig(beta=self.beta, mask_ratio=self.mask_ratio, mask_weight=self.mask_weight)
@@ -112,19 +116,105 @@ class JointTrainModule(nn.Module):
         return loss, logs
 
 
+def scatter_latents(z0: torch.Tensor, values: torch.Tensor, at: torch.Tensor,
+                    lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Place segment latents ``values`` (n, T, c) into rows ``z0`` (b, L, c) at ``at`` (n, 2)
+    [row, start], the first ``lengths`` (n,) of each (default all T). Out of place (keeps grads)."""
+    n, T, _ = values.shape
+    ar = torch.arange(T, device=values.device)
+    keep = ar[None, :] < (lengths[:, None] if lengths is not None else torch.full((n, 1), T, device=values.device))
+    rows = at[:, 0, None].expand(n, T)[keep]
+    cols = (at[:, 1, None] + ar[None, :])[keep]
+    return z0.index_put((rows, cols), values[keep].to(z0.dtype))
+
+
+class MultimodalTrainModule(JointTrainModule):
+    """The joint stage over packed rows of all three jobs (:mod:`data.multimodal`).
+
+    Text windows and caption segments are encoded by the (trained) Text VAE, images by the
+    frozen image VAE (trained in stage ``vae-image``); all are scattered into one normalised
+    latent batch (b, L, c) and the prior learns it in the 2L layout with the rows' own blocks,
+    samples, 2-D/1-D positions and loss weights. The Text VAE's own loss and the reference KL
+    are computed on the text windows."""
+
+    def __init__(self, vae: TextVAE, dit: DiT, loss_cfg: JointLossConfig, mask_id: int, image_vae):
+        super().__init__(vae, dit, loss_cfg, mask_id)
+        self.image_vae = image_vae.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.ref.eval()
+        self.image_vae.eval()
+        return self
+
+    def forward(self, block_ids, sample_ids, positions, segments, loss_weight, is_image, windows, window_rows,
+                captions, caption_at, caption_len, pixels, image_at) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.loss_cfg
+        b, L = block_ids.shape
+        device = block_ids.device
+        z0 = torch.zeros(b, L, self.dit.config.d_latent, device=device)
+        loss = torch.zeros((), device=device)
+        logs: dict[str, float] = {}
+        train_vae = not cfg.freeze_vae
+        grad = train_vae and torch.is_grad_enabled()
+        if windows.shape[0]:
+            if train_vae and cfg.vae_weight > 0:
+                valid = torch.ones_like(windows, dtype=torch.bool)
+                vae_loss, vae_logs = text_vae_loss(self.vae, windows, valid, cfg.vae_loss_config(), self.mask_id)
+                loss = loss + cfg.vae_weight * vae_loss
+                logs.update({f"vae_{k}": v for k, v in vae_logs.items()})
+            with torch.set_grad_enabled(grad):
+                mean, logvar = self.vae.encode(windows)
+                zw = self.vae.to_prior(self.vae.sample(mean, logvar))
+            at = torch.stack([window_rows, torch.zeros_like(window_rows)], 1)
+            z0 = scatter_latents(z0, zw, at)
+            if train_vae and cfg.ref_weight > 0:
+                with torch.no_grad():
+                    ref_mean, ref_logvar = self.ref.encode(windows)
+                ref_kl = gaussian_kl(mean.float(), logvar.float(), ref_mean.float(), ref_logvar.float()).sum(-1).mean()
+                loss = loss + cfg.ref_weight * ref_kl
+                logs["ref_kl"] = ref_kl.item()
+        if captions.shape[0]:
+            with torch.set_grad_enabled(grad):
+                mean, logvar = self.vae.encode(captions)
+                z0 = scatter_latents(z0, self.vae.to_prior(self.vae.sample(mean, logvar)), caption_at, caption_len)
+        if pixels.shape[0]:
+            with torch.no_grad():
+                z0 = scatter_latents(z0, self.image_vae.images_to_tokens(pixels, sample=True).float(), image_at)
+        layout = {"block_ids": block_ids, "sample_ids": sample_ids, "positions": positions, "segments": segments,
+                  "loss_weight": loss_weight, "is_image": is_image}
+        loc = torch.where(is_image, cfg.image_time_loc, cfg.time_loc)
+        scale = torch.where(is_image, cfg.image_time_scale, cfg.time_scale)
+        flow, flow_logs = packed_flow_matching_loss(self.dit, z0, layout, loc, scale)
+        logs.update(flow_logs)
+        return loss + cfg.flow_weight * flow, logs
+
+
 class JointStage(TextWindowStage):
     name = "prior"
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         section = dict(cfg.model)
-        unknown = set(section) - {"vae", "dit"}
-        if unknown or "vae" not in section:
-            raise ConfigError(f"model: needs 'vae' (a stage-1 model folder) and optionally 'dit'; "
-                              f"got {sorted(section)}")
-        vae_dir = Path(section["vae"])
+        unknown = set(section) - {"vae", "dit", "image_vae", "init"}
+        if unknown or not ("vae" in section or "init" in section):
+            raise ConfigError(f"model: needs 'vae' (a stage-1 Text VAE folder) or 'init' (a pipeline folder to "
+                              f"continue from), optionally 'image_vae' and 'dit'; got {sorted(section)}")
+        init = Path(section["init"]) if "init" in section else None
+        vae_dir = Path(section["vae"]) if "vae" in section else init
         vae_path = vae_dir / "text_vae" if (vae_dir / "text_vae").is_dir() else vae_dir
         self.vae = TextVAE.from_pretrained(vae_path)
+        self.image_vae = None
+        if "image_vae" in section:
+            from vae_image.model import ImageVAE
+
+            img_dir = Path(section["image_vae"])
+            self.image_vae = ImageVAE.from_pretrained(img_dir / "image_vae" if (img_dir / "image_vae").is_dir()
+                                                      else img_dir)
+            if self.image_vae.config.token_dim != self.vae.config.d_latent:
+                raise ConfigError(f"image VAE tokens have {self.image_vae.config.token_dim} channels (latent "
+                                  f"channels × patch²) but the Text VAE's latents {self.vae.config.d_latent}; "
+                                  f"set the image VAE's patch_size/latent_channels to match")
         tok_path = cfg.data.tokenizer
         self.tokenizer = load_tokenizer(tok_path)
         if len(self.tokenizer) != self.vae.config.vocab_size:
@@ -143,8 +233,75 @@ class JointStage(TextWindowStage):
             raise ConfigError(f"data.seq_len ({cfg.data.seq_len}) must be a multiple of the DiT block "
                               f"size ({self.dit_config.block_size})")
         self.loss_config = JointLossConfig.from_dict(cfg.loss, where="loss")
-        self.module = JointTrainModule(self.vae, DiT(self.dit_config), self.loss_config,
-                                       self.tokenizer.mask_token_id)
+        dit = DiT(self.dit_config)
+        if init is not None:
+            init_dit = DiT.from_pretrained(init / "dit")
+            if init_dit.config != self.dit_config:
+                raise ConfigError(f"model.init: the DiT in {init} has another config than model.dit")
+            dit.load_state_dict(init_dit.state_dict())
+        self.multimodal = bool(cfg.data.jobs)
+        if self.multimodal:
+            from data.multimodal import JOBS, collate_rows
+
+            needs_images = any(cfg.data.jobs.get(j, 0) > 0 for j in JOBS if j != "text_to_text")
+            if needs_images and self.image_vae is None:
+                raise ConfigError("data.jobs has image jobs: model.image_vae (a vae-image model folder) is needed")
+            if needs_images and not cfg.data.pairs:
+                raise ConfigError("data.jobs has image jobs: data.pairs (image–caption shards) is needed")
+            if cfg.data.caption_tokens % self.dit_config.block_size:
+                raise ConfigError(f"data.caption_tokens ({cfg.data.caption_tokens}) must be a multiple of the DiT "
+                                  f"block ({self.dit_config.block_size})")
+            self.collate = collate_rows
+            self.module = MultimodalTrainModule(self.vae, dit, self.loss_config, self.tokenizer.mask_token_id,
+                                                self.image_vae)
+        else:
+            self.module = JointTrainModule(self.vae, dit, self.loss_config, self.tokenizer.mask_token_id)
+
+    # ---- multimodal data (text windows + packed image–caption samples)
+    def _rows(self, text_sources, pair_sources, rank: int, world: int, epochs: int | None, shuffle: int):
+        from data.multimodal import MultimodalRows
+        from data.pairs import ImagePairs
+        from data.windows import Source
+
+        cfg = self.cfg
+        windows = self._windows(text_sources, rank, world, epochs, shuffle) if text_sources else None
+        pairs = None
+        if pair_sources and self.image_vae is not None:
+            pairs = ImagePairs([Source(s.shards, s.weight) for s in pair_sources], self.image_vae.config.image_size,
+                               seed=cfg.seed, shuffle_buffer=shuffle, epochs=epochs, rank=rank, world_size=world)
+        jobs = dict(cfg.data.jobs)
+        if windows is None:
+            jobs.pop("text_to_text", None)
+        if pairs is None:
+            jobs = {k: v for k, v in jobs.items() if k == "text_to_text"}
+        return MultimodalRows(windows, pairs, self.tokenizer, jobs, cfg.data.seq_len,
+                              self.image_vae.config.grid if self.image_vae else 1, self.dit_config.block_size,
+                              cfg.data.caption_tokens, self.loss_config.cond_dropout, seed=cfg.seed)
+
+    def train_dataset(self, rank: int, world: int):
+        if not self.multimodal:
+            return super().train_dataset(rank, world)
+        return self._rows(self.cfg.data.train, self.cfg.data.pairs, rank, world, None, self.cfg.data.shuffle_buffer)
+
+    def val_batches(self, n: int):
+        if not self.multimodal:
+            return super().val_batches(n)
+        if not (self.cfg.data.val or self.cfg.data.val_pairs):
+            return []
+        rows = iter(self._rows(self.cfg.data.val, self.cfg.data.val_pairs, 0, 1, 1, 0))
+        batches = []
+        for _ in range(n):
+            items = [r for _, r in zip(range(self.cfg.batch_size), rows)]
+            if not items:
+                break
+            batches.append(self.collate(items))
+        return batches
+
+    def count_samples(self, batch) -> int:
+        return batch["block_ids"].shape[0] if self.multimodal else batch["ids"].shape[0]
+
+    def count_tokens(self, batch) -> int:
+        return batch["block_ids"].numel() if self.multimodal else batch["ids"].numel()
 
     def param_groups(self, optim) -> list[dict[str, Any]]:
         """DiT at the base learning rate, the VAE at ``vae_lr_ratio`` times it."""
@@ -165,7 +322,7 @@ class JointStage(TextWindowStage):
         with torch.random.fork_rng(devices=devices):  # the same noise every validation, RNG untouched
             torch.manual_seed(0)
             for batch in batches:
-                loss, logs = module(batch["ids"].to(device))
+                loss, logs = module(**{k: v.to(device) for k, v in batch.items()})
                 for k, v in {"loss": loss.item(), **logs}.items():
                     totals[k] = totals.get(k, 0.0) + v / len(batches)
         return totals
@@ -183,6 +340,11 @@ class JointStage(TextWindowStage):
         vae.save_pretrained(out / "text_vae")
         dit.save_pretrained(out / "dit")
         save_tokenizer(self.tokenizer, out / "tokenizer")
+        if self.image_vae is not None:
+            self.image_vae.save_pretrained(out / "image_vae")
         B = self.dit_config.block_size
         save_pipeline_config(PipelineConfig(block_size=B, max_prompt_tokens=max(B, self.cfg.data.seq_len - B),
-                                            trained_context=self.cfg.data.seq_len), out)
+                                            trained_context=self.cfg.data.seq_len,
+                                            caption_tokens=self.cfg.data.caption_tokens,
+                                            jobs=tuple(j for j, w in self.cfg.data.jobs.items() if w > 0)
+                                            or ("text_to_text",)), out)

@@ -47,9 +47,18 @@ class SwiGLU(nn.Module):
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables for integer ``positions`` (b, n) → each (b, 1, n, head_dim/2)."""
+    """cos/sin tables for integer ``positions`` → each (b, 1, n, head_dim/2).
+
+    ``positions`` is (b, n) for 1-D RoPE, or (b, n, A) for multi-axis RoPE: frequency ``i``
+    rotates by axis ``i mod A`` (interleaved, so every axis gets high and low frequencies).
+    A text latent at position p has (p, p, p), which gives exactly the 1-D angles; an image
+    patch at row r, column c of a segment starting at s has (s, s + r, s + c)."""
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.float()[..., None] * inv_freq  # (b, n, e/2)
+    if positions.dim() == 3:
+        axis = torch.arange(inv_freq.shape[0], device=positions.device) % positions.shape[-1]
+        angles = positions.float()[..., axis] * inv_freq  # (b, n, e/2)
+    else:
+        angles = positions.float()[..., None] * inv_freq  # (b, n, e/2)
     return angles.cos()[:, None], angles.sin()[:, None]
 
 

@@ -20,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -28,7 +28,7 @@ from cola_mm.components import CheckpointError
 from cola_mm.config import Config, ConfigError, check
 from cola_mm.layers import KVCache
 from prior.dit import DiT, SEGMENT_TYPES
-from prior.sampler import SamplerConfig, iter_blocks
+from prior.sampler import BlockSampler, SamplerConfig, iter_blocks
 from vae_text.model import TextVAE
 from vae_text.tokenizer import load_tokenizer, save_tokenizer
 
@@ -45,10 +45,15 @@ class PipelineConfig(Config):
     default_cfg_scale: float = 1.0  # classifier-free guidance for text
     solver: str = "euler"
     time_shift: float = 1.0
+    caption_tokens: int = 32  # a text prompt of text→image / a caption: <bos> … <eos> <pad>… (tokens)
+    default_image_cfg_scale: float = 3.0  # guidance for text → image
+    default_caption_cfg_scale: float = 1.0  # guidance for image → text
+    jobs: tuple[str, ...] = ("text_to_text",)  # the jobs the prior was trained on
 
     def __post_init__(self):
         check(self.block_size >= 1, "block_size must be >= 1")
         check(self.max_prompt_tokens >= 2, "max_prompt_tokens must be >= 2 (<bos> + one token)")
+        check(self.caption_tokens >= 3, "caption_tokens must be >= 3")
 
 
 def save_pipeline_config(config: PipelineConfig, folder: str | os.PathLike) -> None:
@@ -74,8 +79,62 @@ def load_pipeline_config(folder: str | os.PathLike) -> PipelineConfig:
         raise CheckpointError(str(err)) from None
 
 
+class TextDecoder:
+    """Turns generated text blocks into text, per sample: the Text VAE decoder with its own
+    key/value cache, ``<eos>`` stopping, a token budget, and multi-byte-safe text deltas."""
+
+    def __init__(self, pipe: "ColaPipeline", n: int, max_new_tokens: int, skip_first: Sequence[int] = (),
+                 drop_bos: bool = False):
+        self.vae, self.tokenizer = pipe.text_vae, pipe.tokenizer
+        self.caches = [KVCache() for _ in range(n)]
+        self.tokens: list[list[int]] = [[] for _ in range(n)]
+        self.shown = [""] * n  # text already returned per sample
+        self.finished = [False] * n
+        self.max_new_tokens = max_new_tokens
+        self.skip_first = list(skip_first) or [0] * n  # leading tokens of the first block to skip (prompt tail)
+        self.drop_bos = drop_bos  # generated text starts with <bos> (captions)
+        self.blocks_seen = 0
+
+    def prefill(self, i: int, latents: torch.Tensor) -> None:
+        """Run sample ``i``'s clean prompt latents (n, c) (prior space) through the decoder cache."""
+        self.vae.decode(self.vae.from_prior(latents[None]), self.caches[i], update_cache=True)
+
+    def add_block(self, z: torch.Tensor) -> list[str]:
+        """Decode one block (b, B, c) for every sample; returns the new text of each."""
+        eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
+        out = []
+        for i in range(z.shape[0]):
+            logits = self.vae.decode(self.vae.from_prior(z[i:i + 1]), self.caches[i], update_cache=True)[0]
+            tokens = logits.argmax(-1).tolist()
+            if self.blocks_seen == 0:
+                tokens = tokens[self.skip_first[i]:]
+                if self.drop_bos and tokens and tokens[0] == bos:
+                    tokens = tokens[1:]
+            for tok in tokens:
+                if self.finished[i]:
+                    break
+                if tok == eos:
+                    self.finished[i] = True
+                else:
+                    self.tokens[i].append(tok)
+                    self.finished[i] = len(self.tokens[i]) >= self.max_new_tokens
+            # decode everything so far: byte-level BPE splits characters across tokens, so a
+            # block boundary may fall inside one; hold back a trailing replacement character
+            text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
+            if not self.finished[i]:
+                text = text.rstrip("\ufffd")
+            out.append(text[len(self.shown[i]):])
+            self.shown[i] = text if len(text) > len(self.shown[i]) else self.shown[i]
+        self.blocks_seen += 1
+        return out
+
+    @property
+    def done(self) -> bool:
+        return all(self.finished)
+
+
 class ColaPipeline:
-    def __init__(self, text_vae: TextVAE, dit: DiT, tokenizer, config: PipelineConfig):
+    def __init__(self, text_vae: TextVAE, dit: DiT, tokenizer, config: PipelineConfig, image_vae=None):
         if len(tokenizer) != text_vae.config.vocab_size:
             raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the Text VAE was trained "
                                   f"with {text_vae.config.vocab_size}")
@@ -85,8 +144,12 @@ class ColaPipeline:
         if dit.config.d_latent != text_vae.config.d_latent:
             raise CheckpointError(f"DiT latent dim {dit.config.d_latent} != Text VAE latent dim "
                                   f"{text_vae.config.d_latent}")
+        if image_vae is not None and image_vae.config.token_dim != dit.config.d_latent:
+            raise CheckpointError(f"image VAE tokens have {image_vae.config.token_dim} channels, the DiT "
+                                  f"{dit.config.d_latent}")
         self.text_vae = text_vae.eval()
         self.dit = dit.eval()
+        self.image_vae = image_vae.eval() if image_vae is not None else None
         self.tokenizer = tokenizer
         self.config = config
         self.notices: list[str] = []  # what the last call changed about its input (truncation…)
@@ -110,19 +173,40 @@ class ColaPipeline:
             tok = load_tokenizer(path / "tokenizer")
         except DataError as err:
             raise CheckpointError(str(err)) from None
-        return cls(vae, dit, tok, config)
+        image_vae = None
+        if (path / "image_vae").is_dir():
+            from vae_image.model import ImageVAE
+
+            image_vae = ImageVAE.from_pretrained(path / "image_vae", device)
+        return cls(vae, dit, tok, config, image_vae)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         path = Path(path)
         self.text_vae.save_pretrained(path / "text_vae")
         self.dit.save_pretrained(path / "dit")
         save_tokenizer(self.tokenizer, path / "tokenizer")
+        if self.image_vae is not None:
+            self.image_vae.save_pretrained(path / "image_vae")
         save_pipeline_config(self.config, path)
 
     def describe(self) -> dict[str, str]:
-        return {"Text VAE": f"{self.text_vae.num_params() / 1e6:.1f}M params, d_latent={self.text_vae.config.d_latent}",
-                "DiT prior": f"{self.dit.num_params() / 1e6:.1f}M params, block {self.dit.config.block_size}",
-                "tokenizer": f"{len(self.tokenizer)} tokens"}
+        out = {"Text VAE": f"{self.text_vae.num_params() / 1e6:.1f}M params, d_latent={self.text_vae.config.d_latent}",
+               "DiT prior": f"{self.dit.num_params() / 1e6:.1f}M params, block {self.dit.config.block_size}",
+               "tokenizer": f"{len(self.tokenizer)} tokens"}
+        if self.image_vae is not None:
+            c = self.image_vae.config
+            out["image VAE"] = (f"{self.image_vae.num_params() / 1e6:.2f}M params, {c.image_size} px → "
+                                f"{c.n_tokens} tokens of {c.token_dim}")
+        out["jobs"] = ", ".join(self.config.jobs)
+        return out
+
+    def _sampler_config(self, steps, cfg_scale, solver) -> SamplerConfig:
+        return SamplerConfig(steps=steps or self.config.default_steps, cfg_scale=cfg_scale,
+                             solver=solver or self.config.solver, time_shift=self.config.time_shift)
+
+    def _need_images(self) -> None:
+        if self.image_vae is None:
+            raise CheckpointError("this pipeline has no image VAE: it was trained for text only")
 
     # ---- text continuation
     def _prompt_ids(self, prompt: str) -> list[int]:
@@ -147,9 +231,7 @@ class ColaPipeline:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.notices = []
-        cfg = SamplerConfig(steps=steps or self.config.default_steps,
-                            cfg_scale=self.config.default_cfg_scale if cfg_scale is None else cfg_scale,
-                            solver=solver or self.config.solver, time_shift=self.config.time_shift)
+        cfg = self._sampler_config(steps, self.config.default_cfg_scale if cfg_scale is None else cfg_scale, solver)
         device, B, vae = self.device, self.dit.config.block_size, self.text_vae
         ids = [self._prompt_ids(p) for p in prompts]
         prefixes = []
@@ -158,52 +240,15 @@ class ColaPipeline:
             prefixes.append(vae.to_prior(mean[0]))  # (P, c)
         lengths = [len(s) for s in ids]
         max_blocks = max(math.ceil((n + max_new_tokens) / B) - n // B for n in lengths)
-        # per-sample decoder caches, prefilled with the prompt's whole blocks
-        caches = []
-        for p, n in zip(prefixes, lengths):
-            cache = KVCache()
-            whole = (n // B) * B
-            if whole:
-                vae.decode(vae.from_prior(p[None, :whole]), cache, update_cache=True)
-            caches.append(cache)
+        decoder = TextDecoder(self, len(prompts), max_new_tokens, skip_first=[n % B for n in lengths])
+        for i, (p, n) in enumerate(zip(prefixes, lengths)):  # decoder caches hold the prompt's whole blocks
+            if n // B:
+                decoder.prefill(i, p[:(n // B) * B])
+        self.last_tokens = decoder.tokens  # the generated token ids per prompt (filled as blocks finish)
         generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(len(prompts))]
-        eos = self.tokenizer.eos_token_id
-        new_tokens: list[list[int]] = [[] for _ in prompts]
-        self.last_tokens = new_tokens  # the generated token ids per prompt (filled as blocks finish)
-        shown = [""] * len(prompts)  # text already yielded per sample
-        finished = [False] * len(prompts)
-        deltas: list[list[str]] = []
-
-        def on_block(j: int, z: torch.Tensor) -> torch.Tensor:
-            out = []
-            for i in range(len(prompts)):
-                logits = vae.decode(vae.from_prior(z[i:i + 1]), caches[i], update_cache=True)[0]
-                tokens = logits.argmax(-1).tolist()
-                if j == 0:  # the first block may start with the pinned prompt tail
-                    tokens = tokens[lengths[i] % B:]
-                for tok in tokens:
-                    if finished[i]:
-                        break
-                    if tok == eos:
-                        finished[i] = True
-                    else:
-                        new_tokens[i].append(tok)
-                        finished[i] = len(new_tokens[i]) >= max_new_tokens
-                # decode everything so far: byte-level BPE splits characters across tokens, so a
-                # block boundary may fall inside one; hold back a trailing replacement character
-                text = self.tokenizer.decode(new_tokens[i], skip_special_tokens=True)
-                if not finished[i]:
-                    text = text.rstrip("\ufffd")
-                out.append(text[len(shown[i]):])
-                shown[i] = text if len(text) > len(shown[i]) else shown[i]
-            deltas.append(out)
-            return torch.tensor(finished)
-
-        blocks = iter_blocks(self.dit, prefixes, max_blocks, cfg, generators, SEGMENT_TYPES["text"])
-        for j, z in enumerate(blocks):
-            done = on_block(j, z)
-            yield deltas[-1]
-            if bool(done.all()):
+        for z in iter_blocks(self.dit, prefixes, max_blocks, cfg, generators, SEGMENT_TYPES["text"]):
+            yield decoder.add_block(z)
+            if decoder.done:
                 break
 
     def generate_text(self, prompts: str | Sequence[str], max_new_tokens: int = 64, steps: int | None = None,
@@ -214,3 +259,128 @@ class ColaPipeline:
         for deltas in self.stream_text(prompts, max_new_tokens, steps, cfg_scale, seed, solver):
             texts = [t + d for t, d in zip(texts, deltas)]
         return texts[0] if single else texts
+
+    # ---- text → image
+    def _caption_context(self, prompt: str) -> tuple[list[int], torch.Tensor]:
+        """A text prompt as the caption segment the prior was trained on: ids and latents (P, c)."""
+        from data.multimodal import caption_ids
+
+        if not isinstance(prompt, str):
+            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+        limit = self.config.caption_tokens - 2
+        n = len(self.tokenizer.encode(prompt, add_special_tokens=False))
+        if n > limit:
+            self.notices.append(f"prompt truncated to its first {limit} tokens (of {n})")
+        ids, _ = caption_ids(self.tokenizer, prompt, self.config.caption_tokens, self.dit.config.block_size)
+        mean, _ = self.text_vae.encode(torch.tensor([ids], device=self.device))
+        return ids, self.text_vae.to_prior(mean[0])
+
+    @torch.no_grad()
+    def generate_image_tokens(self, prompts: Sequence[str], steps: int | None = None, cfg_scale: float | None = None,
+                              seed: int = 0, solver: str | None = None,
+                              on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Prior tokens (b, n, c) of one image per prompt; image ``i`` uses seed ``seed + i``."""
+        from cola_mm.sequence import layout_row, text_to_image
+
+        self._need_images()
+        scale = self.config.default_image_cfg_scale if cfg_scale is None else cfg_scale
+        cfg = self._sampler_config(steps, scale, solver)
+        g = self.image_vae.config.grid
+        contexts, rows = [], []
+        cache: dict[str, tuple] = {}
+        for p in prompts:
+            if p not in cache:
+                ids, latents = self._caption_context(p)
+                cache[p] = (latents, layout_row([text_to_image(len(ids), (g, g))]))
+            contexts.append(cache[p][0])
+            rows.append(cache[p][1])
+        P = contexts[0].shape[0]
+        ctx = torch.stack(contexts)  # all prompts pad to caption_tokens or less: pad to the longest
+        if any(c.shape[0] != P for c in contexts):
+            P = max(c.shape[0] for c in contexts)
+            ctx = torch.zeros(len(contexts), P, contexts[0].shape[1], device=self.device)
+            for i, c in enumerate(contexts):
+                ctx[i, :c.shape[0]] = c
+        b = len(prompts)
+        pos = torch.zeros(b, P, 3, dtype=torch.long, device=self.device)
+        seg = torch.zeros(b, P, dtype=torch.long, device=self.device)
+        blk = torch.zeros(b, P, dtype=torch.long, device=self.device)
+        valid = torch.zeros(b, P, dtype=torch.bool, device=self.device)
+        img_pos, img_seg = [], []
+        for i, (c, row) in enumerate(zip(contexts, rows)):
+            n = c.shape[0]
+            pos[i, :n], seg[i, :n], blk[i, :n], valid[i, :n] = row.positions[:n], row.segments[:n], \
+                row.block_ids[:n], True
+            img_pos.append(row.positions[n:])
+            img_seg.append(row.segments[n:])
+        sampler = BlockSampler(self.dit, cfg)
+        sampler.on_step = on_step
+        sampler.start(ctx, pos, seg, blk, valid)
+        generators = [torch.Generator(device=self.device).manual_seed(seed + i) for i in range(b)]
+        return sampler.denoise(torch.stack(img_pos).to(self.device), torch.stack(img_seg).to(self.device), generators)
+
+    def generate_image(self, prompt: str | Sequence[str], steps: int | None = None, cfg_scale: float | None = None,
+                       seed: int = 0, n: int = 1, solver: str | None = None,
+                       on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> list:
+        """``n`` images (PIL, RGB) per prompt; image ``i`` of the flat list uses seed ``seed + i``."""
+        from cola_mm.images import tensor_to_image
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("no prompt given")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        self.notices = []
+        flat = [p for p in prompts for _ in range(n)]
+        tokens = self.generate_image_tokens(flat, steps, cfg_scale, seed, solver, on_step)
+        return [tensor_to_image(x) for x in self.image_vae.tokens_to_images(tokens).float().cpu()]
+
+    def decode_image_tokens(self, tokens: torch.Tensor) -> list:
+        """Prior tokens (b, n, c) → PIL images (e.g. a denoising trajectory's intermediate states)."""
+        from cola_mm.images import tensor_to_image
+
+        self._need_images()
+        return [tensor_to_image(x) for x in self.image_vae.tokens_to_images(tokens).float().cpu()]
+
+    # ---- image → text
+    @torch.no_grad()
+    def caption(self, images: Sequence, steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
+                solver: str | None = None, max_tokens: int | None = None,
+                on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> list[str]:
+        """One caption per image (paths, bytes, file objects or PIL images of any mode/size —
+        :func:`cola_mm.images.load_image`); caption ``i`` uses seed ``seed + i``."""
+        from cola_mm.images import image_to_tensor, load_image
+        from cola_mm.sequence import image_to_text, layout_row
+
+        self._need_images()
+        if isinstance(images, (str, os.PathLike, bytes)) or hasattr(images, "convert"):
+            images = [images]
+        images = list(images)
+        if not images:
+            raise ValueError("no image given")
+        self.notices = []
+        c = self.image_vae.config
+        pixels = torch.stack([image_to_tensor(load_image(im, c.image_size)) for im in images]).to(self.device)
+        context = self.image_vae.images_to_tokens(pixels).float()  # posterior means (b, n, c)
+        b, n = context.shape[:2]
+        T = self.config.caption_tokens if max_tokens is None else min(max_tokens + 2, self.config.caption_tokens)
+        B = self.dit.config.block_size
+        n_text = -(-T // B) * B
+        row = layout_row([image_to_text((c.grid, c.grid), n_text)], text_block=B)
+        dev = self.device
+        sampler = BlockSampler(self.dit, self._sampler_config(
+            steps, self.config.default_caption_cfg_scale if cfg_scale is None else cfg_scale, solver))
+        sampler.on_step = on_step
+        sampler.start(context, row.positions[:n].expand(b, -1, -1).to(dev), row.segments[:n].expand(b, -1).to(dev),
+                      row.block_ids[:n].expand(b, -1).to(dev), torch.ones(b, n, dtype=torch.bool, device=dev))
+        decoder = TextDecoder(self, b, T - 2, drop_bos=True)
+        generators = [torch.Generator(device=dev).manual_seed(seed + i) for i in range(b)]
+        for j in range(n_text // B):
+            sl = slice(n + j * B, n + (j + 1) * B)
+            z = sampler.denoise(row.positions[sl].expand(b, -1, -1).to(dev), row.segments[sl].expand(b, -1).to(dev),
+                                generators)
+            decoder.add_block(z)
+            if decoder.done:
+                break
+        self.last_tokens = decoder.tokens
+        return list(decoder.shown)

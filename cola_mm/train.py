@@ -34,7 +34,8 @@ from cola_mm import checkpoint as ckpt
 from cola_mm.config import ConfigError
 from cola_mm.train_config import TrainConfig
 
-STAGES = {"vae-text": "vae_text.stage:TextVAEStage", "prior": "cola_mm.joint_stage:JointStage"}
+STAGES = {"vae-text": "vae_text.stage:TextVAEStage", "vae-image": "vae_image.stage:ImageVAEStage",
+          "prior": "cola_mm.joint_stage:JointStage"}
 METRICS_FILE = "metrics.jsonl"
 KILL_ENV = "COLA_MM_KILL_AT_STEP"  # test hook: SIGKILL this process after that step
 

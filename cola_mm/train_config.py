@@ -44,11 +44,17 @@ class DataConfig(Config):
     seq_len: int = 128  # tokens per training window
     shuffle_buffer: int = 1000  # samples in each source's shuffle buffer
     num_workers: int = 0  # DataLoader workers per process
+    # multimodal prior (stage prior with an image VAE): image–caption shards and job mix
+    pairs: tuple[SourceConfig, ...] = ()  # image–caption shards for text_to_image / image_to_text
+    val_pairs: tuple[SourceConfig, ...] = ()  # held-out image–caption shards
+    jobs: dict = field(default_factory=dict)  # {text_to_text: 1, text_to_image: 1, image_to_text: 1} ratios
+    caption_tokens: int = 32  # a caption segment's most tokens (<bos> … <eos> <pad>…)
 
     def __post_init__(self):
         check(len(self.train) > 0, "data.train needs at least one source")
         check(self.seq_len >= 2, f"data.seq_len must be >= 2, got {self.seq_len}")
         check(self.num_workers >= 0, "data.num_workers must be >= 0")
+        check(self.caption_tokens >= 3, "data.caption_tokens must be >= 3")
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class OptimConfig(Config):
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    stage: str  # vae-text (vae-image and prior come later)
+    stage: str  # vae-text | vae-image | prior
     data: DataConfig
     run_dir: str = "runs/default"  # where checkpoints and logs go
     seed: int = 0

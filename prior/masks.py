@@ -101,3 +101,40 @@ def two_copy_mask_mod(block_ids: torch.Tensor):
 def block_ids_for(length: int, block_size: int, device=None) -> torch.Tensor:
     """Block id of each of ``length`` latents in blocks of ``block_size``: (L,)."""
     return torch.arange(length, device=device) // block_size
+
+
+# --------------------------------------------------------------------------- packed rows
+#
+# A row may hold several samples packed back to back (and padding). ``sample_ids`` (b, L) says
+# which sample each latent belongs to; attention never crosses samples. ``block_ids`` (b, L)
+# number the blocks of the whole row in order, so the per-sample rules above apply unchanged.
+
+
+def packed_two_copy_mask(block_ids: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
+    """Dense (b, 2L, 2L) 2L-layout mask for packed rows: the 2L rule within each sample."""
+    L = block_ids.shape[1]
+    blk = torch.cat([block_ids, block_ids], 1)  # (b, 2L)
+    smp = torch.cat([sample_ids, sample_ids], 1)
+    noisy = (torch.arange(2 * L, device=block_ids.device) >= L)[None].expand_as(blk)
+    rule = two_copy_rule(noisy[:, :, None], blk[:, :, None], noisy[:, None, :], blk[:, None, :])
+    return rule & (smp[:, :, None] == smp[:, None, :])
+
+
+def packed_two_copy_mask_mod(block_ids: torch.Tensor, sample_ids: torch.Tensor):
+    """The same as a flex-attention ``mask_mod`` (tensors (b, L) captured)."""
+    L = block_ids.shape[1]
+    blk = torch.cat([block_ids, block_ids], 1)
+    smp = torch.cat([sample_ids, sample_ids], 1)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        same = smp[b, q_idx] == smp[b, kv_idx]
+        return same & two_copy_rule(q_idx >= L, blk[b, q_idx], kv_idx >= L, blk[b, kv_idx])
+
+    return mask_mod
+
+
+def packed_block_causal_mask(block_ids: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
+    """Dense (b, L, L) block-causal mask over clean packed rows (keys in earlier or the same
+    block of the same sample)."""
+    same = sample_ids[:, :, None] == sample_ids[:, None, :]
+    return same & (block_ids[:, None, :] <= block_ids[:, :, None])

@@ -50,118 +50,172 @@ class SamplerConfig(Config):
         check(self.time_shift > 0, "time_shift must be > 0")
 
 
+def as_axes(positions: torch.Tensor, n_axes: int = 3) -> torch.Tensor:
+    """1-D positions (b, n) → multi-axis (b, n, A) with every axis equal (text); (b, n, A) as is."""
+    return positions if positions.dim() == 3 else positions[..., None].expand(*positions.shape, n_axes)
+
+
 class BlockSampler:
-    """Holds the per-batch state (cache, validity, positions) of one generation."""
+    """Holds the per-batch state (cache, validity, positions, segment types, block ids) of one
+    generation.
+
+    The general interface is :meth:`start` (cache any clean context: text, image, both) then
+    :meth:`denoise` (one new block at given positions and segment types, committed to the cache
+    when done). :meth:`prefill` + :meth:`denoise_block` are the text-continuation path built on
+    them (1-D positions, blocks of ``block_size`` from the start of the text, clean repaint)."""
 
     def __init__(self, model: DiT, config: SamplerConfig, segment: int = 0):
         self.model = model
         self.config = config
         self.segment = segment
         self.block = model.config.block_size
+        self.on_step: Callable[[int, int, torch.Tensor], None] | None = None  # (step, steps, z) before each step
+
+    # ---- the clean context
+    def start(self, context: torch.Tensor, positions: torch.Tensor, segments: torch.Tensor,
+              blocks: torch.Tensor, valid: torch.Tensor) -> None:
+        """Cache a clean context. context (b, P, c) right-padded; positions (b, P[, A]); segments,
+        blocks (b, P) (block ids increase along each sample); valid (b, P) bool (False = padding).
+        Keys are block-causal: a context latent sees the valid latents of its own and earlier blocks."""
+        b, n = context.shape[:2]
+        device = context.device
+        self.device = device
+        self.cache = KVCache()
+        self.history = context
+        self.cache_valid = valid
+        self.cache_positions = as_axes(positions)
+        self.cache_segments = segments
+        self.cache_blocks = blocks
+        self.next_block = int(blocks.max()) + 1 if n else 0
+        if n == 0 or not self.config.use_cache:
+            return
+        self.model(context, torch.zeros(b, n, device=device), self.cache_positions, segments,
+                   self._history_mask(), self.cache, update_cache=True)
+
+    def _history_mask(self) -> torch.Tensor:
+        n = self.history.shape[1]
+        blk = self.cache_blocks
+        mask = (blk[:, None, :] <= blk[:, :, None]) & self.cache_valid[:, None, :]
+        return mask | torch.eye(n, dtype=torch.bool, device=self.device)  # padded rows see themselves (no NaN)
 
     # ---- the forward passes
-    def prefill(self, prefix: torch.Tensor, lengths: torch.Tensor) -> None:
-        """Cache the clean keys/values of the whole blocks of each sample's prefix.
-        prefix (b, P, c) right-padded, lengths (b,) prompt latents per sample."""
-        b, device = prefix.shape[0], prefix.device
-        self.lengths = lengths
-        self.first_block = lengths // self.block  # (b,) index of the first generated block
-        n = int(self.first_block.max()) * self.block
-        self.prefix = prefix
-        self.cache = KVCache()
-        self.cache_valid = torch.arange(n, device=device)[None, :] < (self.first_block * self.block)[:, None]
-        self.cache_positions = torch.arange(n, device=device).expand(b, n)
-        self.history = prefix[:, :n]
-        if n == 0:
-            return
-        mask = block_causal_mask(n, self.block, device=device)[None] & self.cache_valid[:, None, :]
-        mask = mask | torch.eye(n, dtype=torch.bool, device=device)  # padded rows see themselves (no NaN)
-        if self.config.use_cache:
-            self.model(prefix[:, :n], torch.zeros(b, n, device=device), self.cache_positions,
-                       self._segments(b, n), mask, self.cache, update_cache=True)
+    def _new_block_mask(self, b: int, B: int) -> torch.Tensor:
+        return torch.cat([self.cache_valid[:, None, :].expand(b, B, -1),
+                          torch.ones(b, B, B, dtype=torch.bool, device=self.device)], dim=2)
 
-    def _segments(self, b: int, n: int) -> torch.Tensor:
-        return torch.full((b, n), self.segment, dtype=torch.long, device=self.prefix.device)
-
-    def velocity(self, z: torch.Tensor, t: float, positions: torch.Tensor) -> torch.Tensor:
-        """Conditional velocity of the current block z (b, B, c) at time t given the cache."""
+    def velocity(self, z: torch.Tensor, t: float, positions: torch.Tensor,
+                 segments: torch.Tensor | None = None) -> torch.Tensor:
+        """Conditional velocity of the current block z (b, B, c) at time t given the context."""
         b, B, _ = z.shape
         tt = torch.full((b, B), t, device=z.device)
+        positions = as_axes(positions)
+        segments = self._segments(b, B) if segments is None else segments
         if not self.config.use_cache:
-            return self._velocity_recomputed(z, tt, positions)
-        mask = torch.cat([self.cache_valid[:, None, :].expand(b, B, -1),
-                          torch.ones(b, B, B, dtype=torch.bool, device=z.device)], dim=2)
-        return self.model(z, tt, positions, self._segments(b, B), mask, self.cache)
+            return self._velocity_recomputed(z, tt, positions, segments)
+        return self.model(z, tt, positions, segments, self._new_block_mask(b, B), self.cache)
 
-    def _velocity_recomputed(self, z, tt, positions):
+    def _velocity_recomputed(self, z, tt, positions, segments):
         """The same velocity without a cache: run [clean history | block] through the model."""
         b, B, _ = z.shape
         m = self.history.shape[1]
         x = torch.cat([self.history, z], 1)
         times = torch.cat([torch.zeros(b, m, device=z.device), tt], 1)
         pos = torch.cat([self.cache_positions, positions], 1)
-        hist_mask = block_causal_mask(m, self.block, device=z.device)[None] & self.cache_valid[:, None, :]
-        hist_mask = hist_mask | torch.eye(m, dtype=torch.bool, device=z.device)
-        top = torch.cat([hist_mask, torch.zeros(b, m, B, dtype=torch.bool, device=z.device)], 2)
-        bottom = torch.cat([self.cache_valid[:, None, :].expand(b, B, m),
-                            torch.ones(b, B, B, dtype=torch.bool, device=z.device)], 2)
-        v = self.model(x, times, pos, self._segments(b, m + B), torch.cat([top, bottom], 1))
+        seg = torch.cat([self.cache_segments, segments], 1)
+        top = torch.cat([self._history_mask(), torch.zeros(b, m, B, dtype=torch.bool, device=z.device)], 2)
+        v = self.model(x, times, pos, seg, torch.cat([top, self._new_block_mask(b, B)], 1))
         return v[:, m:]
 
-    def unconditional_velocity(self, z: torch.Tensor, t: float, positions: torch.Tensor) -> torch.Tensor:
+    def unconditional_velocity(self, z: torch.Tensor, t: float, positions: torch.Tensor,
+                               segments: torch.Tensor | None = None) -> torch.Tensor:
         """The current block with no history."""
         b, B, _ = z.shape
         tt = torch.full((b, B), t, device=z.device)
-        return self.model(z, tt, positions, self._segments(b, B), None)
+        segments = self._segments(b, B) if segments is None else segments
+        return self.model(z, tt, as_axes(positions), segments, None)
 
-    def guided_velocity(self, z, t, positions):
-        v = self.velocity(z, t, positions)
+    def guided_velocity(self, z, t, positions, segments=None):
+        v = self.velocity(z, t, positions, segments)
         if self.config.cfg_scale != 1.0:
-            v_u = self.unconditional_velocity(z, t, positions)
+            v_u = self.unconditional_velocity(z, t, positions, segments)
             v = v_u + self.config.cfg_scale * (v - v_u)
         return v
 
-    def commit(self, z: torch.Tensor, positions: torch.Tensor) -> None:
+    def commit(self, z: torch.Tensor, positions: torch.Tensor, segments: torch.Tensor | None = None) -> None:
         """Append a finished (clean) block's keys/values to the cache."""
         b, B, _ = z.shape
+        positions = as_axes(positions)
+        segments = self._segments(b, B) if segments is None else segments
         if self.config.use_cache:
-            mask = torch.cat([self.cache_valid[:, None, :].expand(b, B, -1),
-                              torch.ones(b, B, B, dtype=torch.bool, device=z.device)], dim=2)
-            self.model(z, torch.zeros(b, B, device=z.device), positions, self._segments(b, B), mask,
+            self.model(z, torch.zeros(b, B, device=z.device), positions, segments, self._new_block_mask(b, B),
                        self.cache, update_cache=True)
         self.history = torch.cat([self.history, z], 1)
         self.cache_valid = torch.cat([self.cache_valid, torch.ones(b, B, dtype=torch.bool, device=z.device)], 1)
         self.cache_positions = torch.cat([self.cache_positions, positions], 1)
+        self.cache_segments = torch.cat([self.cache_segments, segments], 1)
+        self.cache_blocks = torch.cat([self.cache_blocks, torch.full((b, B), self.next_block, device=z.device,
+                                                                     dtype=self.cache_blocks.dtype)], 1)
+        self.next_block += 1
+
+    def _segments(self, b: int, n: int) -> torch.Tensor:
+        return torch.full((b, n), self.segment, dtype=torch.long, device=self.device)
 
     # ---- one block
+    def denoise(self, positions: torch.Tensor, segments: torch.Tensor, generators: Sequence[torch.Generator],
+                pinned: torch.Tensor | None = None, clean: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate one block at ``positions`` (b, B[, A]) with ``segments`` (b, B), integrate
+        from noise to t = 0, commit it and return it (b, B, c). ``pinned`` (b, B) bool latents are
+        held on the noised path of ``clean`` (b, B, c) and set to it at the end (clean repaint)."""
+        b, B = segments.shape
+        c = self.model.config.d_latent
+        noise = torch.stack([torch.randn(B, c, generator=g, device=self.device) for g in generators])
+        if pinned is None:
+            pinned = torch.zeros(b, B, dtype=torch.bool, device=self.device)
+            clean = torch.zeros_like(noise)
+        grid = time_grid(self.config.steps, self.config.time_shift).tolist()
+        z = noise
+        for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
+            if self.on_step is not None:
+                self.on_step(i, len(grid) - 1, z)
+            z = torch.where(pinned[..., None], (1 - t) * clean + t * noise, z)
+            v = self.guided_velocity(z, t, positions, segments)
+            if self.config.solver == "heun" and t_next > 0:
+                z_euler = euler_step(z, v, t, t_next)
+                z_euler = torch.where(pinned[..., None], (1 - t_next) * clean + t_next * noise, z_euler)
+                v = 0.5 * (v + self.guided_velocity(z_euler, t_next, positions, segments))
+            z = euler_step(z, v, t, t_next)
+        z = torch.where(pinned[..., None], clean, z)
+        self.commit(z, positions, segments)
+        return z
+
+    # ---- text continuation
+    def prefill(self, prefix: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Text: cache the clean keys/values of the whole blocks of each sample's prefix.
+        prefix (b, P, c) right-padded, lengths (b,) prompt latents per sample."""
+        b, device = prefix.shape[0], prefix.device
+        self.device = device
+        self.lengths = lengths
+        self.prefix = prefix
+        self.first_block = lengths // self.block  # (b,) index of the first generated block
+        n = int(self.first_block.max()) * self.block
+        ar = torch.arange(n, device=device)
+        self.start(prefix[:, :n], ar.expand(b, n), self._segments(b, n), (ar // self.block).expand(b, n),
+                   ar[None, :] < (self.first_block * self.block)[:, None])
+
     def denoise_block(self, j: int, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        """Generate block ``j`` (0 = the first generated block) of every sample: (b, B, c)."""
+        """Text: generate block ``j`` (0 = the first generated block) of every sample: (b, B, c)."""
         b, device, B = self.prefix.shape[0], self.prefix.device, self.block
         c = self.model.config.d_latent
         start = (self.first_block + j) * B  # (b,)
         positions = start[:, None] + torch.arange(B, device=device)  # (b, B)
-        noise = torch.stack([torch.randn(B, c, generator=g, device=device) for g in generators])
-        pinned = torch.zeros(b, B, dtype=torch.bool, device=device)
-        clean = torch.zeros_like(noise)
+        pinned = clean = None
         if j == 0:  # prompt latents inside the first generated block: clean repaint
             offset = self.lengths - self.first_block * B  # (b,) pinned count
             pinned = torch.arange(B, device=device)[None, :] < offset[:, None]
             idx = (self.first_block * B)[:, None] + torch.arange(B, device=device)
             idx = idx.clamp(max=self.prefix.shape[1] - 1)
             clean = torch.gather(self.prefix, 1, idx[..., None].expand(-1, -1, c)) * pinned[..., None]
-        grid = time_grid(self.config.steps, self.config.time_shift).tolist()
-        z = noise
-        for t, t_next in zip(grid[:-1], grid[1:]):
-            z = torch.where(pinned[..., None], (1 - t) * clean + t * noise, z)
-            v = self.guided_velocity(z, t, positions)
-            if self.config.solver == "heun" and t_next > 0:
-                z_euler = euler_step(z, v, t, t_next)
-                z_euler = torch.where(pinned[..., None], (1 - t_next) * clean + t_next * noise, z_euler)
-                v = 0.5 * (v + self.guided_velocity(z_euler, t_next, positions))
-            z = euler_step(z, v, t, t_next)
-        z = torch.where(pinned[..., None], clean, z)
-        self.commit(z, positions)
-        return z
+        return self.denoise(positions, self._segments(b, B), generators, pinned, clean)
 
 
 @torch.no_grad()

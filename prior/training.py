@@ -15,7 +15,7 @@ import torch
 
 from prior.dit import DiT
 from prior.flow import expand_block_times, flow_loss, interpolate, sample_block_times
-from prior.masks import two_copy_mask
+from prior.masks import packed_two_copy_mask, two_copy_mask
 
 
 def two_copy_forward(model: DiT, z0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor,
@@ -44,3 +44,41 @@ def flow_matching_loss(model: DiT, z0: torch.Tensor, block_ids: torch.Tensor, po
     v = two_copy_forward(model, z0, z_t, t, positions, segments, block_ids)
     loss = flow_loss(v, z0, noise, weight)
     return loss, {"flow": loss.item(), "t_mean": t_blocks.mean().item()}
+
+
+def packed_two_copy_forward(model: DiT, z0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor,
+                            positions: torch.Tensor, segments: torch.Tensor, block_ids: torch.Tensor,
+                            sample_ids: torch.Tensor) -> torch.Tensor:
+    """The 2L forward over packed rows: block_ids, sample_ids, segments (b, L); positions
+    (b, L, A). Returns the velocity of the noisy copy (b, L, c)."""
+    L = z0.shape[1]
+    x = torch.cat([z0, z_t], dim=1)
+    times = torch.cat([torch.zeros_like(t), t], dim=1)
+    mask = packed_two_copy_mask(block_ids, sample_ids)  # (b, 2L, 2L)
+    v = model(x, times, torch.cat([positions, positions], 1), torch.cat([segments, segments], 1), mask)
+    return v[:, L:]
+
+
+def packed_flow_matching_loss(model: DiT, z0: torch.Tensor, layout: dict[str, torch.Tensor],
+                              time_loc: torch.Tensor | float = 1.0, time_scale: torch.Tensor | float = 1.0,
+                              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Flow loss over packed rows (:func:`cola_mm.sequence.stack_layouts`): one standard normal
+    per block, t = sigmoid(loc + scale·u) with loc/scale per latent (b, L) (per modality), the
+    loss weighted by ``layout["loss_weight"]``."""
+    b = z0.shape[0]
+    blocks = layout["block_ids"]
+    u = torch.randn(b, int(blocks.max()) + 1, generator=generator, device=z0.device)
+    t = torch.sigmoid(time_loc + time_scale * expand_block_times(u, blocks))  # (b, L), constant per block
+    noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+    z_t = interpolate(z0, noise, t)
+    v = packed_two_copy_forward(model, z0, z_t, t, layout["positions"], layout["segments"], blocks,
+                                layout["sample_ids"])
+    weight = layout["loss_weight"]
+    loss = flow_loss(v, z0, noise, weight)
+    logs = {"flow": loss.item(), "t_mean": (t * weight).sum().item() / max(weight.sum().item(), 1.0)}
+    image = layout["is_image"] & (weight > 0)
+    text = ~layout["is_image"] & (weight > 0)
+    for name, sel in (("flow_image", image), ("flow_text", text)):
+        if sel.any():
+            logs[name] = flow_loss(v, z0, noise, sel.float()).item()
+    return loss, logs

@@ -1,0 +1,80 @@
+"""Image–caption pairs from weighted mixtures of shards, resumable.
+
+Each source is a set of WebDataset/img2dataset shards with a mixing weight; every yielded pair
+comes from one source, chosen by a seeded weighted draw. Images of any size or mode are made
+RGB ``image_size``×``image_size`` (shorter side resized, centre crop) and returned as a float
+tensor in [-1, 1]. The position (each source's shard position and the mixing RNG) is
+``state_dict()``-able, so training resumes exactly, as :class:`data.windows.TokenWindows`.
+
+Each item is ``{"pixels": (3, S, S) float, "txt": str}``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from data.loader import ShardDataset
+from data.shards import DataError
+from data.windows import Source, _from_jsonable, _jsonable
+
+
+def pixels_from_image(img, size: int) -> torch.Tensor:
+    """PIL image (any mode/size) → (3, size, size) float in [-1, 1]."""
+    from cola_mm.images import fit_square, image_to_tensor, to_rgb
+
+    return image_to_tensor(fit_square(to_rgb(img), size))
+
+
+class ImagePairs(torch.utils.data.IterableDataset):
+    def __init__(self, sources: Sequence[Source], image_size: int = 64, seed: int = 0,
+                 shuffle_buffer: int = 1000, epochs: int | None = None, require_text: bool = True,
+                 rank: int | None = None, world_size: int | None = None):
+        super().__init__()
+        if not sources:
+            raise DataError("no image sources given")
+        if any(s.weight <= 0 for s in sources):
+            raise DataError("source weights must be > 0")
+        self.weights = [s.weight for s in sources]
+        required = ("image", "txt") if require_text else ("image",)
+        self.datasets = [
+            ShardDataset(s.shards, required=required, fields=("txt", "text", "caption", "jpg", "jpeg", "png", "webp"),
+                         shuffle_buffer=shuffle_buffer, shuffle_shards=epochs is None,
+                         seed=seed + 1000 * i + 7, epochs=epochs, rank=rank, world_size=world_size)
+            for i, s in enumerate(sources)]
+        self.image_size = image_size
+        self.seed = seed
+        self._rng_state: Any = None
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sources": [d.state_dict() for d in self.datasets], "rng": _jsonable(self._rng_state)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["sources"]) != len(self.datasets):
+            raise DataError(f"data state has {len(state['sources'])} image sources, config has {len(self.datasets)}")
+        self._resume = state
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        consumer = (info.id if info else 0) + 1000 * self.datasets[0].rank
+        rng = random.Random(f"{self.seed}/pairs/{consumer}")
+        if self._resume is not None:
+            for d, s in zip(self.datasets, self._resume["sources"]):
+                d.load_state_dict(s)
+            if self._resume["rng"] is not None:
+                rng.setstate(_from_jsonable(self._resume["rng"]))
+            self._resume = None
+        streams = [iter(d) for d in self.datasets]
+        live = list(range(len(self.datasets)))
+        while live:
+            self._rng_state = rng.getstate()
+            i = rng.choices(live, weights=[self.weights[j] for j in live])[0]
+            sample = next(streams[i], None)
+            if sample is None:
+                live.remove(i)
+                continue
+            self._rng_state = rng.getstate()
+            yield {"pixels": pixels_from_image(sample["image"], self.image_size), "txt": sample.get("txt", "")}
