@@ -130,6 +130,98 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
         print(f"note: {notice}", file=sys.stderr)
 
 
+def cmd_generate_image(args: argparse.Namespace) -> None:
+    from cola_mm.images import make_grid
+    from cola_mm.pipeline import ColaPipeline
+
+    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    images = pipe.generate_image(args.prompt, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, n=args.n,
+                                 solver=args.solver)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (images[0] if len(images) == 1 else make_grid(images)).save(out)
+    for notice in pipe.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    print(f"{len(images)} image(s) -> {out}")
+
+
+def cmd_caption(args: argparse.Namespace) -> None:
+    from cola_mm.pipeline import ColaPipeline
+
+    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    captions = pipe.caption(args.images, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver)
+    for path, text in zip(args.images, captions):
+        print(f"{path}\t{text}")
+
+
+def _write_json(path: str | None, results: dict) -> None:
+    import json
+
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def cmd_eval_image_vae(args: argparse.Namespace) -> None:
+    from cola_mm.eval_images import evaluate_image_vae, format_table
+    from vae_image.model import ImageVAE
+
+    ckpt = Path(args.ckpt)
+    vae = ImageVAE.from_pretrained(ckpt / "image_vae" if (ckpt / "image_vae").is_dir() else ckpt)
+    results = evaluate_image_vae(vae, args.data, limit=args.limit)
+    print(format_table(results))
+    _write_json(args.json, results)
+
+
+def _grid_png(examples: list, out: str, image_first: bool) -> None:
+    """A labelled sample grid of (split, a, b, correct) examples."""
+    from cola_mm.images import make_grid
+
+    images, labels = [], []
+    for _, a, b, ok in examples:
+        img, text = (a, b) if image_first else (b, a)
+        images.append(img.convert("RGB").resize((96, 96)))
+        labels.append(("✓ " if ok else "✗ ") + text)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images, cols=8, labels=labels).save(out)
+    print(f"sample grid -> {out}")
+
+
+def cmd_eval_text_to_image(args: argparse.Namespace) -> None:
+    from cola_mm.eval_images import evaluate_text_to_image, format_table
+    from cola_mm.pipeline import ColaPipeline
+    from cola_mm.probe import Probe
+
+    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    probe = Probe.from_pretrained(args.probe)
+    results, examples = evaluate_text_to_image(pipe, probe, args.data, limit=args.limit, steps=args.steps,
+                                               cfg_scale=args.cfg_scale, seed=args.seed, keep=8 if args.grid else 0)
+    print(format_table(results))
+    _write_json(args.json, results)
+    if args.grid:
+        _grid_png(examples, args.grid, image_first=False)
+
+
+def cmd_eval_caption(args: argparse.Namespace) -> None:
+    from cola_mm.eval_images import evaluate_captions, format_table
+    from cola_mm.pipeline import ColaPipeline
+
+    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    results, examples = evaluate_captions(pipe, args.data, limit=args.limit, steps=args.steps,
+                                          cfg_scale=args.cfg_scale, seed=args.seed, keep=8 if args.grid else 0)
+    print(format_table(results))
+    _write_json(args.json, results)
+    if args.grid:
+        _grid_png(examples, args.grid, image_first=True)
+
+
+def cmd_probe_train(args: argparse.Namespace) -> None:
+    from cola_mm.probe import train_probe
+
+    out = train_probe(args.data, args.out, steps=args.steps, seed=args.seed)
+    print(f"probe -> {out} (held-out accuracies in {Path(out) / 'report.json'})")
+
+
 def cmd_eval_text_vae(args: argparse.Namespace) -> None:
     import json
 
@@ -257,6 +349,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_generate_text)
 
+    def sampling(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
+        p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    p = gsub.add_parser("image", help="generate images from a text prompt",
+                        description="Text → image: the prompt is encoded as a caption segment, the prior "
+                                    "generates one image block, the image VAE decodes it. --n > 1 writes a grid.")
+    p.add_argument("--ckpt", required=True, help="pipeline folder with an image_vae/ (e.g. runs/mm_small/model)")
+    p.add_argument("--prompt", required=True, help="what to draw, e.g. 'a large red circle in the center'")
+    p.add_argument("--out", default="out.png", help="PNG to write (default out.png)")
+    p.add_argument("--n", type=_positive_int, default=1, help="images (seeds seed..seed+n-1); >1 → a grid")
+    p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver")
+    sampling(p)
+    p.set_defaults(func=cmd_generate_image)
+
+    p = sub.add_parser("caption", help="caption images with a trained pipeline",
+                       description="Image → text: each image (any format, mode or size Pillow reads) is "
+                                   "encoded by the image VAE and the prior writes its caption block by block.")
+    p.add_argument("--ckpt", required=True, help="pipeline folder with an image_vae/")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver")
+    sampling(p)
+    p.set_defaults(func=cmd_caption)
+
+    # ---- probe
+    pr = sub.add_parser("probe", help="the probe classifier that judges generated images",
+                        description="A timm classifier trained here on real renders (shapes, digits).")
+    prsub = pr.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = prsub.add_parser("train", help="train the probe on real renders",
+                         description="Train on fresh one-object shape renders (every colour-shape pair) and "
+                                     "the digits train split; writes OUT/report.json with held-out accuracies.")
+    p.add_argument("--data", default="datasets", help="dataset root with shapes/ and digits/ (default datasets)")
+    p.add_argument("--out", default="runs/probe", help="output folder (default runs/probe)")
+    p.add_argument("--steps", type=_positive_int, default=1500, help="training steps (default 1500)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_probe_train)
+
     # ---- eval
     ev = sub.add_parser("eval", help="measure a trained component",
                         description="Evaluation reports (figures quoted in the README come from these).")
@@ -274,6 +404,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled z (default 0)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=cmd_eval_text_vae)
+
+    p = esub.add_parser("image-vae", help="image VAE PSNR on held-out images",
+                        description="PSNR (dB) of posterior-mean reconstructions of held-out images.")
+    p.add_argument("--ckpt", required=True, help="pipeline/model folder with image_vae/, or an image_vae folder")
+    p.add_argument("--data", required=True, help="held-out image shards, e.g. datasets/shapes/test")
+    p.add_argument("--limit", type=_positive_int, default=500, help="images (default 500)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_eval_image_vae)
+
+    for name, func, what in (("text-to-image", cmd_eval_text_to_image,
+                              "generated images judged by the probe classifier against the prompt's attributes"),
+                             ("caption", cmd_eval_caption,
+                              "captions of held-out images parsed against the json ground truth")):
+        p = esub.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}; shapes test, shapes "
+                                                          f"novel (unseen colour-shape pairs) and digits test apart.")
+        p.add_argument("--ckpt", required=True, help="pipeline folder with an image_vae/")
+        p.add_argument("--data", default="datasets", help="dataset root with shapes/ and digits/ (default datasets)")
+        if name == "text-to-image":
+            p.add_argument("--probe", default="runs/probe", help="probe folder (cola-mm probe train; default runs/probe)")
+        p.add_argument("--limit", type=_positive_int, default=200, help="samples per split (default 200)")
+        p.add_argument("--grid", default=None, help="also write a labelled sample grid PNG here")
+        p.add_argument("--json", default=None, help="also write the results to this JSON file")
+        sampling(p)
+        p.set_defaults(func=func)
 
     # ---- tokenizer
     tok = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer",

@@ -294,14 +294,10 @@ class ColaPipeline:
                 cache[p] = (latents, layout_row([text_to_image(len(ids), (g, g))]))
             contexts.append(cache[p][0])
             rows.append(cache[p][1])
-        P = contexts[0].shape[0]
-        ctx = torch.stack(contexts)  # all prompts pad to caption_tokens or less: pad to the longest
-        if any(c.shape[0] != P for c in contexts):
-            P = max(c.shape[0] for c in contexts)
-            ctx = torch.zeros(len(contexts), P, contexts[0].shape[1], device=self.device)
-            for i, c in enumerate(contexts):
-                ctx[i, :c.shape[0]] = c
-        b = len(prompts)
+        b, P = len(prompts), max(c.shape[0] for c in contexts)  # prompts of different lengths: right-pad
+        ctx = torch.zeros(b, P, contexts[0].shape[1], device=self.device)
+        for i, c in enumerate(contexts):
+            ctx[i, :c.shape[0]] = c
         pos = torch.zeros(b, P, 3, dtype=torch.long, device=self.device)
         seg = torch.zeros(b, P, dtype=torch.long, device=self.device)
         blk = torch.zeros(b, P, dtype=torch.long, device=self.device)

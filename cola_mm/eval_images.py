@@ -1,0 +1,196 @@
+"""Evaluation of the image jobs (``cola-mm eval image-vae | text-to-image | caption``).
+
+- **Image VAE**: PSNR (dB, images mapped to [0, 1]) of posterior-mean reconstructions of
+  held-out images.
+- **Text → image** (GenEval-style, Ghosh et al. 2023): each held-out caption is the prompt; a
+  probe classifier trained on real renders (:mod:`cola_mm.probe`) judges the generated image.
+  Shapes, one-object scenes: shape, colour and position (grid cell) all right counts as
+  correct (size reported apart); digits: the digit. The ``novel`` split (colour–shape pairs
+  never seen in training) is reported apart.
+- **Image → text**: captions of held-out real images parsed back (:func:`data.shapes.parse_caption`,
+  :func:`data.digits.parse_digit_caption`) against the json ground truth. One-object scenes:
+  shape, colour and cell right; two-object scenes: both objects' shape and colour and the
+  relation right (a two-object caption names no cells).
+
+Every function returns a flat ``{name: value}`` dict; :func:`format_table` prints it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from data.loader import ShardDataset
+from data.shards import DataError
+
+PathLike = str | os.PathLike
+
+
+def read_samples(shards: PathLike, limit: int | None = None, one_object: bool | None = None) -> list[dict[str, Any]]:
+    """The first ``limit`` samples (image, txt, json) of held-out shards, in shard order;
+    ``one_object`` keeps only one-object (True) or only two-object (False) shapes scenes."""
+    out = []
+    for s in ShardDataset(shards, required=("image", "json"), epochs=1):
+        objects = s["json"].get("objects")
+        if one_object is not None and objects is not None and (len(objects) == 1) != one_object:
+            continue
+        out.append(s)
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise DataError(f"no usable samples in {shards}")
+    return out
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# --------------------------------------------------------------------------- image VAE
+
+
+@torch.no_grad()
+def evaluate_image_vae(vae, data: PathLike, limit: int | None = 500, batch_size: int = 64,
+                       progress: bool = True) -> dict[str, float]:
+    from cola_mm.images import fit_square, image_to_tensor, to_rgb
+    from vae_image.losses import psnr
+
+    samples = read_samples(data, limit)
+    size = vae.config.image_size
+    values = []
+    for chunk in tqdm(list(_batches(samples, batch_size)), desc="image VAE PSNR", disable=not progress):
+        x = torch.stack([image_to_tensor(fit_square(to_rgb(s["image"]), size)) for s in chunk])
+        mean, _ = vae.encode(x)
+        values.append(psnr(vae.decode(mean).float(), x))
+    v = torch.cat(values)
+    return {"psnr_db": v.mean().item(), "psnr_db_p10": v.quantile(0.1).item(), "images": float(len(v))}
+
+
+# --------------------------------------------------------------------------- text → image
+
+
+@torch.no_grad()
+def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None = 200, steps: int | None = None,
+                           cfg_scale: float | None = None, seed: int = 0, batch_size: int = 16,
+                           splits: tuple[str, ...] = ("shapes/test", "shapes/novel", "digits/test"),
+                           progress: bool = True, keep: int = 0) -> tuple[dict[str, float], list]:
+    """Accuracy of generated images per split; also returns up to ``keep`` (prompt, image,
+    correct) examples per split for sample grids."""
+    from cola_mm.probe import judge_digit, judge_shapes
+
+    root = Path(data_root)
+    results: dict[str, float] = {}
+    examples = []
+    for split in splits:
+        digits = split.startswith("digits")
+        samples = read_samples(root / split, limit, one_object=None if digits else True)
+        correct: dict[str, int] = {}
+        kept = 0
+        bar = tqdm(total=len(samples), desc=f"text→image {split}", disable=not progress)
+        for k, chunk in enumerate(_batches(samples, batch_size)):
+            prompts = [s["txt"] for s in chunk]
+            images = pipe.generate_image(prompts, steps=steps, cfg_scale=cfg_scale, seed=seed + k * batch_size)
+            for s, img, pred in zip(chunk, images, probe.predict(images)):
+                if digits:
+                    verdict = {"all": judge_digit(pred, int(s["json"]["label"]))}
+                else:
+                    verdict = judge_shapes(pred, s["json"]["objects"][0])
+                for name, ok in verdict.items():
+                    correct[name] = correct.get(name, 0) + int(ok)
+                if kept < keep:
+                    examples.append((split, s["txt"], img, verdict["all"]))
+                    kept += 1
+            bar.update(len(chunk))
+        bar.close()
+        name = split.replace("/", "_")
+        for attr, n in correct.items():
+            results[f"{name}_{attr}_acc"] = n / len(samples)
+        results[f"{name}_n"] = float(len(samples))
+    return results, examples
+
+
+# --------------------------------------------------------------------------- image → text
+
+
+def grade_shapes_caption(text: str, truth: dict) -> dict[str, bool]:
+    """Grade a generated caption against a scene's ground truth json."""
+    from data.shapes import parse_caption
+
+    parsed = parse_caption(text)
+    objects = truth["objects"]
+    out = {"parsed": parsed is not None}
+    if parsed is None or len(parsed["objects"]) != len(objects):
+        out.update(all=False, shape=False, color=False, cell=False)
+        return out
+    if len(objects) == 1:
+        got, want = parsed["objects"][0], objects[0]
+        out.update({attr: got[attr] == want[attr] for attr in ("shape", "color", "cell")})
+        out["all"] = out["shape"] and out["color"] and out["cell"]
+        return out
+    pairs_right = all(g["shape"] == w["shape"] and g["color"] == w["color"] for g, w in zip(parsed["objects"], objects))
+    relation = parsed["relation"] == truth.get("relation")
+    out.update(shape=all(g["shape"] == w["shape"] for g, w in zip(parsed["objects"], objects)),
+               color=all(g["color"] == w["color"] for g, w in zip(parsed["objects"], objects)),
+               relation=relation, all=pairs_right and relation)
+    return out
+
+
+@torch.no_grad()
+def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps: int | None = None,
+                      cfg_scale: float | None = None, seed: int = 0, batch_size: int = 32,
+                      splits: tuple[str, ...] = ("shapes/test", "shapes/novel", "digits/test"),
+                      progress: bool = True, keep: int = 0) -> tuple[dict[str, float], list]:
+    from data.digits import parse_digit_caption
+
+    root = Path(data_root)
+    results: dict[str, float] = {}
+    examples = []
+    for split in splits:
+        digits = split.startswith("digits")
+        groups = [("", None)] if digits else [("_1obj", True), ("_2obj", False)]
+        for suffix, one in groups:
+            try:
+                samples = read_samples(root / split, limit, one_object=one)
+            except DataError:
+                continue
+            correct: dict[str, int] = {}
+            kept = 0
+            bar = tqdm(total=len(samples), desc=f"caption {split}{suffix}", disable=not progress)
+            for k, chunk in enumerate(_batches(samples, batch_size)):
+                captions = pipe.caption([s["image"] for s in chunk], steps=steps, cfg_scale=cfg_scale,
+                                        seed=seed + k * batch_size)
+                for s, text in zip(chunk, captions):
+                    if digits:
+                        verdict = {"all": parse_digit_caption(text) == int(s["json"]["label"])}
+                    else:
+                        verdict = grade_shapes_caption(text, s["json"])
+                    for name, ok in verdict.items():
+                        correct[name] = correct.get(name, 0) + int(ok)
+                    if kept < keep:
+                        examples.append((f"{split}{suffix}", s["image"], text, verdict["all"]))
+                        kept += 1
+                bar.update(len(chunk))
+            bar.close()
+            name = split.replace("/", "_") + suffix
+            for attr, n in correct.items():
+                results[f"{name}_{attr}_acc"] = n / len(samples)
+            results[f"{name}_n"] = float(len(samples))
+    return results, examples
+
+
+def format_table(results: dict[str, float]) -> str:
+    width = max(len(k) for k in results)
+    lines = []
+    for k, v in results.items():
+        if k.endswith("_acc"):
+            lines.append(f"{k:<{width}}  {100 * v:6.2f} %")
+        elif k.endswith("_n") or k == "images":
+            lines.append(f"{k:<{width}}  {int(v):6d}")
+        else:
+            lines.append(f"{k:<{width}}  {v:8.3f}")
+    return "\n".join(lines)

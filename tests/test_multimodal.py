@@ -1,0 +1,347 @@
+"""Image VAE, the unified segment layout, mixed-job training rows and the image pipelines (tiny, CPU)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from cola_mm.components import CheckpointError
+from cola_mm.images import ImageInputError
+from cola_mm.pipeline import ColaPipeline
+from cola_mm.sequence import (Segment, drop_condition, image_to_text, layout_row, stack_layouts, text_to_image,
+                              text_to_text)
+from cola_mm.train import train
+from cola_mm.train_config import TrainConfig
+from prior.dit import DiT, SEGMENT_TYPES, preset as dit_preset
+from prior.masks import dense_from_mask_mod, packed_two_copy_mask, packed_two_copy_mask_mod
+from prior.sampler import BlockSampler, SamplerConfig
+from prior.training import packed_two_copy_forward
+from vae_image.model import ImageVAE, patchify, preset as vae_preset, unpatchify
+
+from conftest import REPO
+
+G = (4, 4)  # the image token grid at 64 px with the defaults
+
+
+# --------------------------------------------------------------------------- layout and masks
+
+
+def test_layout_blocks_positions_types_and_loss_from_segments():
+    row = layout_row([text_to_image(20, G), image_to_text(G, 32, n_loss=10)], length=120)
+    # sample 0: prompt text 20 latents = blocks 0 (16) and 1 (4); image = block 2
+    assert row.block_ids[:36].tolist() == [0] * 16 + [1] * 4 + [2] * 16
+    # sample 1: image = block 3, caption 32 latents = blocks 4, 5; padding = its own block
+    assert row.block_ids[36:84].tolist() == [3] * 16 + [4] * 16 + [5] * 16
+    assert set(row.block_ids[84:].tolist()) == {6} and set(row.sample_ids[84:].tolist()) == {2}
+    assert row.sample_ids[:36].eq(0).all() and row.sample_ids[36:84].eq(1).all()
+    # 1-D positions for text, (start, start+row, start+col) for image patches
+    assert row.positions[:20].tolist() == [[p, p, p] for p in range(20)]
+    assert row.positions[20:36].tolist() == [[20, 20 + i, 20 + j] for i in range(4) for j in range(4)]
+    assert row.positions[36:52].tolist() == [[0, i, j] for i in range(4) for j in range(4)]
+    assert row.positions[52:84, 0].tolist() == list(range(4, 36))  # text after an image starts at max(rows, cols)
+    assert row.segments[:20].eq(SEGMENT_TYPES["prompt_text"]).all()
+    assert row.segments[20:36].eq(SEGMENT_TYPES["image"]).all() and row.segments[36:52].eq(SEGMENT_TYPES["image"]).all()
+    assert row.segments[52:84].eq(SEGMENT_TYPES["text"]).all() and row.segments[84:].eq(SEGMENT_TYPES["pad"]).all()
+    # loss only on targets: the image of sample 0, the first 10 caption latents of sample 1
+    assert row.loss_weight.nonzero().flatten().tolist() == list(range(20, 36)) + list(range(52, 62))
+    assert row.is_image.nonzero().flatten().tolist() == list(range(20, 52))
+
+
+def test_segment_checks():
+    with pytest.raises(ValueError, match="grid"):
+        Segment("image", "target", 16, grid=(3, 4))
+    with pytest.raises(ValueError, match="role"):
+        Segment("text", "answer", 4)
+    with pytest.raises(ValueError, match="row holds"):
+        layout_row([text_to_text(40)], length=32)
+    assert [s.role for s in drop_condition(text_to_image(8, G))] == ["target"]
+
+
+def test_masks_image_bidirectional_text_block_causal_samples_apart():
+    row = layout_row([text_to_image(20, G), image_to_text(G, 32)], length=96)
+    b = stack_layouts([row])
+    m = packed_two_copy_mask(b["block_ids"], b["sample_ids"])[0]  # (2L, 2L)
+    L = 96
+    noisy = lambda i: L + i  # noqa: E731
+    img = range(20, 36)
+    # an image block is bidirectional inside (noisy and clean copies), and sees its whole prompt
+    assert all(m[noisy(q), noisy(k)] for q in img for k in img)
+    assert all(m[q, k] for q in img for k in img)
+    assert all(m[noisy(q), k] for q in img for k in range(20))
+    assert not any(m[noisy(q), k] for q in img for k in img)  # not its own clean copy
+    # text prompt blocks are block-causal: block 0 never sees block 1
+    assert not any(m[q, k] for q in range(16) for k in range(16, 20))
+    # a generated text block never sees later segments or later blocks, in either copy
+    cap0, cap1 = range(52, 68), range(68, 84)
+    assert not any(m[noisy(q), k] or m[noisy(q), noisy(k)] for q in cap0 for k in cap1)
+    assert all(m[noisy(q), k] for q in cap1 for k in list(range(36, 52)) + list(cap0))  # image + earlier block
+    # samples never see each other; padding only itself
+    assert not m[:36, 36:84].any() and not m[36:84, :36].any()
+    assert not m[noisy(40), 10] and not m[noisy(10), 40]
+    assert torch.equal(m, dense_from_mask_mod(packed_two_copy_mask_mod(b["block_ids"], b["sample_ids"]), 2 * L, 2 * L))
+
+
+def _tiny_dit(seed=0):
+    torch.manual_seed(seed)
+    dit = DiT(dit_preset("tiny", d_latent=8))
+    for p in dit.parameters():  # adaLN-Zero starts at identity: randomise so the check has teeth
+        torch.nn.init.normal_(p, std=0.2)
+    return dit.eval()
+
+
+@pytest.mark.parametrize("job", ["text_to_image", "image_to_text"])
+def test_training_forward_equals_sampler_velocity_for_both_jobs(job):
+    """2L velocity of the generated block == the sampler's velocity given the cached context."""
+    dit = _tiny_dit()
+    sample = text_to_image(20, G) if job == "text_to_image" else image_to_text(G, 16)
+    row = layout_row([sample])
+    b = {k: v[None] for k, v in stack_layouts([row]).items()}
+    b = {k: v[0] for k, v in b.items()}
+    L = row.block_ids.shape[0]
+    z0, zt = torch.randn(1, L, 8), torch.randn(1, L, 8)
+    t = torch.zeros(1, L)
+    target = slice(L - 16, L)
+    t[:, target] = 0.43
+    with torch.no_grad():
+        v_train = packed_two_copy_forward(dit, z0, zt, t, b["positions"], b["segments"], b["block_ids"],
+                                          b["sample_ids"])[:, target]
+        for use_cache in (True, False):
+            sampler = BlockSampler(dit, SamplerConfig(use_cache=use_cache))
+            ctx = slice(0, L - 16)
+            sampler.start(z0[:, ctx], b["positions"][:, ctx], b["segments"][:, ctx], b["block_ids"][:, ctx],
+                          torch.ones(1, L - 16, dtype=torch.bool))
+            v = sampler.velocity(zt[:, target], 0.43, b["positions"][:, target], b["segments"][:, target])
+            assert torch.allclose(v, v_train, atol=1e-5), (job, use_cache, (v - v_train).abs().max())
+        # CFG's unconditional pass = the block alone = the 2L forward of the sample without its prompt
+        alone = layout_row([drop_condition(sample)]) if job == "text_to_image" else None
+        if alone is not None:
+            a = stack_layouts([alone])
+            v_alone = packed_two_copy_forward(dit, z0[:, target], zt[:, target], t[:, target], row.positions[None, target],
+                                              a["segments"], a["block_ids"], a["sample_ids"])
+            v_u = sampler.unconditional_velocity(zt[:, target], 0.43, b["positions"][:, target], b["segments"][:, target])
+            assert torch.allclose(v_u, v_alone, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- image VAE
+
+
+def test_patchify_round_trip_and_token_order():
+    z = torch.randn(2, 4, 8, 8)
+    tokens = patchify(z, 2)
+    assert tokens.shape == (2, 16, 16)
+    assert torch.equal(tokens[0, 1], z[0, :, 0:2, 2:4].flatten())  # token 1 = row 0, column 1
+    assert torch.equal(unpatchify(tokens, 2, 4, (4, 4)), z)
+    vae = ImageVAE(vae_preset("tiny")).with_latent_stats(0.3, 2.0)
+    assert torch.allclose(vae.from_tokens(vae.to_tokens(z)), z, atol=1e-6)
+
+
+def test_our_vae_loads_with_diffusers_and_a_diffusers_folder_loads_in_ours(tmp_path):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    ours = ImageVAE(vae_preset("tiny")).with_latent_stats(0.1, 1.5).eval()
+    ours.save_pretrained(tmp_path / "ours")
+    theirs = AutoencoderKL.from_pretrained(str(tmp_path / "ours")).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(theirs(x, sample_posterior=False).sample, ours.decode(ours.encode(x)[0]), atol=1e-5)
+    assert (theirs.config.scaling_factor, theirs.config.shift_factor) == (1.5, 0.1)
+    # a folder written by diffusers itself (SD-style config, no cola_mm.json)
+    sd = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                       block_out_channels=(8, 16, 16, 16), norm_num_groups=8, latent_channels=4, sample_size=64,
+                       scaling_factor=0.18215)
+    sd.save_pretrained(str(tmp_path / "sd"))
+    loaded = ImageVAE.from_pretrained(tmp_path / "sd")
+    assert (loaded.config.patch_size, loaded.config.image_size, loaded.config.token_dim) == (2, 64, 16)
+    assert loaded.config.latent_scale == pytest.approx(0.18215) and loaded.config.latent_shift == 0.0
+    with torch.no_grad():
+        assert torch.allclose(loaded.decode(loaded.encode(x)[0]), sd(x, sample_posterior=False).sample, atol=1e-5)
+    (tmp_path / "notvae").mkdir()
+    (tmp_path / "notvae" / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
+    with pytest.raises(CheckpointError, match="expected a diffusers AutoencoderKL"):
+        ImageVAE.from_pretrained(tmp_path / "notvae")
+
+
+# --------------------------------------------------------------------------- rows, dropout, resume
+
+
+def _rows(datasets, dropout=0.1, seed=0, jobs=None):
+    from data.multimodal import MultimodalRows
+    from data.pairs import ImagePairs
+    from data.windows import Source, TokenWindows
+    from vae_text.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(datasets / "tokenizer")
+    windows = TokenWindows([Source(str(datasets / "text" / "train"))], tok, 64, seed=seed, shuffle_buffer=10)
+    pairs = ImagePairs([Source(str(datasets / "shapes" / "train"), 2), Source(str(datasets / "digits" / "train"))],
+                       64, seed=seed, shuffle_buffer=10)
+    jobs = jobs or {"text_to_text": 1, "text_to_image": 1, "image_to_text": 1}
+    return MultimodalRows(windows, pairs, tok, jobs, 64, 4, 16, 32, dropout, seed=seed)
+
+
+def _roles(item):
+    return [(seg.modality, seg.role) for _, _, _, seg in item["layout"].spans]
+
+
+def test_condition_dropout_rate(tiny_datasets):
+    jobs = {"text_to_image": 1, "image_to_text": 1}
+    for p, lo, hi in ((0.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.5, 0.35, 0.65)):
+        it = iter(_rows(tiny_datasets, dropout=p, jobs=jobs))
+        samples = []
+        for _ in range(40):
+            item = next(it)
+            by_sample: dict[int, list] = {}
+            for k, _, _, seg in item["layout"].spans:
+                by_sample.setdefault(k, []).append(seg)
+            samples += list(by_sample.values())
+        kept = sum(any(s.role == "prompt" for s in segs) for segs in samples) / len(samples)
+        assert lo <= kept <= hi, (p, kept, len(samples))
+        # a dropped sample is just its target: an image alone or a caption alone
+        assert all(len(segs) in (1, 2) for segs in samples)
+
+
+def test_rows_mix_jobs_and_resume_exactly(tiny_datasets):
+    from data.multimodal import collate_rows
+
+    ds = _rows(tiny_datasets)
+    it = iter(ds)
+    first = [next(it) for _ in range(7)]
+    state = json.loads(json.dumps(ds.state_dict()))  # must survive JSON (the loader state file)
+    expected = [next(it) for _ in range(6)]
+    kinds = {tuple(r for r in _roles(x)) for x in first + expected}
+    assert any(("text", "target") in k and len(k) == 1 for k in kinds)  # text windows
+    assert any(("image", "target") in k for k in kinds) and any(("image", "prompt") in k for k in kinds)
+    again = _rows(tiny_datasets)
+    again.load_state_dict(state)
+    got = [x for _, x in zip(range(6), iter(again))]
+    for a, b in zip(expected, got):
+        assert _roles(a) == _roles(b)
+        assert torch.equal(a["layout"].positions, b["layout"].positions)
+        assert (a["window"] is None) == (b["window"] is None)
+        if a["window"] is not None:
+            assert torch.equal(a["window"], b["window"])
+        assert all(torch.equal(p, q) for (_, p), (_, q) in zip(a["images"], b["images"]))
+    batch = collate_rows(expected)
+    assert batch["block_ids"].shape == (6, 64) and batch["positions"].shape == (6, 64, 3)
+    assert batch["pixels"].shape[0] == batch["image_at"].shape[0] == sum(len(x["images"]) for x in expected)
+
+
+# --------------------------------------------------------------------------- training + pipelines
+
+
+def _base(run_dir, **over):
+    cfg = {"run_dir": str(run_dir), "optim": {"lr": 0.003, "warmup_steps": 2}, "batch_size": 4, "max_steps": 4,
+           "log_every": 2, "val_batches": 1, "ckpt_every": 4}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def mm_pipeline(tiny_datasets, tmp_path_factory):
+    d = tiny_datasets
+    root = tmp_path_factory.mktemp("mm")
+    img = train(TrainConfig.from_dict(_base(
+        root / "img", stage="vae-image", model={"preset": "tiny"},
+        data={"train": [{"shards": str(d / "shapes" / "train")}, {"shards": str(d / "digits" / "train")}],
+              "val": [{"shards": str(d / "shapes" / "val")}], "shuffle_buffer": 10})), progress=False)
+    txt = train(TrainConfig.from_dict(_base(
+        root / "txt", stage="vae-text", model={"preset": "tiny"},
+        data={"train": [{"shards": str(d / "text" / "train")}], "tokenizer": str(d / "tokenizer"), "seq_len": 32,
+              "shuffle_buffer": 10})), progress=False)
+    out = train(TrainConfig.from_dict(_base(
+        root / "prior", stage="prior", model={"vae": str(txt), "image_vae": str(img), "dit": {"preset": "tiny"}},
+        loss={"cond_dropout": 0.2},
+        data={"train": [{"shards": str(d / "text" / "train")}],
+              "pairs": [{"shards": str(d / "shapes" / "train")}, {"shards": str(d / "digits" / "train")}],
+              "val": [{"shards": str(d / "text" / "val")}], "val_pairs": [{"shards": str(d / "shapes" / "val")}],
+              "jobs": {"text_to_text": 1, "text_to_image": 1, "image_to_text": 1},
+              "tokenizer": str(d / "tokenizer"), "seq_len": 64, "shuffle_buffer": 10})), progress=False)
+    return out
+
+
+def test_stages_export_and_log(mm_pipeline):
+    assert sorted(p.name for p in mm_pipeline.iterdir()) == ["dit", "image_vae", "pipeline.json", "text_vae", "tokenizer"]
+    metrics = [json.loads(l) for l in (mm_pipeline.parent / "metrics.jsonl").read_text().splitlines()]
+    assert {"flow_image", "flow_text", "vae_recon"} <= set().union(*[r.keys() for r in metrics if "loss" in r])
+    assert {"val_flow_image", "val_flow_text"} <= metrics[-1].keys()
+    img_metrics = [json.loads(l) for l in (mm_pipeline.parent.parent / "img" / "metrics.jsonl").read_text().splitlines()]
+    assert "val_psnr" in img_metrics[-1]
+    pipe_cfg = json.loads((mm_pipeline / "pipeline.json").read_text())
+    assert pipe_cfg["jobs"] == ["text_to_text", "text_to_image", "image_to_text"]
+
+
+def test_generate_image_and_caption_round_trip_and_seeds(mm_pipeline, tmp_path):
+    pipe = ColaPipeline.from_pretrained(mm_pipeline)
+    images = pipe.generate_image("a small red circle in the top left corner", steps=3, seed=5, n=3)
+    assert len(images) == 3 and all(im.size == (64, 64) and im.mode == "RGB" for im in images)
+    assert images[0].tobytes() != images[1].tobytes()  # n images use seeds 5, 6, 7
+    caps = pipe.caption(images[:2], steps=3, seed=1)
+    assert len(caps) == 2 and all(isinstance(c, str) for c in caps)
+    pipe.save_pretrained(tmp_path / "copy")
+    again = ColaPipeline.from_pretrained(tmp_path / "copy")
+    images2 = again.generate_image("a small red circle in the top left corner", steps=3, seed=5, n=3)
+    assert [im.tobytes() for im in images] == [im.tobytes() for im in images2]
+    assert again.caption(images[:2], steps=3, seed=1) == caps
+    assert again.generate_text("the king", max_new_tokens=8, steps=2) == pipe.generate_text("the king", max_new_tokens=8, steps=2)
+    # batching prompts of different lengths gives each the image it gets alone
+    long_prompt = "a large blue square at the bottom right of the picture next to nothing at all really"
+    both = pipe.generate_image(["red", long_prompt], steps=2, seed=0)
+    alone = pipe.generate_image(long_prompt, steps=2, seed=1)
+    assert both[1].tobytes() == alone[0].tobytes()
+
+
+def test_caption_takes_odd_images_and_refuses_bad_ones(mm_pipeline, tmp_path):
+    pipe = ColaPipeline.from_pretrained(mm_pipeline)
+    rgba = Image.new("RGBA", (30, 50), (255, 0, 0, 128))
+    gray16 = Image.new("I;16", (100, 80), 40000)
+    cmyk = Image.new("CMYK", (64, 64), (0, 255, 255, 0))
+    pal = Image.new("P", (9, 9), 3)
+    buf = io.BytesIO()
+    Image.new("RGB", (70, 64), (0, 0, 255)).save(buf, format="JPEG")
+    caps = pipe.caption([rgba, gray16, cmyk, pal, buf.getvalue()], steps=2)
+    assert len(caps) == 5
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageInputError, match="not an image"):
+        pipe.caption([str(bad)], steps=2)
+
+
+def test_text_only_pipeline_refuses_image_jobs(tiny_datasets, tmp_path):
+    from prior.dit import preset as dp
+    from vae_text.model import TextVAE, preset as tp
+    from vae_text.tokenizer import load_tokenizer
+    from cola_mm.pipeline import PipelineConfig
+
+    tok = load_tokenizer(tiny_datasets / "tokenizer")
+    pipe = ColaPipeline(TextVAE(tp("tiny", vocab_size=len(tok))), DiT(dp("tiny")), tok, PipelineConfig())
+    with pytest.raises(CheckpointError, match="no image VAE"):
+        pipe.generate_image("a red circle")
+
+
+def test_cli_generate_image_caption_and_eval(mm_pipeline, tiny_datasets, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "cola_mm.cli", *args], cwd=REPO, capture_output=True, text=True,
+                              env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+
+    grid = tmp_path / "grid.png"
+    r = run("generate", "image", "--ckpt", str(mm_pipeline), "--prompt", "a red square", "--n", "4", "--steps", "2",
+            "--out", str(grid))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(grid).size == (2 * 64 + 3 * 2, 2 * 64 + 3 * 2)  # a 2×2 grid with 2 px gaps
+    r = run("caption", "--ckpt", str(mm_pipeline), str(grid), "--steps", "2")
+    assert r.returncode == 0 and r.stdout.startswith(str(grid)), r.stderr
+    r = run("eval", "image-vae", "--ckpt", str(mm_pipeline), "--data", str(tiny_datasets / "shapes" / "test"),
+            "--limit", "8")
+    assert r.returncode == 0 and "psnr_db" in r.stdout, r.stderr
+    r = run("eval", "caption", "--ckpt", str(mm_pipeline), "--data", str(tiny_datasets), "--limit", "3", "--steps", "2")
+    assert r.returncode == 0 and "shapes_test_1obj_all_acc" in r.stdout and "digits_test_all_acc" in r.stdout, r.stderr
+    r = run("caption", "--ckpt", str(mm_pipeline), str(tmp_path / "missing.png"))
+    assert r.returncode == 2 and "image not found" in r.stderr
+    r = run("generate", "image", "--ckpt", str(tmp_path), "--prompt", "x")
+    assert r.returncode == 2 and "pipeline" in r.stderr
