@@ -87,6 +87,7 @@ class BlockSampler:
         self.cache_segments = segments
         self.cache_blocks = blocks
         self.next_block = int(blocks.max()) + 1 if n else 0
+        self._cfg_cache: KVCache | None = None
         if n == 0 or not self.config.use_cache:
             return
         self.model(context, torch.zeros(b, n, device=device), self.cache_positions, segments,
@@ -135,11 +136,31 @@ class BlockSampler:
         return self.model(z, tt, as_axes(positions), segments, None)
 
     def guided_velocity(self, z, t, positions, segments=None):
-        v = self.velocity(z, t, positions, segments)
-        if self.config.cfg_scale != 1.0:
+        if self.config.cfg_scale == 1.0:
+            return self.velocity(z, t, positions, segments)
+        if self.config.use_cache:
+            v, v_u = self._both_velocities(z, t, positions, segments)
+        else:
+            v = self.velocity(z, t, positions, segments)
             v_u = self.unconditional_velocity(z, t, positions, segments)
-            v = v_u + self.config.cfg_scale * (v - v_u)
-        return v
+        return v_u + self.config.cfg_scale * (v - v_u)
+
+    def _both_velocities(self, z, t, positions, segments):
+        """Conditional and unconditional velocity in one forward of a doubled batch: the
+        unconditional rows mask every cached key (= no history). At batch 1 a forward is
+        bound by reading the weights, so guidance costs little more than no guidance."""
+        b, B, _ = z.shape
+        if self._cfg_cache is None:  # the cache only changes at commit: double it once per block
+            self._cfg_cache = KVCache([torch.cat([k, k]) for k in self.cache.keys],
+                                      [torch.cat([v, v]) for v in self.cache.values])
+        positions = as_axes(positions)
+        segments = self._segments(b, B) if segments is None else segments
+        cond = self._new_block_mask(b, B)
+        uncond = cond.clone()
+        uncond[:, :, :cond.shape[2] - B] = False
+        v = self.model(torch.cat([z, z]), torch.full((2 * b, B), t, device=z.device), torch.cat([positions, positions]),
+                       torch.cat([segments, segments]), torch.cat([cond, uncond]), self._cfg_cache)
+        return v[:b], v[b:]
 
     def commit(self, z: torch.Tensor, positions: torch.Tensor, segments: torch.Tensor | None = None) -> None:
         """Append a finished (clean) block's keys/values to the cache."""
@@ -156,6 +177,7 @@ class BlockSampler:
         self.cache_blocks = torch.cat([self.cache_blocks, torch.full((b, B), self.next_block, device=z.device,
                                                                      dtype=self.cache_blocks.dtype)], 1)
         self.next_block += 1
+        self._cfg_cache = None
 
     def _segments(self, b: int, n: int) -> torch.Tensor:
         return torch.full((b, n), self.segment, dtype=torch.long, device=self.device)
