@@ -218,7 +218,8 @@ def cmd_eval_caption(args: argparse.Namespace) -> None:
 def cmd_probe_train(args: argparse.Namespace) -> None:
     from cola_mm.probe import train_probe
 
-    out = train_probe(args.data, args.out, steps=args.steps, seed=args.seed)
+    kwargs = {"steps": args.steps} if args.steps else {}
+    out = train_probe(args.data, args.out, seed=args.seed, **kwargs)
     print(f"probe -> {out} (held-out accuracies in {Path(out) / 'report.json'})")
 
 
@@ -383,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the digits train split; writes OUT/report.json with held-out accuracies.")
     p.add_argument("--data", default="datasets", help="dataset root with shapes/ and digits/ (default datasets)")
     p.add_argument("--out", default="runs/probe", help="output folder (default runs/probe)")
-    p.add_argument("--steps", type=_positive_int, default=1500, help="training steps (default 1500)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: train_probe's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_probe_train)
 

@@ -345,3 +345,39 @@ def test_cli_generate_image_caption_and_eval(mm_pipeline, tiny_datasets, tmp_pat
     assert r.returncode == 2 and "image not found" in r.stderr
     r = run("generate", "image", "--ckpt", str(tmp_path), "--prompt", "x")
     assert r.returncode == 2 and "pipeline" in r.stderr
+
+
+def test_cli_eval_text_to_image_with_a_probe(mm_pipeline, tiny_datasets, tmp_path):
+    from cola_mm.probe import train_probe
+
+    probe = train_probe(tiny_datasets, tmp_path / "probe", steps=2, batch_size=8, progress=False, eval_limit=4)
+    grid = tmp_path / "t2i.png"
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "eval", "text-to-image", "--ckpt", str(mm_pipeline),
+                        "--data", str(tiny_datasets), "--probe", str(probe), "--limit", "3", "--steps", "2",
+                        "--grid", str(grid), "--json", str(tmp_path / "r.json")],
+                       cwd=REPO, capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["shapes_test_n"] == 3 and results["digits_test_n"] == 3
+    assert {"shapes_test_all_acc", "shapes_test_shape_acc", "shapes_novel_all_acc", "digits_test_all_acc"} <= results.keys()
+    assert all(0 <= v <= 1 for k, v in results.items() if k.endswith("_acc"))
+    assert Image.open(grid).size[0] > 64
+
+
+def test_caption_grader_accepts_every_true_caption_and_rejects_wrong_ones():
+    import random
+
+    from cola_mm.eval_images import grade_shapes_caption
+    from data.shapes import caption_templates, make_caption, sample_scene
+
+    rng = random.Random(0)
+    for i in range(200):
+        scene = sample_scene(rng, "test", 64, max_objects=2)
+        for template in range(len(caption_templates(scene))):
+            text = make_caption(scene, random.Random(i), template)
+            assert grade_shapes_caption(text, scene)["all"], text
+    one = {"objects": [{"shape": "circle", "color": "red", "size": "large", "cell": "top left"}], "relation": None}
+    assert grade_shapes_caption("a large red circle in the top left corner", one)["all"]
+    assert not grade_shapes_caption("a large blue circle in the top left corner", one)["all"]
+    assert not grade_shapes_caption("a large red circle in the bottom left corner", one)["all"]
+    assert not grade_shapes_caption("red red red", one)["parsed"]
