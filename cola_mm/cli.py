@@ -223,6 +223,24 @@ def cmd_probe_train(args: argparse.Namespace) -> None:
     print(f"probe -> {out} (held-out accuracies in {Path(out) / 'report.json'})")
 
 
+def cmd_app(args: argparse.Namespace) -> None:
+    """``streamlit run apps/app.py -- --ckpt DIR`` (blocks until the server stops)."""
+    import subprocess
+
+    import apps
+
+    ckpt = Path(args.ckpt)
+    if not (ckpt / "pipeline.json").is_file():
+        raise CheckpointError(f"no pipeline at {ckpt}: pass --ckpt DIR (a pipeline folder, e.g. runs/mm_small/model) "
+                              f"or build the bundled demo checkpoint (see README)")
+    script = Path(apps.__file__).resolve().parent / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(args.port),
+           "--server.headless", "true" if args.headless else "false", "--browser.gatherUsageStats", "false",
+           "--", "--ckpt", str(ckpt.resolve())]
+    print(f"Cola-MM app on http://localhost:{args.port} (Ctrl+C stops it)", flush=True)
+    raise SystemExit(subprocess.call(cmd))
+
+
 def cmd_eval_text_vae(args: argparse.Namespace) -> None:
     import json
 
@@ -374,6 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver")
     sampling(p)
     p.set_defaults(func=cmd_caption)
+
+    # ---- app
+    p = sub.add_parser("app", help="start the Streamlit app",
+                       description="The three jobs in a browser: text → image, image → text, text continuation "
+                                   "(a thin wrapper over `streamlit run apps/app.py`).")
+    p.add_argument("--ckpt", default=str(Path(__file__).resolve().parents[1] / "checkpoints" / "demo"),
+                   help="pipeline folder (default: the bundled demo checkpoint)")
+    p.add_argument("--port", type=_positive_int, default=8501, help="port (default 8501)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.set_defaults(func=cmd_app)
 
     # ---- probe
     pr = sub.add_parser("probe", help="the probe classifier that judges generated images",
