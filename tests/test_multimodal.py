@@ -16,8 +16,6 @@ from cola_mm.images import ImageInputError
 from cola_mm.pipeline import ColaPipeline
 from cola_mm.sequence import (Segment, drop_condition, image_to_text, layout_row, stack_layouts, text_to_image,
                               text_to_text)
-from cola_mm.train import train
-from cola_mm.train_config import TrainConfig
 from prior.dit import DiT, SEGMENT_TYPES, preset as dit_preset
 from prior.masks import dense_from_mask_mod, packed_two_copy_mask, packed_two_copy_mask_mod
 from prior.sampler import BlockSampler, SamplerConfig
@@ -235,34 +233,9 @@ def test_rows_mix_jobs_and_resume_exactly(tiny_datasets):
 # --------------------------------------------------------------------------- training + pipelines
 
 
-def _base(run_dir, **over):
-    cfg = {"run_dir": str(run_dir), "optim": {"lr": 0.003, "warmup_steps": 2}, "batch_size": 4, "max_steps": 4,
-           "log_every": 2, "val_batches": 1, "ckpt_every": 4}
-    cfg.update(over)
-    return cfg
-
-
 @pytest.fixture(scope="module")
-def mm_pipeline(tiny_datasets, tmp_path_factory):
-    d = tiny_datasets
-    root = tmp_path_factory.mktemp("mm")
-    img = train(TrainConfig.from_dict(_base(
-        root / "img", stage="vae-image", model={"preset": "tiny"},
-        data={"train": [{"shards": str(d / "shapes" / "train")}, {"shards": str(d / "digits" / "train")}],
-              "val": [{"shards": str(d / "shapes" / "val")}], "shuffle_buffer": 10})), progress=False)
-    txt = train(TrainConfig.from_dict(_base(
-        root / "txt", stage="vae-text", model={"preset": "tiny"},
-        data={"train": [{"shards": str(d / "text" / "train")}], "tokenizer": str(d / "tokenizer"), "seq_len": 32,
-              "shuffle_buffer": 10})), progress=False)
-    out = train(TrainConfig.from_dict(_base(
-        root / "prior", stage="prior", model={"vae": str(txt), "image_vae": str(img), "dit": {"preset": "tiny"}},
-        loss={"cond_dropout": 0.2},
-        data={"train": [{"shards": str(d / "text" / "train")}],
-              "pairs": [{"shards": str(d / "shapes" / "train")}, {"shards": str(d / "digits" / "train")}],
-              "val": [{"shards": str(d / "text" / "val")}], "val_pairs": [{"shards": str(d / "shapes" / "val")}],
-              "jobs": {"text_to_text": 1, "text_to_image": 1, "image_to_text": 1},
-              "tokenizer": str(d / "tokenizer"), "seq_len": 64, "shuffle_buffer": 10})), progress=False)
-    return out
+def mm_pipeline(tiny_mm_pipeline):
+    return tiny_mm_pipeline
 
 
 def test_stages_export_and_log(mm_pipeline):
