@@ -16,8 +16,13 @@ One backbone, six heads::
 
 The pooled map is flattened rather than globally averaged so the ``cell`` head sees *where*
 the object is. ``kind`` (shapes / digits) says which heads apply. Training adds light
-augmentation (blur, noise, a small colour offset and shift) because generated images are
-slightly blurry VAE decodes, not exact renders.
+augmentation (blur, noise, a small colour offset and shift; small rotations and zooms of digits)
+because generated images are slightly blurry VAE decodes, not exact renders.
+
+Defaults (resnet10t, 400 steps of 64 images, 40% digits, AdamW 1e-3): about 6 minutes on one
+CPU core; held out, 100% of 1-object ``shapes/test`` and ``shapes/novel`` scenes fully right
+and 98.3% of ``digits/test`` (a few of its scans are ambiguous). resnet10t was chosen over a
+5× faster lcnet_050, which after 300 steps still got only 40% of shapes and 75% of colours right.
 
 Legend: ``b`` batch, ``c`` feature channels, ``h, w`` feature map, ``g`` pool grid.
 
@@ -70,7 +75,7 @@ PREDICT_BATCH = 256
 
 @dataclass(frozen=True)
 class ProbeConfig(Config):
-    arch: str = "lcnet_050"  # timm CNN, built with pretrained=False (no hub weights)
+    arch: str = "resnet10t"  # timm CNN, built with pretrained=False (no hub weights)
     image_size: int = 64  # input side; other sizes are resized to it
     pool_grid: int = 2  # final feature map pooled to g×g and flattened (keeps position)
     dropout: float = 0.0  # before the heads
@@ -80,7 +85,7 @@ class ProbeConfig(Config):
     sizes: tuple[str, ...] = tuple(SIZES)
 
     def __post_init__(self):
-        check(bool(self.arch), "arch must name a timm model")
+        check(timm.is_model(self.arch), f"arch {self.arch!r} is not a timm model (see timm.list_models())")
         check(self.image_size >= 16, f"image_size must be >= 16, got {self.image_size}")
         check(self.pool_grid >= 1, f"pool_grid must be >= 1, got {self.pool_grid}")
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
@@ -98,14 +103,17 @@ class ProbeConfig(Config):
 @dataclass(frozen=True)
 class AugmentConfig(Config):
     """Training-time augmentation, each drawn per sample (generated images are not exact renders)."""
-    blur_sigma: float = 1.0  # gaussian blur σ ~ U(0, blur_sigma) px, on half the samples
+    blur_sigma: float = 1.5  # gaussian blur σ ~ U(0, blur_sigma) px, on half the samples
     noise_std: float = 0.06  # additive gaussian noise σ ~ U(0, noise_std) (images in [-1, 1])
     color_offset: float = 0.04  # per-channel offset ~ U(±color_offset) (0.04 ≈ 5/255)
     shift_px: int = 2  # translation ~ U{-shift_px..shift_px}, edges replicated (< cell margins)
+    warp_degrees: float = 10.0  # digits only: rotation ~ U(±warp_degrees)
+    warp_scale: float = 0.1  # digits only: zoom ~ U(1 ± warp_scale)
 
     def __post_init__(self):
-        check(self.blur_sigma >= 0 and self.noise_std >= 0 and self.color_offset >= 0,
-              "blur_sigma, noise_std and color_offset must be >= 0")
+        check(min(self.blur_sigma, self.noise_std, self.color_offset, self.warp_degrees) >= 0,
+              "blur_sigma, noise_std, color_offset and warp_degrees must be >= 0")
+        check(0 <= self.warp_scale < 0.5, f"warp_scale must be in [0, 0.5), got {self.warp_scale}")
         check(0 <= self.shift_px <= 4, f"shift_px must be in 0..4 (cells stay right), got {self.shift_px}")
 
 
@@ -157,13 +165,17 @@ class Probe(PretrainedMixin, nn.Module):
         return out
 
 
-def image_to_tensor(image: Image.Image, size: int = 64) -> torch.Tensor:
-    """A PIL image → float (3, size, size) in [-1, 1] (converted to RGB, resized if needed)."""
+def image_to_uint8(image: Image.Image, size: int = 64) -> torch.Tensor:
+    """A PIL image → uint8 (3, size, size), converted to RGB and resized (bicubic) if needed."""
     image = image.convert("RGB")
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # (H, W, 3)
-    return pixels.permute(2, 0, 1).float() / 127.5 - 1.0
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def image_to_tensor(image: Image.Image, size: int = 64) -> torch.Tensor:
+    """A PIL image → float (3, size, size) in [-1, 1] (converted to RGB, resized if needed)."""
+    return image_to_uint8(image, size).float() / 127.5 - 1.0
 
 
 def images_to_tensor(images: Iterable[Image.Image], size: int = 64) -> torch.Tensor:
@@ -246,21 +258,15 @@ class ProbeBatches:
         digits = _read_split(_split_dir(data_root, "digits", "train"), None)
         if not digits:
             raise DataError(f"no digits in {_split_dir(data_root, 'digits', 'train')}")
-        self.digit_x = torch.stack([self._uint8(im) for im, _ in digits])  # (n, 3, S, S)
+        self.digit_x = torch.stack([image_to_uint8(im, config.image_size) for im, _ in digits])  # (n, 3, S, S)
         self.digit_y = torch.tensor([_digit_targets(meta["label"]) for _, meta in digits])
         self.n_digits = round(batch_size * digits_fraction)
-
-    def _uint8(self, image: Image.Image) -> torch.Tensor:
-        size = self.config.image_size
-        image = image.convert("RGB")
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BICUBIC)
-        return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         n_shapes = self.batch_size - self.n_digits
         scenes = [random_scene(self.rng, self.config.image_size) for _ in range(n_shapes)]
-        shape_x = [self._uint8(render_scene(s, self.config.image_size)) for s in scenes]
+        size = self.config.image_size
+        shape_x = [image_to_uint8(render_scene(s, size), size) for s in scenes]
         shape_y = [_shape_targets(s["objects"][0], self.config) for s in scenes]
         pick = torch.tensor([self.rng.randrange(len(self.digit_x)) for _ in range(self.n_digits)],
                             dtype=torch.long)
@@ -287,9 +293,28 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, c, h, w)
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Light per-sample augmentation of x (b, 3, H, W) in [-1, 1]; returns a new tensor."""
+def _random_warp(x: torch.Tensor, degrees: float, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """Rotate and zoom each image of x (b, 3, H, W) about its centre, edges replicated."""
+    b = x.shape[0]
+    angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(degrees)
+    zoom = 1 + (torch.rand(b, generator=gen) * 2 - 1) * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    zero = torch.zeros(b)
+    theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)  # (b, 2, 3)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
+            warp: torch.Tensor | None = None) -> torch.Tensor:
+    """Light per-sample augmentation of x (b, 3, H, W) in [-1, 1]; returns a new tensor.
+
+    ``warp`` (b,) bool marks the images that may also be rotated and zoomed (digits: their
+    labels do not depend on geometry, unlike a shape's cell and size).
+    """
     b, _, h, w = x.shape
+    if warp is not None and bool(warp.any()) and (cfg.warp_degrees > 0 or cfg.warp_scale > 0):
+        x = torch.where(warp[:, None, None, None], _random_warp(x, cfg.warp_degrees, cfg.warp_scale, gen), x)
     if cfg.shift_px > 0:
         s = cfg.shift_px
         padded = F.pad(x, (s, s, s, s), mode="replicate")
@@ -325,9 +350,9 @@ def probe_loss(probe: Probe, x: torch.Tensor, targets: torch.Tensor) -> tuple[to
     return total, logs
 
 
-def train_probe(data_root: PathLike, out: PathLike, steps: int = 1500, batch_size: int = 64,
+def train_probe(data_root: PathLike, out: PathLike, steps: int = 400, batch_size: int = 64,
                 seed: int = 0, progress: bool = True, config: ProbeConfig | None = None,
-                lr: float = 3e-3, digits_fraction: float = 0.3,
+                lr: float = 1e-3, digits_fraction: float = 0.4,
                 augmentation: AugmentConfig | None = None, eval_limit: int | None = None) -> Path:
     """Train a probe on fresh 1-object shape renders and ``data_root/digits/train``, save it to
     ``out`` (``config.json`` + ``model.safetensors``) and write ``out/report.json`` with the
@@ -354,7 +379,8 @@ def train_probe(data_root: PathLike, out: PathLike, steps: int = 1500, batch_siz
     first_loss = last_loss = None
     for step in bar:
         x, y = next(batches)
-        x = augment(x.float() / 127.5 - 1.0, augmentation, gen)
+        is_digit = y[:, HEAD_ORDER.index("kind")] == KINDS.index("digits")
+        x = augment(x.float() / 127.5 - 1.0, augmentation, gen, warp=is_digit)
         loss, logs = probe_loss(probe, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -380,8 +406,8 @@ def _mean(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else float("nan")
 
 
-def evaluate_probe(probe: Probe, data_root: PathLike, limit: int | None = None) -> dict[str, float]:
-    """Accuracy of ``probe`` on real held-out renders under ``data_root``.
+def evaluate_probe(probe: Probe | PathLike, data_root: PathLike, limit: int | None = None) -> dict[str, float]:
+    """Accuracy of ``probe`` (a Probe or its folder) on real held-out renders under ``data_root``.
 
     - ``shapes_test_*`` / ``shapes_novel_*``: the 1-object scenes of ``shapes/test`` and
       ``shapes/novel``: ``all`` (shape, colour and cell right), each of ``shape``, ``color``,
@@ -391,6 +417,8 @@ def evaluate_probe(probe: Probe, data_root: PathLike, limit: int | None = None) 
     ``limit`` caps the samples per split. Splits missing under ``data_root`` are left out;
     raises :class:`DataError` when none is there.
     """
+    if not isinstance(probe, Probe):
+        probe = Probe.from_pretrained(probe)
     metrics: dict[str, float] = {}
     for split in ("test", "novel"):
         folder = _split_dir(data_root, "shapes", split)
