@@ -181,7 +181,7 @@ def _grid_png(examples: list, out: str, image_first: bool) -> None:
     for _, a, b, ok in examples:
         img, text = (a, b) if image_first else (b, a)
         images.append(img.convert("RGB").resize((96, 96)))
-        labels.append(("✓ " if ok else "✗ ") + text)
+        labels.append(("[ok] " if ok else "[x] ") + text)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     make_grid(images, cols=8, labels=labels).save(out)
     print(f"sample grid -> {out}")
