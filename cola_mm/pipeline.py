@@ -349,7 +349,7 @@ class ColaPipeline:
         from cola_mm.sequence import image_to_text, layout_row
 
         self._need_images()
-        if isinstance(images, (str, os.PathLike, bytes)) or hasattr(images, "convert"):
+        if isinstance(images, (str, os.PathLike, bytes)) or hasattr(images, "convert") or hasattr(images, "read"):
             images = [images]
         images = list(images)
         if not images:

@@ -279,6 +279,7 @@ def test_caption_takes_odd_images_and_refuses_bad_ones(mm_pipeline, tmp_path):
     Image.new("RGB", (70, 64), (0, 0, 255)).save(buf, format="JPEG")
     caps = pipe.caption([rgba, gray16, cmyk, pal, buf.getvalue()], steps=2)
     assert len(caps) == 5
+    assert len(pipe.caption(io.BytesIO(buf.getvalue()), steps=2)) == 1  # one file object = one image
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     with pytest.raises(ImageInputError, match="not an image"):
