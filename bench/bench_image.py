@@ -24,17 +24,8 @@ from pathlib import Path
 import torch
 
 from cola_mm.eval_images import read_samples
+from bench_sampler import timed  # bench/ is on sys.path when run as a script
 from cola_mm.pipeline import ColaPipeline
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

@@ -267,11 +267,11 @@ class ColaPipeline:
 
         if not isinstance(prompt, str):
             raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
-        limit = self.config.caption_tokens - 2
-        n = len(self.tokenizer.encode(prompt, add_special_tokens=False))
-        if n > limit:
-            self.notices.append(f"prompt truncated to its first {limit} tokens (of {n})")
-        ids, _ = caption_ids(self.tokenizer, prompt, self.config.caption_tokens, self.dit.config.block_size)
+        ids, n_kept = caption_ids(self.tokenizer, prompt, self.config.caption_tokens, self.dit.config.block_size)
+        if n_kept == self.config.caption_tokens:  # <bos> + limit + <eos>: the prompt may have been cut
+            n = len(self.tokenizer.encode(prompt, add_special_tokens=False))
+            if n > n_kept - 2:
+                self.notices.append(f"prompt truncated to its first {n_kept - 2} tokens (of {n})")
         mean, _ = self.text_vae.encode(torch.tensor([ids], device=self.device))
         return ids, self.text_vae.to_prior(mean[0])
 

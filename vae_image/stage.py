@@ -27,6 +27,7 @@ from data.pairs import ImagePairs
 from data.windows import Source
 from vae_image.losses import ImageVAELossConfig, image_vae_loss, psnr
 from vae_image.model import PRESETS, ImageVAE, ImageVAEConfig
+from vae_text.stage import shift_scale
 
 COMPONENT = "image_vae"
 
@@ -118,10 +119,4 @@ def latent_statistics(vae: ImageVAE, batches) -> tuple[float, float]:
     """(shift, scale) so that (z − shift)·scale has zero mean and unit variance over the data."""
     vae.eval()
     gen = torch.Generator().manual_seed(0)
-    zs = [vae.sample(*vae.encode(b["pixels"]), gen).flatten() for b in batches]
-    if not zs:
-        return 0.0, 1.0
-    z = torch.cat(zs)
-    if not torch.isfinite(z).all():
-        raise FloatingPointError("the image encoder gives non-finite latents")
-    return z.mean().item(), 1.0 / max(z.std().item(), 1e-6)
+    return shift_scale([vae.sample(*vae.encode(b["pixels"]), gen).flatten() for b in batches], "the image encoder")

@@ -110,9 +110,15 @@ def latent_statistics(vae: TextVAE, batches) -> tuple[float, float]:
     for batch in batches:
         mean, logvar = vae.encode(batch["ids"])
         zs.append(vae.sample(mean, logvar, gen).flatten())
+    return shift_scale(zs, "the encoder")
+
+
+def shift_scale(zs: list[torch.Tensor], source: str) -> tuple[float, float]:
+    """(shift, scale) normalising the pooled samples ``zs`` to zero mean, unit variance
+    ((0, 1) when there are none); non-finite samples from ``source`` are an error."""
     if not zs:
         return 0.0, 1.0
     z = torch.cat(zs)
     if not torch.isfinite(z).all():
-        raise FloatingPointError("the encoder gives non-finite latents")
+        raise FloatingPointError(f"{source} gives non-finite latents")
     return z.mean().item(), 1.0 / max(z.std().item(), 1e-6)
