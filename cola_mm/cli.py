@@ -117,6 +117,31 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"trained: components in {out}")
 
 
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+          "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """Copy a pipeline folder, optionally storing its weights in half precision."""
+    import shutil
+
+    import torch
+
+    from cola_mm.pipeline import ColaPipeline
+
+    src, dst = Path(args.src), Path(args.dst)
+    if src.resolve() == dst.resolve():
+        raise CheckpointError(f"export: source and destination are the same folder ({src})")
+    pipe = ColaPipeline.from_pretrained(src)
+    pipe.save_pretrained(dst, dtype=getattr(torch, DTYPES[args.dtype]))
+    card = src / "README.md"
+    if card.is_file():
+        shutil.copyfile(card, dst / "README.md")
+    files = [f for f in dst.rglob("*") if f.is_file()]
+    total = sum(f.stat().st_size for f in files)
+    print(f"exported {src} -> {dst} ({DTYPES[args.dtype]}): {len(files)} files, {total / 1e6:.1f} MB")
+
+
 def cmd_generate_text(args: argparse.Namespace) -> None:
     from cola_mm.pipeline import ColaPipeline
 
@@ -351,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    # ---- export
+    p = sub.add_parser("export", help="copy a pipeline folder, e.g. with fp16 weights",
+                       description="Copy a trained pipeline folder (text_vae/, dit/, image_vae/, tokenizer/, "
+                                   "pipeline.json, README.md) to DST, storing the weights in --dtype. "
+                                   "Loading always casts back to float32.")
+    p.add_argument("src", help="pipeline folder, e.g. runs/demo/model")
+    p.add_argument("dst", help="destination folder (replaced component by component)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="storage precision (default float32)")
+    p.set_defaults(func=cmd_export)
 
     # ---- generate
     gen = sub.add_parser("generate", help="generate with a trained pipeline",

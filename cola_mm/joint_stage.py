@@ -328,6 +328,33 @@ class JointStage(TextWindowStage):
         return totals
 
     # ---- export
+    def model_card(self, vae: TextVAE, dit: DiT) -> str:
+        """A short ``README.md`` for the exported folder: what it holds and what it was trained on
+        (the app shows it in its sidebar)."""
+        cfg = self.cfg
+
+        def sources(items) -> str:
+            total = sum(s.weight for s in items) or 1.0
+            return ", ".join(f"`{s.shards}` ({s.weight / total:.0%})" for s in items)
+
+        lines = [f"# Cola-MM pipeline (`{cfg.run_dir}`)", "",
+                 f"- Text VAE: {vae.num_params() / 1e6:.1f}M params (d_model {vae.config.d_model}, "
+                 f"{vae.config.d_latent} latent channels per token, vocabulary {vae.config.vocab_size})",
+                 f"- DiT prior: {dit.num_params() / 1e6:.1f}M params ({dit.config.n_layers} layers, d_model "
+                 f"{dit.config.d_model}, blocks of {dit.config.block_size} latents)"]
+        if self.image_vae is not None:
+            c = self.image_vae.config
+            lines.append(f"- image VAE: {self.image_vae.num_params() / 1e6:.2f}M params, {c.image_size} px → "
+                         f"{c.n_tokens} tokens (frozen in this stage)")
+        lines += ["", f"Trained for {cfg.max_steps} steps × {cfg.batch_size} rows of {cfg.data.seq_len} latents "
+                  f"(stage `prior`, seed {cfg.seed}), text VAE {'frozen' if self.loss_config.freeze_vae else 'joint'}.",
+                  f"- text: {sources(cfg.data.train)}"]
+        if cfg.data.pairs:
+            lines.append(f"- image–caption pairs: {sources(cfg.data.pairs)}")
+        if cfg.data.jobs:
+            lines.append("- jobs: " + ", ".join(f"{j} {w:g}" for j, w in cfg.data.jobs.items() if w > 0))
+        return "\n".join(lines) + "\n"
+
     def save_components(self, state_dict: dict[str, torch.Tensor], out: Path) -> None:
         from cola_mm.pipeline import PipelineConfig, save_pipeline_config
 
@@ -342,6 +369,7 @@ class JointStage(TextWindowStage):
         save_tokenizer(self.tokenizer, out / "tokenizer")
         if self.image_vae is not None:
             self.image_vae.save_pretrained(out / "image_vae")
+        (out / "README.md").write_text(self.model_card(vae, dit))
         B = self.dit_config.block_size
         save_pipeline_config(PipelineConfig(block_size=B, max_prompt_tokens=max(B, self.cfg.data.seq_len - B),
                                             trained_context=self.cfg.data.seq_len,

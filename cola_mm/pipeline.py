@@ -180,13 +180,21 @@ class ColaPipeline:
             image_vae = ImageVAE.from_pretrained(path / "image_vae", device)
         return cls(vae, dit, tok, config, image_vae)
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write the pipeline folder. ``dtype`` (e.g. ``torch.float16``) stores the weights in
+        that precision — half the size; ``from_pretrained`` always loads them as float32."""
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
         path = Path(path)
-        self.text_vae.save_pretrained(path / "text_vae")
-        self.dit.save_pretrained(path / "dit")
+
+        def cast(module: torch.nn.Module):
+            return None if dtype is None else {k: v.to(dtype) for k, v in module.state_dict().items()}
+
+        self.text_vae.save_pretrained(path / "text_vae", cast(self.text_vae))
+        self.dit.save_pretrained(path / "dit", cast(self.dit))
         save_tokenizer(self.tokenizer, path / "tokenizer")
         if self.image_vae is not None:
-            self.image_vae.save_pretrained(path / "image_vae")
+            self.image_vae.save_pretrained(path / "image_vae", dtype=dtype)
         save_pipeline_config(self.config, path)
 
     def describe(self) -> dict[str, str]:

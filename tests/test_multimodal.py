@@ -239,7 +239,11 @@ def mm_pipeline(tiny_mm_pipeline):
 
 
 def test_stages_export_and_log(mm_pipeline):
-    assert sorted(p.name for p in mm_pipeline.iterdir()) == ["dit", "image_vae", "pipeline.json", "text_vae", "tokenizer"]
+    assert sorted(p.name for p in mm_pipeline.iterdir()) == ["README.md", "dit", "image_vae", "pipeline.json",
+                                                             "text_vae", "tokenizer"]
+    card = (mm_pipeline / "README.md").read_text()  # the model card the app shows: parts and training data
+    assert "Text VAE" in card and "DiT prior" in card and "image VAE" in card
+    assert "shapes/train` (50%)" in card and "digits/train` (50%)" in card and "text_to_image 1" in card
     metrics = [json.loads(l) for l in (mm_pipeline.parent / "metrics.jsonl").read_text().splitlines()]
     assert {"flow_image", "flow_text", "vae_recon"} <= set().union(*[r.keys() for r in metrics if "loss" in r])
     assert {"val_flow_image", "val_flow_text"} <= metrics[-1].keys()
@@ -355,3 +359,36 @@ def test_caption_grader_accepts_every_true_caption_and_rejects_wrong_ones():
     assert not grade_shapes_caption("a large blue circle in the top left corner", one)["all"]
     assert not grade_shapes_caption("a large red circle in the bottom left corner", one)["all"]
     assert not grade_shapes_caption("red red red", one)["parsed"]
+
+
+def test_export_fp16_halves_the_folder_and_loads_as_float32(mm_pipeline, tmp_path):
+    out = tmp_path / "half"
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "export", str(mm_pipeline), str(out), "--dtype", "fp16"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "MB" in r.stdout and (out / "README.md").read_text() == (mm_pipeline / "README.md").read_text()
+
+    def weights(folder):
+        return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+
+    assert weights(out) < 0.55 * weights(mm_pipeline)
+    from safetensors import safe_open
+
+    with safe_open(str(out / "dit" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    full, half = ColaPipeline.from_pretrained(mm_pipeline), ColaPipeline.from_pretrained(out)
+    for module in (half.dit, half.text_vae, half.image_vae):
+        assert {p.dtype for p in module.parameters()} == {torch.float32}
+    # the same weights up to fp16 rounding
+    for a, b in zip(full.dit.parameters(), half.dit.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    for a, b in zip(full.image_vae.parameters(), half.image_vae.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    img_full = full.generate_image("a red circle", steps=2, seed=0)[0]
+    img_half = half.generate_image("a red circle", steps=2, seed=0)[0]
+    diff = (torch.tensor(list(img_full.getdata()), dtype=torch.float32)
+            - torch.tensor(list(img_half.getdata()), dtype=torch.float32)).abs().mean()
+    assert diff < 3.0  # mean |Δ| in 0..255 pixel units
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "export", str(out), str(out)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and "same folder" in r.stderr and "Traceback" not in r.stderr

@@ -26,6 +26,7 @@ Legend: ``b`` batch, ``C`` latent channels, ``h, w`` latent grid, ``p`` patch, `
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -184,11 +185,13 @@ class ImageVAE(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ---- folders
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """diffusers' folder (loadable by ``AutoencoderKL.from_pretrained``) plus our sidecar."""
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """diffusers' folder (loadable by ``AutoencoderKL.from_pretrained``) plus our sidecar;
+        ``dtype`` stores the weights in that precision (loading casts back to float32)."""
         path = Path(path)
         self.ae.register_to_config(shift_factor=self.config.latent_shift, scaling_factor=self.config.latent_scale)
-        self.ae.save_pretrained(str(path), safe_serialization=True)
+        ae = self.ae if dtype is None else copy.deepcopy(self.ae).to(dtype)
+        ae.save_pretrained(str(path), safe_serialization=True)
         side = {"_class": KIND, "image_size": self.config.image_size, "patch_size": self.config.patch_size}
         tmp = path / (SIDECAR + ".tmp")
         tmp.write_text(json.dumps(side, indent=2) + "\n")
@@ -210,7 +213,7 @@ class ImageVAE(nn.Module):
                                   f"model, expected a diffusers AutoencoderKL")
         side = json.loads((path / SIDECAR).read_text()) if (path / SIDECAR).is_file() else {}
         try:
-            ae = AutoencoderKL.from_pretrained(str(path), low_cpu_mem_usage=False)
+            ae = AutoencoderKL.from_pretrained(str(path), low_cpu_mem_usage=False, torch_dtype=torch.float32)
         except (OSError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{path}: cannot load the AutoencoderKL ({str(err).splitlines()[0]})") from None
         ac = ae.config
