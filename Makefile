@@ -3,13 +3,21 @@
 SHELL := /bin/bash
 VENV = $(shell bash .ci/venv.sh)
 
-.PHONY: demo test bench
+.PHONY: demo demo-checkpoint test bench
 
-demo:  ## build the bundled datasets and tokenizer into ./datasets
-	@venv=$(VENV) && $$venv/bin/cola-mm data all --out datasets
+demo:  ## the app on the bundled demo checkpoint (http://localhost:8501)
+	@venv=$(VENV) && HF_HUB_OFFLINE=1 $$venv/bin/cola-mm app --ckpt checkpoints/demo
 
-test:  ## run the test suite (CPU, tiny configs)
-	@venv=$(VENV) && HF_HUB_OFFLINE=1 $$venv/bin/python -m pytest -q tests
+demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed recipe (~2 h on 2 CPU cores)
+	@venv=$(VENV) && set -e && export HF_HUB_OFFLINE=1 \
+	&& $$venv/bin/cola-mm data all --out datasets \
+	&& $$venv/bin/cola-mm train --resume-if-any --config configs/vae_image_small.yaml \
+	&& $$venv/bin/cola-mm train --resume-if-any --config configs/demo_vae_text.yaml \
+	&& $$venv/bin/cola-mm train --resume-if-any --config configs/demo.yaml \
+	&& $$venv/bin/cola-mm export runs/demo/model checkpoints/demo --dtype float16
+
+test:  ## run the test suite (CPU, tiny configs, the bundled checkpoint, a real browser)
+	@venv=$(VENV) && bash .ci/chromium.sh && HF_HUB_OFFLINE=1 $$venv/bin/python -m pytest -q tests
 
 bench:  ## data throughput benchmark
 	@venv=$(VENV) && $$venv/bin/python bench/bench_data.py

@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from cola_mm.train_config import load_train_config
 
     cfg = load_train_config(args.config, args.set)
-    out = train(cfg, resume=args.resume, progress=not args.no_progress)
+    out = train(cfg, resume="auto" if args.resume_if_any else args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained: components in {out}")
 
@@ -249,21 +249,27 @@ def cmd_probe_train(args: argparse.Namespace) -> None:
 
 
 def cmd_app(args: argparse.Namespace) -> None:
-    """``streamlit run apps/app.py -- --ckpt DIR`` (blocks until the server stops)."""
-    import subprocess
-
+    """``streamlit run apps/app.py -- --ckpt DIR``. The process becomes the server (exec), so its
+    process id is the server's own: ``kill PID`` stops it."""
     import apps
+    from cola_mm.images import MAX_INPUT_BYTES
 
     ckpt = Path(args.ckpt)
     if not (ckpt / "pipeline.json").is_file():
-        raise CheckpointError(f"no pipeline at {ckpt}: pass --ckpt DIR (a pipeline folder, e.g. runs/mm_small/model) "
-                              f"or build the bundled demo checkpoint (see README)")
+        default = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+        how = ("rebuild the bundled demo checkpoint with `make demo-checkpoint` (about 2 hours on 2 CPU cores; "
+               "see README)" if ckpt.resolve() == default else "pass --ckpt DIR, a pipeline folder such as "
+               "runs/demo/model or checkpoints/demo")
+        raise CheckpointError(f"no pipeline at {ckpt} (no pipeline.json): {how}")
     script = Path(apps.__file__).resolve().parent / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(args.port),
-           "--server.headless", "true" if args.headless else "false", "--browser.gatherUsageStats", "false",
+           "--server.address", args.address, "--server.headless", "true" if args.headless else "false",
+           "--server.maxUploadSize", str(MAX_INPUT_BYTES // 2**20), "--browser.gatherUsageStats", "false",
            "--", "--ckpt", str(ckpt.resolve())]
-    print(f"Cola-MM app on http://localhost:{args.port} (Ctrl+C stops it)", flush=True)
-    raise SystemExit(subprocess.call(cmd))
+    print(f"Cola-MM app on http://{args.address}:{args.port} (Ctrl+C stops it)", flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
 
 
 def cmd_eval_text_vae(args: argparse.Namespace) -> None:
@@ -374,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    p.add_argument("--resume-if-any", action="store_true",
+                   help="continue from the latest complete checkpoint if there is one, else start fresh "
+                        "(a finished run just exports again)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -435,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default=str(Path(__file__).resolve().parents[1] / "checkpoints" / "demo"),
                    help="pipeline folder (default: the bundled demo checkpoint)")
     p.add_argument("--port", type=_positive_int, default=8501, help="port (default 8501)")
+    p.add_argument("--address", default="localhost", help="address to listen on (default localhost; 0.0.0.0 = all)")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.set_defaults(func=cmd_app)
 

@@ -174,13 +174,18 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the loop
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) a training run; returns the folder of the final components."""
+def train(cfg: TrainConfig, resume: bool | str = False, progress: bool = True) -> Path:
+    """Run (or resume) a training run; returns the folder of the final components.
+
+    ``resume="auto"`` continues from the latest complete checkpoint when there is one and
+    starts fresh otherwise (recipes that may be interrupted and run again)."""
     from accelerate.utils import set_seed
     from torchdata.stateful_dataloader import StatefulDataLoader
 
     run_dir = Path(cfg.run_dir)
     existing = ckpt.latest_complete(run_dir)
+    if resume == "auto":
+        resume = existing is not None
     if existing is not None and not resume:
         raise ConfigError(f"{run_dir} already holds checkpoint {existing.name}; pass --resume to "
                           f"continue it or choose another run_dir (nothing was overwritten)")

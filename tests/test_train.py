@@ -118,6 +118,15 @@ def test_single_process_run_writes_everything(tiny_datasets, tmp_path):
     with pytest.raises(ConfigError, match="--resume"):
         train(cfg, progress=False)
     assert (run / "checkpoints" / "step_000008" / "trainer_state.json").read_bytes() == before
+    # --resume-if-any on a finished run trains no step and exports the same weights again
+    first = weights(out)
+    assert train(cfg, resume="auto", progress=False) == out
+    assert [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines() if "loss" in l][-1] == 8
+    again = weights(out)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    # …and on an empty run_dir starts fresh
+    fresh = TrainConfig.from_dict(tiny_config(tiny_datasets, tmp_path / "fresh", max_steps=2, val_every=0))
+    assert (train(fresh, resume="auto", progress=False) / "text_vae").is_dir()
 
 
 def test_exact_resume_after_hard_kill(tiny_datasets, tmp_path):
