@@ -265,7 +265,7 @@ def cmd_app(args: argparse.Namespace) -> None:
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(args.port),
            "--server.address", args.address, "--server.headless", "true" if args.headless else "false",
            "--server.maxUploadSize", str(MAX_INPUT_BYTES // 2**20), "--browser.gatherUsageStats", "false",
-           "--", "--ckpt", str(ckpt.resolve())]
+           "--client.toolbarMode", "minimal", "--", "--ckpt", str(ckpt.resolve())]
     print(f"Cola-MM app on http://{args.address}:{args.port} (Ctrl+C stops it)", flush=True)
     sys.stdout.flush()
     sys.stderr.flush()
