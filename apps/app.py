@@ -44,9 +44,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 @st.cache_resource(show_spinner="Loading the model …")
 def load_pipeline(path: str):
+    from apps import preload
     from cola_mm.pipeline import ColaPipeline
 
-    return ColaPipeline.from_pretrained(path)
+    return preload.take(path) or ColaPipeline.from_pretrained(path)
 
 
 def clean_prompt(text: str) -> tuple[str | None, list[str]]:

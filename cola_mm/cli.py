@@ -249,9 +249,10 @@ def cmd_probe_train(args: argparse.Namespace) -> None:
 
 
 def cmd_app(args: argparse.Namespace) -> None:
-    """``streamlit run apps/app.py -- --ckpt DIR``. The process becomes the server (exec), so its
-    process id is the server's own: ``kill PID`` stops it."""
+    """``streamlit run apps/app.py -- --ckpt DIR`` in this process (its PID is the server's:
+    ``kill PID`` stops it), with the pipeline loading in the background while the server starts."""
     import apps
+    from apps import preload
     from cola_mm.images import MAX_INPUT_BYTES
 
     ckpt = Path(args.ckpt)
@@ -261,15 +262,16 @@ def cmd_app(args: argparse.Namespace) -> None:
                "see README)" if ckpt.resolve() == default else "pass --ckpt DIR, a pipeline folder such as "
                "runs/demo/model or checkpoints/demo")
         raise CheckpointError(f"no pipeline at {ckpt} (no pipeline.json): {how}")
+    preload.start(ckpt)
+    from streamlit.web import cli as st_cli
+
     script = Path(apps.__file__).resolve().parent / "app.py"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(args.port),
-           "--server.address", args.address, "--server.headless", "true" if args.headless else "false",
-           "--server.maxUploadSize", str(MAX_INPUT_BYTES // 2**20), "--browser.gatherUsageStats", "false",
-           "--client.toolbarMode", "minimal", "--", "--ckpt", str(ckpt.resolve())]
+    flags = ["--server.port", str(args.port), "--server.address", args.address,
+             "--server.headless", "true" if args.headless else "false",
+             "--server.maxUploadSize", str(MAX_INPUT_BYTES // 2**20), "--browser.gatherUsageStats", "false",
+             "--client.toolbarMode", "minimal"]
     print(f"Cola-MM app on http://{args.address}:{args.port} (Ctrl+C stops it)", flush=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, cmd)
+    st_cli.main(args=["run", str(script), *flags, "--", "--ckpt", str(ckpt.resolve())], prog_name="streamlit")
 
 
 def cmd_eval_text_vae(args: argparse.Namespace) -> None:
