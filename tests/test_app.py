@@ -189,3 +189,14 @@ def test_every_tab_on_the_bundled_demo_checkpoint(monkeypatch):
     at.button(key="t2t_go").click().run()
     assert not at.exception, at.exception
     assert any(t.startswith("**KING HENRY.**") for t in _texts(at.main.markdown))
+
+
+def test_cola_mm_app_without_a_pipeline_says_how_to_get_one(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "app", "--ckpt", str(tmp_path / "none"), "--headless"],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "no pipeline at" in r.stderr and "--ckpt DIR" in r.stderr
+    assert (REPO / "checkpoints" / "demo" / "pipeline.json").is_file(), "the bundled demo checkpoint is missing"
