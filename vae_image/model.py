@@ -190,7 +190,16 @@ class ImageVAE(nn.Module):
         ``dtype`` stores the weights in that precision (loading casts back to float32)."""
         path = Path(path)
         self.ae.register_to_config(shift_factor=self.config.latent_shift, scaling_factor=self.config.latent_scale)
-        ae = self.ae if dtype is None else copy.deepcopy(self.ae).to(dtype)
+        ae = self.ae
+        if dtype is not None:  # a storage copy (diffusers' note about fp32-kept modules: none here)
+            from diffusers.utils import logging as diffusers_logging
+
+            level = diffusers_logging.get_verbosity()
+            diffusers_logging.set_verbosity_error()
+            try:
+                ae = copy.deepcopy(self.ae).to(dtype)
+            finally:
+                diffusers_logging.set_verbosity(level)
         ae.save_pretrained(str(path), safe_serialization=True)
         side = {"_class": KIND, "image_size": self.config.image_size, "patch_size": self.config.patch_size}
         tmp = path / (SIDECAR + ".tmp")
