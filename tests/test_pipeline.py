@@ -49,7 +49,7 @@ def joint(tiny_datasets, stage1, tmp_path_factory):
 
 
 def test_joint_stage_exports_a_pipeline_folder(joint, stage1):
-    assert sorted(p.name for p in joint.iterdir()) == ["dit", "pipeline.json", "text_vae", "tokenizer"]
+    assert sorted(p.name for p in joint.iterdir()) == ["README.md", "dit", "pipeline.json", "text_vae", "tokenizer"]
     metrics = [json.loads(l) for l in (joint.parent / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in metrics if "loss" in r]
     assert {"flow", "ref_kl", "vae_recon"} <= train_recs[-1].keys()
