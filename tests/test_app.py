@@ -72,13 +72,18 @@ def test_image_to_text_tab_with_a_bundled_example(app):
     assert len(captions) == 3
 
 
-def test_text_tab_streams(app):
-    app.text_area(key="t2t_prompt").input("the king")
-    app.slider(key="t2t_steps").set_value(2)
-    app.number_input(key="t2t_max").set_value(20)
+def _continue(app, prompt: str, max_new: int, steps: int) -> None:
+    """Run the text tab and check the prompt is shown with its continuation."""
+    app.text_area(key="t2t_prompt").input(prompt)
+    app.slider(key="t2t_steps").set_value(steps)
+    app.number_input(key="t2t_max").set_value(max_new)
     app.button(key="t2t_go").click().run()
     assert not app.exception, app.exception
-    assert any(t.startswith("**the king**") for t in _texts(app.main.markdown))
+    assert any(t.startswith(f"**{prompt}**") for t in _texts(app.main.markdown))
+
+
+def test_text_tab_streams(app):
+    _continue(app, "the king", max_new=20, steps=2)
     app.text_area(key="t2t_prompt").input("")
     app.button(key="t2t_go").click().run()
     assert "Type a prompt first" in app.warning[0].value
@@ -183,12 +188,7 @@ def test_every_tab_on_the_bundled_demo_checkpoint(monkeypatch):
     at.button(key="i2t_go").click().run()
     assert not at.exception, at.exception
     assert len([t for t in _texts(at.main.markdown) if t[:5] in ("**1.*", "**2.*")]) == 2
-    at.text_area(key="t2t_prompt").input("KING HENRY.")
-    at.number_input(key="t2t_max").set_value(16)
-    at.slider(key="t2t_steps").set_value(4)
-    at.button(key="t2t_go").click().run()
-    assert not at.exception, at.exception
-    assert any(t.startswith("**KING HENRY.**") for t in _texts(at.main.markdown))
+    _continue(at, "KING HENRY.", max_new=16, steps=4)
 
 
 def test_cola_mm_app_without_a_pipeline_says_how_to_get_one(tmp_path):
