@@ -18,6 +18,11 @@ Folder layout (what ``save_pretrained`` writes)::
     diffusion_pytorch_model.safetensors
     cola_mm.json                      {"_class": "ImageVAE", "image_size": 64, "patch_size": 2}
 
+Loading (``ImageVAE.from_pretrained``) builds the network with :mod:`vae_image.kl`, the same
+architecture and parameter names in plain torch, so the pipeline and the app never import
+diffusers (~5 s on 2 cores); configs it does not cover fall back to diffusers' class. Training
+from scratch builds diffusers' class (:func:`build_autoencoder`).
+
 A folder without ``cola_mm.json`` (any diffusers VAE) loads with ``image_size`` = its
 ``sample_size`` and the smallest ``patch_size`` whose tokens are at least 16 channels wide.
 
@@ -39,6 +44,7 @@ from torch import nn
 
 from cola_mm.components import CheckpointError
 from cola_mm.config import Config, check
+from vae_image.kl import DEFAULTS as KL_DEFAULTS, KLAutoencoder, unsupported
 
 KIND = "ImageVAE"
 SIDECAR = "cola_mm.json"
@@ -137,11 +143,15 @@ class ImageVAE(nn.Module):
     # ---- the autoencoder
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (b, 3, H, W) in [-1, 1] → posterior (mean, logvar), each (b, C, h, w)."""
+        if isinstance(self.ae, KLAutoencoder):
+            return self.ae.moments(x.to(self.dtype))
         dist = self.ae.encode(x.to(self.dtype)).latent_dist
         return dist.mean, dist.logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent grid (b, C, h, w) (not normalised) → image (b, 3, H, W), about [-1, 1]."""
+        if isinstance(self.ae, KLAutoencoder):
+            return self.ae.decode(z.to(self.dtype))
         return self.ae.decode(z.to(self.dtype)).sample
 
     @staticmethod
@@ -191,7 +201,9 @@ class ImageVAE(nn.Module):
         path = Path(path)
         self.ae.register_to_config(shift_factor=self.config.latent_shift, scaling_factor=self.config.latent_scale)
         ae = self.ae
-        if dtype is not None:  # a storage copy (diffusers' note about fp32-kept modules: none here)
+        if dtype is not None and isinstance(ae, KLAutoencoder):
+            ae = copy.deepcopy(self.ae).to(dtype)
+        elif dtype is not None:  # a storage copy (diffusers' note about fp32-kept modules: none here)
             from diffusers.utils import logging as diffusers_logging
 
             level = diffusers_logging.get_verbosity()
@@ -208,11 +220,16 @@ class ImageVAE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                        patch_size: int | None = None, image_size: int | None = None) -> "ImageVAE":
+                        patch_size: int | None = None, image_size: int | None = None,
+                        backend: str = "auto") -> "ImageVAE":
         """Ours or any diffusers ``AutoencoderKL`` folder (e.g. an SD VAE saved with
-        ``save_pretrained``); ``patch_size``/``image_size`` override what the folder says."""
-        from diffusers import AutoencoderKL
+        ``save_pretrained``); ``patch_size``/``image_size`` override what the folder says.
 
+        ``backend``: ``"torch"`` builds the network with :mod:`vae_image.kl` (no diffusers import,
+        ~5 s less start-up), ``"diffusers"`` with diffusers' class, ``"auto"`` the first when the
+        config and weights allow it."""
+        if backend not in ("auto", "torch", "diffusers"):
+            raise ValueError(f"backend must be auto, torch or diffusers, got {backend!r}")
         path = Path(path)
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path} is not an image VAE folder (no config.json)")
@@ -221,18 +238,31 @@ class ImageVAE(nn.Module):
             raise CheckpointError(f"{path} holds a {raw.get('_class_name') or raw.get('_class') or 'unknown'} "
                                   f"model, expected a diffusers AutoencoderKL")
         side = json.loads((path / SIDECAR).read_text()) if (path / SIDECAR).is_file() else {}
-        try:
-            ae = AutoencoderKL.from_pretrained(str(path), low_cpu_mem_usage=False, torch_dtype=torch.float32)
-        except (OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"{path}: cannot load the AutoencoderKL ({str(err).splitlines()[0]})") from None
-        ac = ae.config
-        C = ac.latent_channels
+        ae = None
+        if backend != "diffusers" and (path / "diffusion_pytorch_model.safetensors").is_file() and not unsupported(raw):
+            try:
+                ae = KLAutoencoder.from_pretrained(path)
+            except KeyError as err:
+                if backend == "torch":
+                    raise CheckpointError(f"{path}: {err.args[0]}") from None
+            except (OSError, ValueError, RuntimeError) as err:
+                raise CheckpointError(f"{path}: cannot load the AutoencoderKL ({str(err).splitlines()[0]})") from None
+        elif backend == "torch":
+            raise CheckpointError(f"{path}: the torch backend cannot load this VAE "
+                                  f"({unsupported(raw) or 'no diffusion_pytorch_model.safetensors'})")
+        if ae is None:
+            from diffusers import AutoencoderKL
+
+            try:
+                ae = AutoencoderKL.from_pretrained(str(path), low_cpu_mem_usage=False, torch_dtype=torch.float32)
+            except (OSError, ValueError, RuntimeError) as err:
+                raise CheckpointError(f"{path}: cannot load the AutoencoderKL ({str(err).splitlines()[0]})") from None
+        ac = {**KL_DEFAULTS, **dict(ae.config)}
+        C = ac["latent_channels"]
         p = patch_size or side.get("patch_size") or max(1, math.ceil(math.sqrt(16 / C)))
-        widths = tuple(ac.block_out_channels)
-        groups = ac.norm_num_groups
         config = ImageVAEConfig(
-            image_size=image_size or side.get("image_size") or int(ac.sample_size), block_out_channels=widths,
-            layers_per_block=ac.layers_per_block, latent_channels=C, norm_num_groups=groups,
-            mid_attention=getattr(ac, "mid_block_add_attention", True), patch_size=p,
-            latent_shift=float(ac.shift_factor or 0.0), latent_scale=float(ac.scaling_factor))
+            image_size=image_size or side.get("image_size") or int(ac["sample_size"]),
+            block_out_channels=tuple(ac["block_out_channels"]), layers_per_block=ac["layers_per_block"],
+            latent_channels=C, norm_num_groups=ac["norm_num_groups"], mid_attention=ac["mid_block_add_attention"],
+            patch_size=p, latent_shift=float(ac["shift_factor"] or 0.0), latent_scale=float(ac["scaling_factor"]))
         return cls(config, ae).to(map_location)
