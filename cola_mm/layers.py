@@ -71,10 +71,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 @dataclass
 class KVCache:
-    """Keys/values of finished positions, per layer; ``append`` returns the full k, v."""
+    """Keys/values of finished positions, per layer; ``append`` returns the full k, v.
+
+    ``dropped`` counts the oldest positions removed by :meth:`drop` (a sliding window): the
+    cache then holds positions ``dropped … dropped+length-1``."""
 
     keys: list[torch.Tensor | None] = field(default_factory=list)
     values: list[torch.Tensor | None] = field(default_factory=list)
+    dropped: int = 0
 
     def layer(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if i >= len(self.keys):
@@ -90,6 +94,19 @@ class KVCache:
     @property
     def length(self) -> int:
         return 0 if not self.keys or self.keys[0] is None else self.keys[0].shape[2]
+
+    @property
+    def position(self) -> int:
+        """The absolute position of the next key: every position ever cached."""
+        return self.dropped + self.length
+
+    def drop(self, n: int) -> None:
+        """Forget the ``n`` oldest positions of every layer."""
+        n = min(n, self.length)
+        if n > 0:
+            self.keys = [None if k is None else k[:, :, n:] for k in self.keys]
+            self.values = [None if v is None else v[:, :, n:] for v in self.values]
+            self.dropped += n
 
 
 class Attention(nn.Module):

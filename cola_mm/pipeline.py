@@ -40,7 +40,7 @@ PIPELINE_VERSION = 1
 class PipelineConfig(Config):
     block_size: int = 16  # latents per generated block (the DiT's)
     max_prompt_tokens: int = 112  # longer prompts keep their last tokens (with a notice)
-    trained_context: int = 128  # sequence length the prior was trained on (RoPE range seen)
+    trained_context: int = 128  # latents per training row; longer generations slide a window this long
     default_steps: int = 16  # ODE steps per block
     default_cfg_scale: float = 1.0  # classifier-free guidance for text
     solver: str = "euler"
@@ -94,17 +94,20 @@ class TextDecoder:
         self.skip_first = list(skip_first) or [0] * n  # leading tokens of the first block to skip (prompt tail)
         self.drop_bos = drop_bos  # generated text starts with <bos> (captions)
         self.blocks_seen = 0
+        bs = self.vae.config.block_size  # the decoder's sliding window: the context it was trained on
+        self.window = pipe.config.trained_context // bs * bs
 
     def prefill(self, i: int, latents: torch.Tensor) -> None:
         """Run sample ``i``'s clean prompt latents (n, c) (prior space) through the decoder cache."""
-        self.vae.decode(self.vae.from_prior(latents[None]), self.caches[i], update_cache=True)
+        self.vae.decode(self.vae.from_prior(latents[None]), self.caches[i], update_cache=True, window=self.window)
 
     def add_block(self, z: torch.Tensor) -> list[str]:
         """Decode one block (b, B, c) for every sample; returns the new text of each."""
         eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
         out = []
         for i in range(z.shape[0]):
-            logits = self.vae.decode(self.vae.from_prior(z[i:i + 1]), self.caches[i], update_cache=True)[0]
+            logits = self.vae.decode(self.vae.from_prior(z[i:i + 1]), self.caches[i], update_cache=True,
+                                     window=self.window)[0]
             tokens = logits.argmax(-1).tolist()
             if self.blocks_seen == 0:
                 tokens = tokens[self.skip_first[i]:]
@@ -210,7 +213,8 @@ class ColaPipeline:
 
     def _sampler_config(self, steps, cfg_scale, solver) -> SamplerConfig:
         return SamplerConfig(steps=steps or self.config.default_steps, cfg_scale=cfg_scale,
-                             solver=solver or self.config.solver, time_shift=self.config.time_shift)
+                             solver=solver or self.config.solver, time_shift=self.config.time_shift,
+                             window=self.config.trained_context)
 
     def _need_images(self) -> None:
         if self.image_vae is None:

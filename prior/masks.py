@@ -6,6 +6,12 @@ grouped into consecutive blocks of ``block_size``; a query in block ``i`` may at
 key in blocks ``<= i``. Inside a block attention is bidirectional, across blocks causal. The
 Text VAE uses it with a small block (4), the prior with the text block (16).
 
+A sliding window (``window`` positions, a multiple of ``block_size``; 0 = none) bounds how far
+back a query looks: a query in block ``i`` sees blocks ``i − window/block_size + 1 … i``, so no
+query ever attends to more than ``window`` keys, however long the sequence. Generating past the
+length a model was trained on with ``window`` = that length keeps every attention span (and, with
+RoPE, every relative offset) inside what training showed.
+
 Convention: ``True`` = may attend. Dense masks are ``(n_q, n_k)`` bool tensors.
 """
 
@@ -14,29 +20,42 @@ from __future__ import annotations
 import torch
 
 
-def block_causal_rule(q_idx, kv_idx, block_size: int):
+def block_causal_rule(q_idx, kv_idx, block_size: int, window: int = 0):
     """The rule on absolute positions (works on ints and on tensors)."""
-    return (kv_idx // block_size) <= (q_idx // block_size)
+    seen = (kv_idx // block_size) <= (q_idx // block_size)
+    if window:
+        seen = seen & ((kv_idx // block_size) > (q_idx // block_size) - window // block_size)
+    return seen
+
+
+def check_window(window: int, block_size: int) -> None:
+    if window < 0 or window % block_size:
+        raise ValueError(f"window must be 0 (none) or a positive multiple of the block size "
+                         f"{block_size}, got {window}")
 
 
 def block_causal_mask(n_q: int, block_size: int, q_offset: int = 0, n_k: int | None = None,
-                      device: torch.device | str | None = None) -> torch.Tensor:
+                      device: torch.device | str | None = None, window: int = 0,
+                      k_offset: int = 0) -> torch.Tensor:
     """Dense block-causal mask for queries at positions ``q_offset … q_offset+n_q-1`` over
-    keys at ``0 … n_k-1`` (default ``n_k = q_offset + n_q``: a cache of earlier positions
-    followed by the queries themselves). Returns (n_q, n_k) bool."""
+    keys at ``k_offset … k_offset+n_k-1`` (default: every position from ``k_offset`` to the last
+    query: a cache of earlier positions followed by the queries themselves; ``k_offset`` > 0 is a
+    cache whose oldest keys were dropped). Returns (n_q, n_k) bool."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    n_k = q_offset + n_q if n_k is None else n_k
+    check_window(window, block_size)
+    n_k = q_offset + n_q - k_offset if n_k is None else n_k
     q = torch.arange(q_offset, q_offset + n_q, device=device)[:, None]
-    k = torch.arange(n_k, device=device)[None, :]
-    return block_causal_rule(q, k, block_size)
+    k = torch.arange(k_offset, k_offset + n_k, device=device)[None, :]
+    return block_causal_rule(q, k, block_size, window)
 
 
-def block_causal_mask_mod(block_size: int, q_offset: int = 0):
+def block_causal_mask_mod(block_size: int, q_offset: int = 0, window: int = 0):
     """The same mask as a ``torch.nn.attention.flex_attention`` ``mask_mod``."""
+    check_window(window, block_size)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return block_causal_rule(q_idx + q_offset, kv_idx, block_size)
+        return block_causal_rule(q_idx + q_offset, kv_idx, block_size, window)
 
     return mask_mod
 

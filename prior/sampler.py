@@ -13,6 +13,11 @@ pays attention only for its own B queries.
 - Batches of prompts of different lengths: each sample has its own cache length (padded, with
   a key-validity mask), its own positions and its own noise generator, so a sample's output
   does not depend on what else is in the batch.
+- A sliding window (``window`` latents, 0 = none) for generating past the length the prior was
+  trained on: a new block sees the newest whole cached blocks that fit in ``window`` with
+  itself, so no attention span exceeds what training showed. Older keys stay in the cache but
+  are masked out; the uncached recomputation applies the same windows to every clean block, so
+  the two still agree exactly.
 - Stopping is the caller's: ``on_block`` decodes each finished block and says which samples
   are done (e.g. emitted ``<eos>``); generation also stops at ``max_blocks``.
 
@@ -42,12 +47,31 @@ class SamplerConfig(Config):
     solver: str = "euler"  # euler | heun
     time_shift: float = 1.0  # >1 spends more steps at high noise
     use_cache: bool = True  # False recomputes the clean prefix at every step (for checks)
+    window: int = 0  # latents a block may attend to, itself included (0 = all); see window_start
 
     def __post_init__(self):
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.cfg_scale >= 0, f"cfg_scale must be >= 0, got {self.cfg_scale}")
         check(self.solver in SOLVERS, f"solver must be one of {SOLVERS}, got {self.solver!r}")
         check(self.time_shift > 0, "time_shift must be > 0")
+        check(self.window >= 0, f"window must be >= 0 (0 = no window), got {self.window}")
+
+
+def window_start(blocks: torch.Tensor, valid: torch.Tensor, block: int, size: int, window: int) -> int:
+    """The oldest block id that a block ``block`` of ``size`` latents sees under a sliding window.
+
+    ``blocks``, ``valid`` (n,): the block ids and validity of one sample's cached latents. The
+    newest earlier blocks are taken whole while they fit in ``window − size`` latents; 0 when
+    ``window`` is 0 (everything), ``block`` itself when not even the previous block fits."""
+    if not window:
+        return 0
+    ids, counts = blocks[valid & (blocks < block)].unique(return_counts=True)  # ascending ids
+    start, seen = block, 0
+    for k, m in zip(reversed(ids.tolist()), reversed(counts.tolist())):
+        if seen + m > window - size:
+            break
+        start, seen = k, seen + m
+    return start
 
 
 def as_axes(positions: torch.Tensor, n_axes: int = 3) -> torch.Tensor:
@@ -87,21 +111,50 @@ class BlockSampler:
         self.cache_segments = segments
         self.cache_blocks = blocks
         self.next_block = int(blocks.max()) + 1 if n else 0
+        self.cache_start = self._context_starts(blocks, valid)  # (b, n) oldest block each latent saw
+        self._visible: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (size, starts, mask) of the next block
         self._cfg_cache: KVCache | None = None
         if n == 0 or not self.config.use_cache:
             return
         self.model(context, torch.zeros(b, n, device=device), self.cache_positions, segments,
                    self._history_mask(), self.cache, update_cache=True)
 
+    def _context_starts(self, blocks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Per context latent, the oldest block its block sees (:func:`window_start`)."""
+        starts = torch.zeros_like(blocks)
+        if not self.config.window:
+            return starts
+        for i in range(blocks.shape[0]):
+            ids, counts = blocks[i][valid[i]].unique(return_counts=True)
+            for k, m in zip(ids.tolist(), counts.tolist()):
+                starts[i][blocks[i] == k] = window_start(blocks[i], valid[i], k, m, self.config.window)
+        return starts
+
     def _history_mask(self) -> torch.Tensor:
         n = self.history.shape[1]
         blk = self.cache_blocks
         mask = (blk[:, None, :] <= blk[:, :, None]) & self.cache_valid[:, None, :]
+        if self.config.window:
+            mask &= blk[:, None, :] >= self.cache_start[:, :, None]
         return mask | torch.eye(n, dtype=torch.bool, device=self.device)  # padded rows see themselves (no NaN)
 
     # ---- the forward passes
+    def _visible_keys(self, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(starts (b,), visible (b, M)): the cached keys a new block of B latents attends to."""
+        if self._visible is None or self._visible[0] != B:
+            valid = self.cache_valid
+            starts = torch.zeros(valid.shape[0], dtype=torch.long, device=self.device)
+            if self.config.window:
+                starts = torch.tensor([window_start(self.cache_blocks[i], valid[i], self.next_block, B,
+                                                    self.config.window) for i in range(valid.shape[0])],
+                                      device=self.device)
+                valid = valid & (self.cache_blocks >= starts[:, None])
+            self._visible = (B, starts, valid)
+        return self._visible[1], self._visible[2]
+
     def _new_block_mask(self, b: int, B: int) -> torch.Tensor:
-        return torch.cat([self.cache_valid[:, None, :].expand(b, B, -1),
+        visible = self._visible_keys(B)[1]
+        return torch.cat([visible[:, None, :].expand(b, B, -1),
                           torch.ones(b, B, B, dtype=torch.bool, device=self.device)], dim=2)
 
     def velocity(self, z: torch.Tensor, t: float, positions: torch.Tensor,
@@ -170,7 +223,9 @@ class BlockSampler:
         if self.config.use_cache:
             self.model(z, torch.zeros(b, B, device=z.device), positions, segments, self._new_block_mask(b, B),
                        self.cache, update_cache=True)
+        starts = self._visible_keys(B)[0]
         self.history = torch.cat([self.history, z], 1)
+        self.cache_start = torch.cat([self.cache_start, starts[:, None].expand(b, B)], 1)
         self.cache_valid = torch.cat([self.cache_valid, torch.ones(b, B, dtype=torch.bool, device=z.device)], 1)
         self.cache_positions = torch.cat([self.cache_positions, positions], 1)
         self.cache_segments = torch.cat([self.cache_segments, segments], 1)
@@ -178,6 +233,7 @@ class BlockSampler:
                                                                      dtype=self.cache_blocks.dtype)], 1)
         self.next_block += 1
         self._cfg_cache = None
+        self._visible = None
 
     def _segments(self, b: int, n: int) -> torch.Tensor:
         return torch.full((b, n), self.segment, dtype=torch.long, device=self.device)

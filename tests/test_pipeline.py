@@ -101,6 +101,39 @@ def test_batched_prompts_match_one_by_one(joint):
         assert pipe.generate_text(p, max_new_tokens=24, steps=3, cfg_scale=2.0, seed=7 + i) == together[i]
 
 
+def test_generation_past_the_trained_context_slides_a_window(joint):
+    """seq_len 32 here: a 28-token prompt + 64 new tokens runs past it. The DiT and the Text VAE
+    decoder then attend to at most 32 latents; batches still match one-by-one."""
+    pipe = ColaPipeline.from_pretrained(joint)
+    assert pipe.config.trained_context == 32
+    prompts = ["the king said to the queen that the lazy dog sat on the mat while " * 2, "love"]
+    assert len(pipe.tokenizer.encode(prompts[0], add_special_tokens=False)) >= 27
+    spans, decoder_keys = [], []
+    dit_forward, vae_decode = pipe.dit.forward, pipe.text_vae.decode
+
+    def dit_spy(x, t, positions, segments, mask=None, cache=None, update_cache=False):
+        if mask is not None:
+            spans.append(int(mask.sum(-1).max()))
+        return dit_forward(x, t, positions, segments, mask, cache, update_cache)
+
+    def vae_spy(z, cache=None, update_cache=False, window=0):
+        out = vae_decode(z, cache, update_cache, window)
+        decoder_keys.append(cache.position - cache.dropped if cache is not None else z.shape[1])
+        return out
+
+    pipe.dit.forward, pipe.text_vae.decode = dit_spy, vae_spy
+    kw = dict(max_new_tokens=64, steps=3, seed=11)
+    together = pipe.generate_text(prompts, **kw)
+    assert len(pipe.last_tokens[0]) >= 8  # ran past position 32 (28 + 8 > 32)
+    assert max(spans) == 32 and max(decoder_keys) <= 32 + 16 - 4  # window + one block − a VAE block
+    assert pipe.generate_text(prompts[0], **kw) == together[0]
+    assert pipe.generate_text(prompts[1], **{**kw, "seed": 12}) == together[1]
+    spans.clear()
+    pipe.config = pipe.config.replace(trained_context=4096)  # no window: spans grow
+    pipe.generate_text(prompts[0], **kw)
+    assert max(spans) > 32
+
+
 def test_save_load_round_trip_gives_identical_outputs(joint, tmp_path):
     pipe = ColaPipeline.from_pretrained(joint)
     pipe.save_pretrained(tmp_path / "copy")

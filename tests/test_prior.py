@@ -134,6 +134,41 @@ def test_batched_generation_matches_one_by_one(dit):
         torch.testing.assert_close(together[i], alone[0], atol=1e-5, rtol=1e-5)
 
 
+def test_window_start_takes_whole_newest_blocks():
+    from prior.sampler import window_start
+
+    blocks = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3])  # the last latent is padding
+    valid = torch.arange(13) < 12
+    assert window_start(blocks, valid, 3, 4, 0) == 0  # no window: everything
+    assert window_start(blocks, valid, 3, 4, 12) == 1  # 2 blocks + itself
+    assert window_start(blocks, valid, 3, 4, 15) == 1  # 3.75 blocks: whole blocks only
+    assert window_start(blocks, valid, 3, 4, 16) == 0
+    assert window_start(blocks, valid, 3, 4, 6) == 3  # not even the previous block fits
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 2.0])
+def test_windowed_sampling_cached_equals_recomputed_and_bounds_attention(dit, cfg_scale):
+    """Past the window the cached sampler (old keys masked) and the uncached recomputation (the
+    same windows on every clean block) agree; a batch matches one-by-one; and no block attends
+    to more than the window."""
+    prefixes = [torch.randn(6, C), torch.randn(13, C)]
+    cfg = SamplerConfig(steps=3, cfg_scale=cfg_scale, window=3 * B)
+    cached = generate_blocks(dit, prefixes, 4, cfg, _gens([1, 2]))
+    plain = generate_blocks(dit, prefixes, 4, cfg.replace(use_cache=False), _gens([1, 2]))
+    for a, b_ in zip(cached, plain):
+        torch.testing.assert_close(a, b_, atol=1e-5, rtol=1e-5)
+    alone = generate_blocks(dit, prefixes[1:], 4, cfg, _gens([2]))
+    torch.testing.assert_close(cached[1], alone[0], atol=1e-5, rtol=1e-5)
+    unwindowed = generate_blocks(dit, prefixes, 4, cfg.replace(window=0), _gens([1, 2]))
+    torch.testing.assert_close(cached[0][:2 * B], unwindowed[0][:2 * B], atol=1e-5, rtol=1e-5)  # fits: same
+    assert not torch.allclose(cached[1], unwindowed[1])  # 13 latents + a block > 12: the window acts
+    sampler = BlockSampler(dit, cfg)
+    sampler.prefill(torch.randn(1, 16, C), torch.tensor([16]))
+    for j in range(3):
+        assert int(sampler._new_block_mask(1, B)[0, 0].sum()) == 3 * B  # 2 cached blocks + itself
+        sampler.denoise_block(j, _gens([j]))
+
+
 def test_prompt_tail_is_pinned_and_seed_is_deterministic(dit):
     prefix = torch.randn(6, C)  # 1 whole block + 2 latents inside the first generated block
     out = generate_blocks(dit, [prefix], 2, SamplerConfig(steps=4), _gens([3]))

@@ -63,6 +63,37 @@ def test_streaming_equals_full_pass(vae, n):
     torch.testing.assert_close(torch.cat(list(vae.decode_stream(mean)), 1), logits, atol=1e-5, rtol=1e-5)
 
 
+def test_sliding_window_mask_rule():
+    m = block_causal_mask(12, 4, window=8)  # a query sees its own block and the one before
+    expected = torch.tensor([[i // 4 - 1 <= j // 4 <= i // 4 for j in range(12)] for i in range(12)])
+    assert torch.equal(m, expected) and int(m.sum(1).max()) == 8
+    # keys 4..11 only (the oldest block dropped from a cache): the same columns of the full mask
+    assert torch.equal(block_causal_mask(4, 4, q_offset=8, k_offset=4, window=8), m[8:, 4:])
+    assert torch.equal(m, dense_from_mask_mod(block_causal_mask_mod(4, window=8), 12, 12))
+    with pytest.raises(ValueError, match="multiple of the block size"):
+        block_causal_mask(8, 4, window=6)
+
+
+@pytest.mark.parametrize("chunk", [4, 8])  # one VAE block or two per streaming call
+def test_windowed_streaming_drops_keys_and_equals_the_windowed_full_pass(vae, chunk):
+    """Decoding past the window with a cache that forgets old keys gives exactly the full pass
+    under the sliding-window mask, and differs from the unwindowed pass."""
+    from cola_mm.layers import KVCache
+
+    z = torch.randn(2, 24, 8)
+    full = vae.decode(z, window=8)
+    cache, parts = KVCache(), []
+    for start in range(0, 24, chunk):
+        parts.append(vae.decode(z[:, start:start + chunk], cache, update_cache=True, window=8))
+        assert cache.length <= 8 + chunk - 4 and cache.position == start + chunk
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full[:, :8], vae.decode(z)[:, :8])  # inside the window: unchanged
+    assert not torch.allclose(full[:, 8:], vae.decode(z)[:, 8:])
+    z2 = z.clone()
+    z2[:, :4] += 1.0  # a block that left every later query's window (2 blocks) ...
+    torch.testing.assert_close(vae.decode(z2, window=8)[:, 16:], full[:, 16:])  # ... 2 blocks on
+
+
 def test_decoder_reads_only_latents(vae):
     """Same latents → same logits, whatever tokens produced them: decode takes no ids."""
     z = torch.randn(1, 8, 8)

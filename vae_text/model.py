@@ -83,12 +83,20 @@ class Stack(nn.Module):
         self.head_dim = config.d_model // config.n_heads
         self.theta = config.rope_theta
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False,
+                window: int = 0) -> torch.Tensor:
+        """``window`` (tokens, a multiple of ``block_size``; 0 = none): each query sees at most
+        that many keys (prior.masks); with a cache, keys no later query can see are dropped."""
         b, n, _ = x.shape
-        offset = cache.length if cache is not None else 0
+        offset = cache.position if cache is not None else 0  # absolute position of x[:, 0]
+        if cache is not None and window:
+            first_kept = max(0, (offset // self.block_size - window // self.block_size + 1) * self.block_size)
+            cache.drop(first_kept - cache.dropped)
+        k_offset = cache.dropped if cache is not None else 0
         positions = torch.arange(offset, offset + n, device=x.device).expand(b, n)
         rope = rope_angles(positions, self.head_dim, self.theta)
-        mask = block_causal_mask(n, self.block_size, q_offset=offset, device=x.device)[None]  # (1, n, m)
+        mask = block_causal_mask(n, self.block_size, q_offset=offset, k_offset=k_offset, device=x.device,
+                                 window=window)[None]  # (1, n, m)
         for i, block in enumerate(self.blocks):
             x = block(x, rope, mask, cache, i, update_cache)
         return self.norm(x)
@@ -121,16 +129,17 @@ class TextVAE(PretrainedMixin, nn.Module):
                 nn.init.zeros_(m.bias)
 
     # ---- the two halves
-    def encode(self, ids: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """ids (b, n) → mean, logvar (b, n, c)."""
-        h = self.encoder(self.embed(ids), cache, update_cache)
+    def encode(self, ids: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False,
+               window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (b, n) → mean, logvar (b, n, c). ``window``: see :class:`Stack` (0 = full context)."""
+        h = self.encoder(self.embed(ids), cache, update_cache, window)
         mean, logvar = self.to_moments(h).chunk(2, dim=-1)
         return self.mean_norm(mean), logvar.clamp(-30.0, 20.0)
 
-    def decode(self, z: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False) -> torch.Tensor:
-        """z (b, n, c) → logits (b, n, vocab). Reads only latents."""
-        return self.lm_head(self.decoder(self.from_latent(z), cache, update_cache))
+    def decode(self, z: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False,
+               window: int = 0) -> torch.Tensor:
+        """z (b, n, c) → logits (b, n, vocab). Reads only latents. ``window``: see :class:`Stack`."""
+        return self.lm_head(self.decoder(self.from_latent(z), cache, update_cache, window))
 
     @staticmethod
     def sample(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
