@@ -4,6 +4,12 @@ RMSNorm, SwiGLU feed-forward, rotary position embedding (RoPE) on explicit posit
 multi-head attention over a boolean mask with an optional key/value cache — the pieces of a
 LLaMA-style block (Touvron et al. 2023), as Cola DLM uses for its VAE and prior.
 
+Attention takes either a dense boolean mask (``scaled_dot_product_attention``; every device) or
+a flex-attention ``BlockMask`` (:func:`prior.masks.flex_block_mask`): ``flex_attention``,
+compiled on CUDA, where fully masked tiles are skipped instead of computed — the GPU training
+path for the long 2L layouts. On CPU flex runs eagerly and only without gradients (a PyTorch
+limit), which is enough to test it against the dense path.
+
 Legend: ``b`` batch, ``n`` query positions, ``m`` key positions, ``h`` heads, ``e`` head
 width, ``d`` model width.
 """
@@ -11,6 +17,7 @@ width, ``d`` model width.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -109,6 +116,30 @@ class KVCache:
             self.dropped += n
 
 
+def is_block_mask(mask) -> bool:
+    return mask is not None and type(mask).__name__ == "BlockMask"
+
+
+_compiled_flex = None
+
+
+def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
+    """``flex_attention`` (compiled once on CUDA, eager elsewhere) over a BlockMask."""
+    global _compiled_flex
+    from torch.nn.attention import flex_attention as fa
+
+    if q.is_cuda:
+        if _compiled_flex is None:
+            _compiled_flex = torch.compile(fa.flex_attention, dynamic=False)
+        return _compiled_flex(q, k, v, block_mask=block_mask)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        raise RuntimeError("flex attention trains on CUDA only (PyTorch has no CPU backward for it); "
+                           "use attention 'sdpa' on CPU")
+    with warnings.catch_warnings():  # eager flex warns that it is the slow reference path: it is meant
+        warnings.simplefilter("ignore")
+        return fa.flex_attention(q, k, v, block_mask=block_mask)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, n_heads: int):
         super().__init__()
@@ -134,8 +165,11 @@ class Attention(nn.Module):
                 k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
             if update_cache:
                 cache.store(layer, k, v)
-        attn_mask = None if mask is None else mask[:, None]  # (b, 1, n, m)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if is_block_mask(mask):
+            out = flex_attention(q, k, v, mask)
+        else:
+            attn_mask = None if mask is None else mask[:, None]  # (b, 1, n, m)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 

@@ -45,6 +45,7 @@ class DiTConfig(Config):
     time_scale: float = 1000.0  # t in [0, 1] is multiplied by this before the sinusoid
     rope_theta: float = 10000.0  # RoPE base
     block_size: int = 16  # text block (latents): the prior's generation unit
+    attention: str = "sdpa"  # the 2L training forward: sdpa (dense mask, any device) | flex (CUDA)
 
     def __post_init__(self):
         check(self.d_latent >= 1, f"d_latent must be >= 1, got {self.d_latent}")
@@ -54,6 +55,7 @@ class DiTConfig(Config):
         check(self.n_segment_types >= 1, "n_segment_types must be >= 1")
         check(self.freq_dim % 2 == 0, "freq_dim must be even")
         check(self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}")
+        check(self.attention in ("sdpa", "flex"), f"attention must be sdpa or flex, got {self.attention!r}")
 
 
 PRESETS: dict[str, dict] = {

@@ -60,11 +60,12 @@ def block_causal_mask_mod(block_size: int, q_offset: int = 0, window: int = 0):
     return mask_mod
 
 
-def flex_block_mask(mask_mod, n_q: int, n_k: int, device: str = "cuda"):
-    """Compile a ``mask_mod`` into a flex-attention BlockMask (GPU path)."""
+def flex_block_mask(mask_mod, n_q: int, n_k: int, device: str | torch.device = "cuda", batch: int | None = None):
+    """Compile a ``mask_mod`` into a flex-attention BlockMask (GPU path); ``batch`` when the
+    mask differs per row (packed layouts), None when it is shared."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    return create_block_mask(mask_mod, B=None, H=None, Q_LEN=n_q, KV_LEN=n_k, device=device)
+    return create_block_mask(mask_mod, B=batch, H=None, Q_LEN=n_q, KV_LEN=n_k, device=device)
 
 
 def dense_from_mask_mod(mask_mod, n_q: int, n_k: int) -> torch.Tensor:

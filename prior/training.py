@@ -6,6 +6,9 @@ copy is at its own time t_b and attends to itself and to the clean blocks before
 (:func:`prior.masks.two_copy_mask`); the clean copy is block-causal with t = 0. The loss is
 the velocity MSE on the noisy copy (:func:`prior.flow.flow_loss`).
 
+The mask is dense (SDPA) or, with ``DiTConfig.attention = "flex"`` (CUDA), a flex-attention
+BlockMask from the same rule, which skips the ~3/4 of the 2L×2L tiles that are masked out.
+
 Legend: ``b`` batch, ``L`` latents per sequence, ``c`` channels, ``k`` blocks.
 """
 
@@ -15,7 +18,8 @@ import torch
 
 from prior.dit import DiT
 from prior.flow import expand_block_times, flow_loss, interpolate, sample_block_times
-from prior.masks import packed_two_copy_mask, two_copy_mask
+from prior.masks import (flex_block_mask, packed_two_copy_mask, packed_two_copy_mask_mod, two_copy_mask,
+                         two_copy_mask_mod)
 
 
 def two_copy_forward(model: DiT, z0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor,
@@ -25,7 +29,10 @@ def two_copy_forward(model: DiT, z0: torch.Tensor, z_t: torch.Tensor, t: torch.T
     L = z0.shape[1]
     x = torch.cat([z0, z_t], dim=1)  # (b, 2L, c)
     times = torch.cat([torch.zeros_like(t), t], dim=1)
-    mask = two_copy_mask(block_ids)[None]  # (1, 2L, 2L)
+    if model.config.attention == "flex":
+        mask = flex_block_mask(two_copy_mask_mod(block_ids), 2 * L, 2 * L, z0.device)
+    else:
+        mask = two_copy_mask(block_ids)[None]  # (1, 2L, 2L)
     v = model(x, times, torch.cat([positions, positions], 1), torch.cat([segments, segments], 1), mask)
     return v[:, L:]
 
@@ -54,7 +61,11 @@ def packed_two_copy_forward(model: DiT, z0: torch.Tensor, z_t: torch.Tensor, t: 
     L = z0.shape[1]
     x = torch.cat([z0, z_t], dim=1)
     times = torch.cat([torch.zeros_like(t), t], dim=1)
-    mask = packed_two_copy_mask(block_ids, sample_ids)  # (b, 2L, 2L)
+    if model.config.attention == "flex":
+        mask = flex_block_mask(packed_two_copy_mask_mod(block_ids, sample_ids), 2 * L, 2 * L, z0.device,
+                               batch=z0.shape[0])
+    else:
+        mask = packed_two_copy_mask(block_ids, sample_ids)  # (b, 2L, 2L)
     v = model(x, times, torch.cat([positions, positions], 1), torch.cat([segments, segments], 1), mask)
     return v[:, L:]
 

@@ -53,17 +53,56 @@ def test_two_copy_mask_structure_and_flex_equivalence():
     assert torch.equal(two_copy_mask(uneven), dense_from_mask_mod(two_copy_mask_mod(uneven), 18, 18))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex_attention block masks need a GPU")
-def test_flex_attention_matches_sdpa_on_gpu():
-    from torch.nn.attention.flex_attention import flex_attention
-    from prior.masks import flex_block_mask
+def _flex_twin(dit):
+    flex = DiT(dit.config.replace(attention="flex")).eval()
+    flex.load_state_dict(dit.state_dict())
+    return flex
 
-    blk = block_ids_for(256, 16, device="cuda")
-    q, k, v = (torch.randn(1, 2, 512, 32, device="cuda") for _ in range(3))
-    dense = two_copy_mask(blk)
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense)
-    out = flex_attention(q, k, v, block_mask=flex_block_mask(two_copy_mask_mod(blk), 512, 512))
-    torch.testing.assert_close(out, ref, atol=2e-3, rtol=2e-3)
+
+def test_flex_training_forward_equals_dense_on_cpu(dit):
+    """The DiT's 2L training forward through flex_attention (a BlockMask from the same rule) gives
+    the dense-mask velocity: single-layout and packed rows with uneven blocks and two samples.
+    Forward only: PyTorch has no CPU backward for flex (the GPU test below checks gradients)."""
+    from prior.training import packed_two_copy_forward
+
+    flex = _flex_twin(dit)
+    b, L = 2, 12
+    z0, zt, t = torch.randn(b, L, C), torch.randn(b, L, C), torch.rand(b, L)
+    pos, seg = clean_inputs(b, L)
+    with torch.no_grad():
+        torch.testing.assert_close(two_copy_forward(flex, z0, zt, t, pos, seg, block_ids_for(L, B)),
+                                   two_copy_forward(dit, z0, zt, t, pos, seg, block_ids_for(L, B)),
+                                   atol=1e-5, rtol=1e-5)
+        blocks = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 3], [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]])
+        samples = torch.tensor([[0] * 7 + [1] * 5, [0] * 12])
+        pos3 = pos[..., None].expand(b, L, 3)
+        args = (z0, zt, t, pos3, seg, blocks, samples)
+        torch.testing.assert_close(packed_two_copy_forward(flex, *args), packed_two_copy_forward(dit, *args),
+                                   atol=1e-5, rtol=1e-5)
+    for run in (lambda: flow_matching_loss(flex, z0, block_ids_for(L, B), pos, seg),
+                lambda: packed_two_copy_forward(flex, *args)):  # both layouts really take the flex path
+        with pytest.raises(RuntimeError, match="flex attention trains on CUDA only"):
+            run()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled flex_attention and its backward need a GPU")
+def test_flex_training_step_matches_dense_on_gpu(dit):
+    dit = dit.cuda()
+    flex = _flex_twin(dit).cuda()
+    b, L = 2, 256
+    z0 = torch.randn(b, L, C, device="cuda")
+    pos, seg = (x.cuda() for x in clean_inputs(b, L))
+    blocks = block_ids_for(L, B, device="cuda")
+    losses, grads = [], []
+    for model in (dit, flex):
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        loss, _ = flow_matching_loss(model, z0, blocks, pos, seg, generator=gen)
+        losses.append(loss)
+        grads.append(torch.autograd.grad(loss, list(model.parameters()), allow_unused=True))
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-4, rtol=1e-4)
+    for g_dense, g_flex in zip(*grads):
+        if g_dense is not None:
+            torch.testing.assert_close(g_flex, g_dense, atol=1e-3, rtol=1e-3)
 
 
 # --------------------------------------------------------------------------- causality
