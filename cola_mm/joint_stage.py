@@ -236,7 +236,7 @@ class JointStage(TextWindowStage):
         dit = DiT(self.dit_config)
         if init is not None:
             init_dit = DiT.from_pretrained(init / "dit")
-            if init_dit.config != self.dit_config:
+            if init_dit.config.replace(attention=self.dit_config.attention) != self.dit_config:  # any backend
                 raise ConfigError(f"model.init: the DiT in {init} has another config than model.dit")
             dit.load_state_dict(init_dit.state_dict())
         self.multimodal = bool(cfg.data.jobs)
