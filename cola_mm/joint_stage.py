@@ -267,8 +267,10 @@ class JointStage(TextWindowStage):
         windows = self._windows(text_sources, rank, world, epochs, shuffle) if text_sources else None
         pairs = None
         if pair_sources and self.image_vae is not None:
+            canonical = "canonical" in (cfg.data.caption_prompts, cfg.data.caption_targets)
             pairs = ImagePairs([Source(s.shards, s.weight) for s in pair_sources], self.image_vae.config.image_size,
-                               seed=cfg.seed, shuffle_buffer=shuffle, epochs=epochs, rank=rank, world_size=world)
+                               seed=cfg.seed, shuffle_buffer=shuffle, epochs=epochs, rank=rank, world_size=world,
+                               canonical=canonical)
         jobs = dict(cfg.data.jobs)
         if windows is None:
             jobs.pop("text_to_text", None)
@@ -276,7 +278,8 @@ class JointStage(TextWindowStage):
             jobs = {k: v for k, v in jobs.items() if k == "text_to_text"}
         return MultimodalRows(windows, pairs, self.tokenizer, jobs, cfg.data.seq_len,
                               self.image_vae.config.grid if self.image_vae else 1, self.dit_config.block_size,
-                              cfg.data.caption_tokens, self.loss_config.cond_dropout, seed=cfg.seed)
+                              cfg.data.caption_tokens, self.loss_config.cond_dropout, seed=cfg.seed,
+                              caption_prompts=cfg.data.caption_prompts, caption_targets=cfg.data.caption_targets)
 
     def train_dataset(self, rank: int, world: int):
         if not self.multimodal:
@@ -350,7 +353,8 @@ class JointStage(TextWindowStage):
                   f"(stage `prior`, seed {cfg.seed}), text VAE {'frozen' if self.loss_config.freeze_vae else 'joint'}.",
                   f"- text: {sources(cfg.data.train)}"]
         if cfg.data.pairs:
-            lines.append(f"- image–caption pairs: {sources(cfg.data.pairs)}")
+            lines.append(f"- image–caption pairs: {sources(cfg.data.pairs)}; caption text: prompts "
+                         f"{cfg.data.caption_prompts}, targets {cfg.data.caption_targets}")
         if cfg.data.jobs:
             lines.append("- jobs: " + ", ".join(f"{j} {w:g}" for j, w in cfg.data.jobs.items() if w > 0))
         return "\n".join(lines) + "\n"

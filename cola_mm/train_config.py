@@ -49,12 +49,19 @@ class DataConfig(Config):
     val_pairs: tuple[SourceConfig, ...] = ()  # held-out image–caption shards
     jobs: dict = field(default_factory=dict)  # {text_to_text: 1, text_to_image: 1, image_to_text: 1} ratios
     caption_tokens: int = 32  # a caption segment's most tokens (<bos> … <eos> <pad>…)
+    # caption text per role: "original" (the shard's txt) or "canonical" (one phrasing per image,
+    # rebuilt from the shard's ground-truth json; bundled shapes/digits only, see data/captions.py)
+    caption_prompts: str = "original"  # text→image prompts
+    caption_targets: str = "original"  # image→text targets
 
     def __post_init__(self):
         check(len(self.train) > 0, "data.train needs at least one source")
         check(self.seq_len >= 2, f"data.seq_len must be >= 2, got {self.seq_len}")
         check(self.num_workers >= 0, "data.num_workers must be >= 0")
         check(self.caption_tokens >= 3, "data.caption_tokens must be >= 3")
+        for name in ("caption_prompts", "caption_targets"):
+            check(getattr(self, name) in ("original", "canonical"),
+                  f"data.{name} must be 'original' or 'canonical', got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ packed greedily until the next one does not fit, the rest is padding. With proba
 ``cond_dropout`` a conditional sample loses its prompt segment (:func:`cola_mm.sequence.drop_condition`),
 which trains the unconditional model that classifier-free guidance uses.
 
+Which caption text a sample uses is set per role: ``caption_prompts`` for the prompt of
+text→image, ``caption_targets`` for the generated caption of image→text; ``"original"`` is the
+shard's ``txt``, ``"canonical"`` the one phrasing rebuilt from its json (:mod:`data.captions`;
+the pairs must be built with ``canonical=True``).
+
 A caption segment is ``<bos> caption <eos>`` then ``<pad>`` up to a multiple of the text
 block (at most ``caption_tokens``; longer captions are cut, keeping ``<eos>``); its loss stops
 after ``<eos>``. The layout (blocks, samples, 2-D/1-D positions, segment types, loss weights)
@@ -29,6 +34,7 @@ import torch
 
 from cola_mm.sequence import (JOBS, Segment, drop_condition, image_to_text, layout_row, sample_length,
                               stack_layouts, text_to_image, text_to_text)
+from data.captions import check_style
 from data.pairs import ImagePairs
 from data.shards import DataError
 from data.windows import TokenWindows, _from_jsonable, _jsonable
@@ -46,8 +52,13 @@ def caption_ids(tokenizer, text: str, max_tokens: int, block: int) -> tuple[list
 class MultimodalRows(torch.utils.data.IterableDataset):
     def __init__(self, windows: TokenWindows | None, pairs: ImagePairs | None, tokenizer, jobs: dict[str, float],
                  seq_len: int, image_grid: int, text_block: int = 16, caption_tokens: int = 32,
-                 cond_dropout: float = 0.1, seed: int = 0):
+                 cond_dropout: float = 0.1, seed: int = 0, caption_prompts: str = "original",
+                 caption_targets: str = "original"):
         super().__init__()
+        self.styles = {"text_to_image": check_style(caption_prompts, "caption_prompts"),
+                       "image_to_text": check_style(caption_targets, "caption_targets")}
+        if "canonical" in self.styles.values() and pairs is not None and not pairs.canonical:
+            raise DataError("canonical captions need ImagePairs(..., canonical=True)")
         unknown = set(jobs) - set(JOBS)
         if unknown:
             raise DataError(f"unknown jobs {sorted(unknown)}; valid jobs: {', '.join(JOBS)}")
@@ -79,7 +90,8 @@ class MultimodalRows(torch.utils.data.IterableDataset):
         self._resume = state
 
     def _pair_sample(self, rng: random.Random, pair: dict, job: str) -> tuple[list[Segment], list[int], int]:
-        ids, n_real = caption_ids(self.tokenizer, pair["txt"], self.caption_tokens, self.block)
+        text = pair["canonical"] if self.styles[job] == "canonical" else pair["txt"]
+        ids, n_real = caption_ids(self.tokenizer, text, self.caption_tokens, self.block)
         grid = (self.grid, self.grid)
         if job == "text_to_image":
             sample = text_to_image(len(ids), grid)

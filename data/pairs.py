@@ -6,7 +6,9 @@ RGB ``image_size``×``image_size`` (shorter side resized, centre crop) and retur
 tensor in [-1, 1]. The position (each source's shard position and the mixing RNG) is
 ``state_dict()``-able, so training resumes exactly, as :class:`data.windows.TokenWindows`.
 
-Each item is ``{"pixels": (3, S, S) float, "txt": str}``.
+Each item is ``{"pixels": (3, S, S) float, "txt": str}``; with ``canonical=True`` it also holds
+``"canonical"``: the one phrasing of the image rebuilt from the sample's ground-truth json
+(:func:`data.captions.canonical_caption`; the sample must carry json).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from data.captions import canonical_caption
 from data.loader import ShardDataset
 from data.shards import DataError
 from data.windows import Source, _from_jsonable, _jsonable
@@ -31,7 +34,7 @@ def pixels_from_image(img, size: int) -> torch.Tensor:
 class ImagePairs(torch.utils.data.IterableDataset):
     def __init__(self, sources: Sequence[Source], image_size: int = 64, seed: int = 0,
                  shuffle_buffer: int = 1000, epochs: int | None = None, require_text: bool = True,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, canonical: bool = False):
         super().__init__()
         if not sources:
             raise DataError("no image sources given")
@@ -40,11 +43,12 @@ class ImagePairs(torch.utils.data.IterableDataset):
         self.weights = [s.weight for s in sources]
         required = ("image", "txt") if require_text else ("image",)
         self.datasets = [
-            ShardDataset(s.shards, required=required, fields=("txt", "text", "caption", "jpg", "jpeg", "png", "webp"),
+            ShardDataset(s.shards, required=required, fields=("txt", "text", "caption", "json", "jpg", "jpeg", "png", "webp"),
                          shuffle_buffer=shuffle_buffer, shuffle_shards=epochs is None,
                          seed=seed + 1000 * i + 7, epochs=epochs, rank=rank, world_size=world_size)
             for i, s in enumerate(sources)]
         self.image_size = image_size
+        self.canonical = canonical
         self.seed = seed
         self._rng_state: Any = None
         self._resume: dict | None = None
@@ -77,4 +81,7 @@ class ImagePairs(torch.utils.data.IterableDataset):
                 live.remove(i)
                 continue
             self._rng_state = rng.getstate()
-            yield {"pixels": pixels_from_image(sample["image"], self.image_size), "txt": sample.get("txt", "")}
+            item = {"pixels": pixels_from_image(sample["image"], self.image_size), "txt": sample.get("txt", "")}
+            if self.canonical:
+                item["canonical"] = canonical_caption(sample.get("json"))
+            yield item

@@ -240,7 +240,7 @@ def test_loading_the_bundled_pipeline_imports_neither_diffusers_nor_dynamo():
 # --------------------------------------------------------------------------- rows, dropout, resume
 
 
-def _rows(datasets, dropout=0.1, seed=0, jobs=None):
+def _rows(datasets, dropout=0.1, seed=0, jobs=None, prompts="original", targets="original"):
     from data.multimodal import MultimodalRows
     from data.pairs import ImagePairs
     from data.windows import Source, TokenWindows
@@ -249,9 +249,85 @@ def _rows(datasets, dropout=0.1, seed=0, jobs=None):
     tok = load_tokenizer(datasets / "tokenizer")
     windows = TokenWindows([Source(str(datasets / "text" / "train"))], tok, 64, seed=seed, shuffle_buffer=10)
     pairs = ImagePairs([Source(str(datasets / "shapes" / "train"), 2), Source(str(datasets / "digits" / "train"))],
-                       64, seed=seed, shuffle_buffer=10)
+                       64, seed=seed, shuffle_buffer=10, canonical="canonical" in (prompts, targets))
     jobs = jobs or {"text_to_text": 1, "text_to_image": 1, "image_to_text": 1}
-    return MultimodalRows(windows, pairs, tok, jobs, 64, 4, 16, 32, dropout, seed=seed)
+    return MultimodalRows(windows, pairs, tok, jobs, 64, 4, 16, 32, dropout, seed=seed,
+                          caption_prompts=prompts, caption_targets=targets)
+
+
+def test_canonical_captions_parse_back_one_phrasing_per_scene():
+    import random
+
+    from cola_mm.eval_images import grade_shapes_caption
+    from data.captions import canonical_caption
+    from data.digits import parse_digit_caption
+    from data.shapes import caption_attributes, generate_sample, sample_scene
+    from data.shards import DataError
+
+    rng = random.Random(0)
+    seen: dict[str, str] = {}
+    for i in range(300):
+        scene = sample_scene(rng, "novel" if i % 3 == 0 else "train", 64, max_objects=2)
+        meta = {**scene, "dataset": "shapes"}
+        text = canonical_caption(meta)
+        assert grade_shapes_caption(text, scene)["all"], text
+        assert text == text.strip().lower() and not text.endswith(".")
+        key = json.dumps(caption_attributes(scene), sort_keys=True)
+        assert seen.setdefault(key, text) == text  # the same facts always get the same words
+    assert len(set(seen.values())) == len(seen)  # and different facts different words
+    # a real shard sample's json works, whatever phrasing its txt drew
+    _, caption, meta = generate_sample(0, "test", 5)
+    assert canonical_caption(json.loads(json.dumps(meta))) == canonical_caption({**meta, "caption": "x"})
+    for label in range(10):
+        assert parse_digit_caption(canonical_caption({"dataset": "digits", "label": label})) == label
+    for bad, msg in ((None, "json"), ({"dataset": "laion"}, "no canonical caption"),
+                     ({"dataset": "shapes"}, "lacks"), ({"dataset": "digits", "label": 12}, "0..9")):
+        with pytest.raises(DataError, match=msg):
+            canonical_caption(bad)
+
+
+def _caption_texts(item, tok):
+    """(job, decoded caption text) for every caption segment of a row item."""
+    by_start = dict(item["captions"])
+    roles = {start: seg.role for _, start, _, seg in item["layout"].spans if seg.modality == "text"}
+    out = []
+    for start, ids in by_start.items():
+        ids = ids.tolist()
+        text = tok.decode(ids[1:ids.index(tok.eos_token_id)])
+        out.append(("text_to_image" if roles[start] == "prompt" else "image_to_text", text))
+    return out
+
+
+def test_rows_take_canonical_text_per_role(tiny_datasets):
+    from data.captions import canonical_caption
+    from data.loader import ShardDataset
+    from data.shards import DataError
+    from vae_text.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_datasets / "tokenizer")
+    canon, original = set(), set()
+    for name in ("shapes", "digits"):
+        for s in ShardDataset(str(tiny_datasets / name / "train"), required=("txt", "json"), epochs=1):
+            for texts, text in ((canon, canonical_caption(s["json"])), (original, s["txt"])):
+                texts.add(tok.decode(tok.encode(text, add_special_tokens=False)[:30]))  # as cut to 32 tokens
+    jobs = {"text_to_image": 1, "image_to_text": 1}
+
+    def texts(**styles):
+        it = iter(_rows(tiny_datasets, dropout=0.0, jobs=jobs, **styles))
+        return [t for _ in range(60) for t in _caption_texts(next(it), tok)]
+
+    got = texts(targets="canonical")
+    targets = [t for job, t in got if job == "image_to_text"]
+    prompts = [t for job, t in got if job == "text_to_image"]
+    assert len(targets) > 20 and len(prompts) > 20
+    assert all(t in canon for t in targets)
+    assert all(t in original for t in prompts) and sum(t not in canon for t in prompts) > len(prompts) // 2
+    got = texts(prompts="canonical", targets="canonical")
+    assert all(t in canon for _, t in got)
+    got = texts()
+    assert all(t in original for _, t in got) and sum(t not in canon for _, t in got) > len(got) // 2
+    with pytest.raises(DataError, match="caption_targets"):
+        _rows(tiny_datasets, targets="canon")
 
 
 def _roles(item):
