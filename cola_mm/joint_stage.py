@@ -267,10 +267,8 @@ class JointStage(TextWindowStage):
         windows = self._windows(text_sources, rank, world, epochs, shuffle) if text_sources else None
         pairs = None
         if pair_sources and self.image_vae is not None:
-            canonical = "canonical" in (cfg.data.caption_prompts, cfg.data.caption_targets)
             pairs = ImagePairs([Source(s.shards, s.weight) for s in pair_sources], self.image_vae.config.image_size,
-                               seed=cfg.seed, shuffle_buffer=shuffle, epochs=epochs, rank=rank, world_size=world,
-                               canonical=canonical)
+                               seed=cfg.seed, shuffle_buffer=shuffle, epochs=epochs, rank=rank, world_size=world)
         jobs = dict(cfg.data.jobs)
         if windows is None:
             jobs.pop("text_to_text", None)

@@ -9,8 +9,8 @@ which trains the unconditional model that classifier-free guidance uses.
 
 Which caption text a sample uses is set per role: ``caption_prompts`` for the prompt of
 text→image, ``caption_targets`` for the generated caption of image→text; ``"original"`` is the
-shard's ``txt``, ``"canonical"`` the one phrasing rebuilt from its json (:mod:`data.captions`;
-the pairs must be built with ``canonical=True``).
+shard's ``txt``, ``"canonical"`` the one phrasing rebuilt from its json (:mod:`data.captions`),
+computed only for the samples whose role asks for it.
 
 A caption segment is ``<bos> caption <eos>`` then ``<pad>`` up to a multiple of the text
 block (at most ``caption_tokens``; longer captions are cut, keeping ``<eos>``); its loss stops
@@ -34,7 +34,7 @@ import torch
 
 from cola_mm.sequence import (JOBS, Segment, drop_condition, image_to_text, layout_row, sample_length,
                               stack_layouts, text_to_image, text_to_text)
-from data.captions import check_style
+from data.captions import canonical_caption, check_style
 from data.pairs import ImagePairs
 from data.shards import DataError
 from data.windows import TokenWindows, _from_jsonable, _jsonable
@@ -57,8 +57,6 @@ class MultimodalRows(torch.utils.data.IterableDataset):
         super().__init__()
         self.styles = {"text_to_image": check_style(caption_prompts, "caption_prompts"),
                        "image_to_text": check_style(caption_targets, "caption_targets")}
-        if "canonical" in self.styles.values() and pairs is not None and not pairs.canonical:
-            raise DataError("canonical captions need ImagePairs(..., canonical=True)")
         unknown = set(jobs) - set(JOBS)
         if unknown:
             raise DataError(f"unknown jobs {sorted(unknown)}; valid jobs: {', '.join(JOBS)}")
@@ -90,7 +88,7 @@ class MultimodalRows(torch.utils.data.IterableDataset):
         self._resume = state
 
     def _pair_sample(self, rng: random.Random, pair: dict, job: str) -> tuple[list[Segment], list[int], int]:
-        text = pair["canonical"] if self.styles[job] == "canonical" else pair["txt"]
+        text = canonical_caption(pair["json"]) if self.styles[job] == "canonical" else pair["txt"]
         ids, n_real = caption_ids(self.tokenizer, text, self.caption_tokens, self.block)
         grid = (self.grid, self.grid)
         if job == "text_to_image":

@@ -6,9 +6,9 @@ RGB ``image_size``×``image_size`` (shorter side resized, centre crop) and retur
 tensor in [-1, 1]. The position (each source's shard position and the mixing RNG) is
 ``state_dict()``-able, so training resumes exactly, as :class:`data.windows.TokenWindows`.
 
-Each item is ``{"pixels": (3, S, S) float, "txt": str}``; with ``canonical=True`` it also holds
-``"canonical"``: the one phrasing of the image rebuilt from the sample's ground-truth json
-(:func:`data.captions.canonical_caption`; the sample must carry json).
+Each item is ``{"pixels": (3, S, S) float, "txt": str, "json": dict | None}`` (``json``: the
+sample's ground truth where the shard has one, from which :mod:`data.captions` rebuilds a
+canonical caption).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from data.captions import canonical_caption
 from data.loader import ShardDataset
 from data.shards import DataError
 from data.windows import Source, _from_jsonable, _jsonable
@@ -34,7 +33,7 @@ def pixels_from_image(img, size: int) -> torch.Tensor:
 class ImagePairs(torch.utils.data.IterableDataset):
     def __init__(self, sources: Sequence[Source], image_size: int = 64, seed: int = 0,
                  shuffle_buffer: int = 1000, epochs: int | None = None, require_text: bool = True,
-                 rank: int | None = None, world_size: int | None = None, canonical: bool = False):
+                 rank: int | None = None, world_size: int | None = None):
         super().__init__()
         if not sources:
             raise DataError("no image sources given")
@@ -48,7 +47,6 @@ class ImagePairs(torch.utils.data.IterableDataset):
                          seed=seed + 1000 * i + 7, epochs=epochs, rank=rank, world_size=world_size)
             for i, s in enumerate(sources)]
         self.image_size = image_size
-        self.canonical = canonical
         self.seed = seed
         self._rng_state: Any = None
         self._resume: dict | None = None
@@ -81,7 +79,5 @@ class ImagePairs(torch.utils.data.IterableDataset):
                 live.remove(i)
                 continue
             self._rng_state = rng.getstate()
-            item = {"pixels": pixels_from_image(sample["image"], self.image_size), "txt": sample.get("txt", "")}
-            if self.canonical:
-                item["canonical"] = canonical_caption(sample.get("json"))
-            yield item
+            yield {"pixels": pixels_from_image(sample["image"], self.image_size), "txt": sample.get("txt", ""),
+                   "json": sample.get("json")}

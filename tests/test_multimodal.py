@@ -249,7 +249,7 @@ def _rows(datasets, dropout=0.1, seed=0, jobs=None, prompts="original", targets=
     tok = load_tokenizer(datasets / "tokenizer")
     windows = TokenWindows([Source(str(datasets / "text" / "train"))], tok, 64, seed=seed, shuffle_buffer=10)
     pairs = ImagePairs([Source(str(datasets / "shapes" / "train"), 2), Source(str(datasets / "digits" / "train"))],
-                       64, seed=seed, shuffle_buffer=10, canonical="canonical" in (prompts, targets))
+                       64, seed=seed, shuffle_buffer=10)
     jobs = jobs or {"text_to_text": 1, "text_to_image": 1, "image_to_text": 1}
     return MultimodalRows(windows, pairs, tok, jobs, 64, 4, 16, 32, dropout, seed=seed,
                           caption_prompts=prompts, caption_targets=targets)
