@@ -5,7 +5,8 @@
 - **Text → image** (GenEval-style, Ghosh et al. 2023): each held-out caption is the prompt; a
   probe classifier trained on real renders (:mod:`cola_mm.probe`) judges the generated image.
   Shapes, one-object scenes: shape, colour and position (grid cell) all right counts as
-  correct (size reported apart); digits: the digit. The ``novel`` split (colour–shape pairs
+  correct (size reported apart, and "all right" also per object size: small objects are where
+  a 64 px model fails first); digits: the digit. The ``novel`` split (colour–shape pairs
   never seen in training) is reported apart.
 - **Image → text**: captions of held-out real images parsed back (:func:`data.shapes.parse_caption`,
   :func:`data.digits.parse_digit_caption`) against the json ground truth. One-object scenes:
@@ -90,6 +91,7 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
         digits = split.startswith("digits")
         samples = read_samples(root / split, limit, one_object=None if digits else True)
         correct: dict[str, int] = {}
+        by_size: dict[str, list[int]] = {}  # size name -> [all right, count]
         kept = 0
         bar = tqdm(total=len(samples), desc=f"text→image {split}", disable=not progress)
         for k, chunk in enumerate(_batches(samples, batch_size)):
@@ -99,7 +101,12 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
                 if digits:
                     verdict = {"all": judge_digit(pred, int(s["json"]["label"]))}
                 else:
-                    verdict = judge_shapes(pred, s["json"]["objects"][0])
+                    want = s["json"]["objects"][0]
+                    verdict = judge_shapes(pred, want)
+                    if want.get("size") is not None:
+                        tally = by_size.setdefault(want["size"], [0, 0])
+                        tally[0] += int(verdict["all"])
+                        tally[1] += 1
                 for name, ok in verdict.items():
                     correct[name] = correct.get(name, 0) + int(ok)
                 if kept < keep:
@@ -111,6 +118,9 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
         for attr, n in correct.items():
             results[f"{name}_{attr}_acc"] = n / len(samples)
         results[f"{name}_n"] = float(len(samples))
+        for size, (right, count) in sorted(by_size.items()):
+            results[f"{name}_{size}_all_acc"] = right / count
+            results[f"{name}_{size}_n"] = float(count)
     return results, examples
 
 

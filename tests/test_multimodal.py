@@ -486,6 +486,8 @@ def test_cli_eval_text_to_image_with_a_probe(mm_pipeline, tiny_datasets, tmp_pat
     assert results["shapes_test_n"] == 3 and results["digits_test_n"] == 3
     assert {"shapes_test_all_acc", "shapes_test_shape_acc", "shapes_novel_all_acc", "digits_test_all_acc"} <= results.keys()
     assert all(0 <= v <= 1 for k, v in results.items() if k.endswith("_acc"))
+    sizes = [k for k in results if k.startswith("shapes_test_") and k.endswith("_n") and k != "shapes_test_n"]
+    assert sizes and sum(results[k] for k in sizes) == 3  # every 1-object prompt counted under its size
     assert Image.open(grid).size[0] > 64
 
 
