@@ -139,6 +139,32 @@ def test_patchify_round_trip_and_token_order():
     assert torch.allclose(vae.from_tokens(vae.to_tokens(z)), z, atol=1e-6)
 
 
+def test_latent_noise_is_relative_to_the_latents_scale_and_off_by_default():
+    from vae_image.losses import ImageVAELossConfig, add_latent_noise, image_vae_loss
+    from vae_image.model import ImageVAE, ImageVAEConfig
+
+    z = torch.randn(64, 4, 8, 8)
+    for scale in (0.1, 10.0):  # the same relative perturbation whatever the latents' scale
+        noisy = add_latent_noise(scale * z, 0.5, torch.Generator().manual_seed(0))
+        rel = (noisy - scale * z).std() / (scale * z).std()
+        assert 0.2 < rel < 0.4, rel  # E[σ²] = 0.5²/3 → rms ≈ 0.29
+    per_image = (add_latent_noise(z, 0.5, torch.Generator().manual_seed(1)) - z).flatten(1).std(1)
+    assert per_image.max() > 3 * per_image.min()  # σ is drawn per image
+    with pytest.raises(ValueError, match="latent_noise"):
+        ImageVAELossConfig(latent_noise=-0.1)
+
+    torch.manual_seed(0)
+    vae = ImageVAE(ImageVAEConfig(block_out_channels=(8, 8), norm_num_groups=4, image_size=16, patch_size=1))
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    loss = lambda cfg: image_vae_loss(vae, x, cfg, torch.Generator().manual_seed(0))[0]
+    assert loss(ImageVAELossConfig()) == loss(ImageVAELossConfig(latent_noise=0.0))
+    noisy = loss(ImageVAELossConfig(latent_noise=1.0))
+    assert noisy != loss(ImageVAELossConfig())
+    noisy.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in vae.named_parameters() if "encoder" in n
+               and p.requires_grad and "conv" in n)
+
+
 def test_our_vae_loads_with_diffusers_and_a_diffusers_folder_loads_in_ours(tmp_path):
     from diffusers import AutoencoderKL
 

@@ -5,6 +5,12 @@
     KL   = KL(N(mean, e^logvar) ‖ N(0, I))            (mean over latent elements)
     L    = rec + λ_edge·edge + β·KL
 
+With ``latent_noise`` σ_max > 0 the decoder reconstructs from z + σ·s·ε, σ ~ U(0, σ_max) per
+image and s the batch's latent standard deviation (detached, so the encoder cannot outgrow the
+noise by scaling up). The prior's samples are never exact latents; this trains a decoder that
+still draws the right object from a slightly wrong latent, and an encoder that spreads what
+matters (the shape of a small object) over directions large enough to survive it.
+
 No adversarial or perceptual (LPIPS) term: both need downloaded networks. The edge term
 penalises blurred boundaries directly, which is what an L2-trained autoencoder gets wrong on
 the flat-coloured renders of the bundled sets.
@@ -25,9 +31,10 @@ class ImageVAELossConfig(Config):
     l2_weight: float = 1.0
     edge_weight: float = 0.5  # λ_edge
     beta: float = 1e-4  # KL weight (per latent element)
+    latent_noise: float = 0.0  # σ_max of the decoder's latent noise, in units of the latents' std
 
     def __post_init__(self):
-        for name in ("l1_weight", "l2_weight", "edge_weight", "beta"):
+        for name in ("l1_weight", "l2_weight", "edge_weight", "beta", "latent_noise"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0")
 
 
@@ -42,10 +49,20 @@ def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp_min(1e-10))
 
 
+def add_latent_noise(z: torch.Tensor, sigma_max: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """z + σ·std(z)·ε with σ ~ U(0, sigma_max) per image; std over the whole batch, detached."""
+    sigma = sigma_max * torch.rand(z.shape[0], *([1] * (z.dim() - 1)), generator=generator, device=z.device,
+                                   dtype=z.dtype)
+    eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return z + sigma * z.detach().std() * eps
+
+
 def image_vae_loss(vae, x: torch.Tensor, cfg: ImageVAELossConfig,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     mean, logvar = vae.encode(x)
     z = vae.sample(mean, logvar, generator)
+    if cfg.latent_noise > 0:
+        z = add_latent_noise(z, cfg.latent_noise, generator)
     x_hat = vae.decode(z).float()
     diff = x_hat - x
     l1, l2 = diff.abs().mean(), diff.pow(2).mean()
