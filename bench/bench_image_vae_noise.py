@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cola_mm.eval_images import read_samples  # noqa: E402
-from cola_mm.images import fit_square, image_to_tensor, to_rgb  # noqa: E402
+from cola_mm.images import tensor_to_image  # noqa: E402
 from cola_mm.probe import Probe, judge_shapes  # noqa: E402
+from data.pairs import pixels_from_image  # noqa: E402
 from vae_image.model import ImageVAE  # noqa: E402
 
 SIGMAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
@@ -40,24 +41,16 @@ def load_image_vae(folder: str) -> ImageVAE:
     return ImageVAE.from_pretrained(path).float().eval()
 
 
-def to_pil(x: torch.Tensor) -> list:
-    from PIL import Image
-
-    pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(p) for p in pixels]
-
-
 @torch.no_grad()
 def accuracy_under_noise(vae: ImageVAE, probe: Probe, x: torch.Tensor, objects: list[dict], sigma: float,
                          seed: int, batch: int = 100) -> dict[str, float]:
     gen = torch.Generator().manual_seed(seed)
-    cfg = vae.config
     right: dict[str, list[bool]] = {}
     for i in range(0, len(x), batch):
         mean, _ = vae.encode(x[i:i + batch])
-        u = (mean - cfg.latent_shift) * cfg.latent_scale
-        u = u + sigma * torch.randn(u.shape, generator=gen)
-        images = to_pil(vae.decode(u / cfg.latent_scale + cfg.latent_shift).float())
+        tokens = vae.to_tokens(mean)  # prior space: what the prior generates
+        tokens = tokens + sigma * torch.randn(tokens.shape, generator=gen)
+        images = [tensor_to_image(img) for img in vae.decode(vae.from_tokens(tokens)).float()]
         for obj, pred in zip(objects[i:i + batch], probe.predict(images)):
             verdict = judge_shapes(pred, obj)
             for attr in ("all", "shape", "color"):
@@ -104,8 +97,7 @@ def main() -> None:
     results = {}
     for ckpt in args.ckpt:
         vae = load_image_vae(ckpt)
-        size = vae.config.image_size
-        x = torch.stack([image_to_tensor(fit_square(to_rgb(s["image"]), size)) for s in samples])
+        x = torch.stack([pixels_from_image(s["image"], vae.config.image_size) for s in samples])
         accuracy = [accuracy_under_noise(vae, probe, x, objects, s, args.seed)
                     for s in tqdm(SIGMAS, desc=ckpt, unit="σ")]
         results[ckpt] = {"sigmas": list(SIGMAS), "accuracy": accuracy}
