@@ -19,7 +19,7 @@ demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed re
 # The one CPU `small` model that meets issue 5's targets (README, "One model at the targets"):
 # five fine-tune legs from checkpoints/demo, ~2 h on 2 CPU cores, then the probe and both evals.
 T2I = --config configs/demo_caption.yaml --set 'data.jobs={text_to_image: 1}' --set loss.image_time_loc=0.0 \
-	--set optim.warmup_steps=50 --set ckpt_every=400 --set keep_last=5
+	--set optim.warmup_steps=50 --set ckpt_every=400 --set val_every=400 --set keep_last=5
 mm-targets:  ## train and score the small model at the text->image and captioning targets (~2 h 5 min on 2 CPU cores)
 	@venv=$(VENV) && set -e && export HF_HUB_OFFLINE=1 && c=$$venv/bin/cola-mm \
 	&& $$c data all --out datasets \
