@@ -191,8 +191,7 @@ def cmd_eval_image_vae(args: argparse.Namespace) -> None:
     from cola_mm.eval_images import evaluate_image_vae, format_table
     from vae_image.model import ImageVAE
 
-    ckpt = Path(args.ckpt)
-    vae = ImageVAE.from_pretrained(ckpt / "image_vae" if (ckpt / "image_vae").is_dir() else ckpt)
+    vae = ImageVAE.from_pretrained(args.ckpt)
     results = evaluate_image_vae(vae, args.data, limit=args.limit)
     print(format_table(results))
     _write_json(args.json, results)

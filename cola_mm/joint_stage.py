@@ -208,9 +208,7 @@ class JointStage(TextWindowStage):
         if "image_vae" in section:
             from vae_image.model import ImageVAE
 
-            img_dir = Path(section["image_vae"])
-            self.image_vae = ImageVAE.from_pretrained(img_dir / "image_vae" if (img_dir / "image_vae").is_dir()
-                                                      else img_dir)
+            self.image_vae = ImageVAE.from_pretrained(section["image_vae"])
             if self.image_vae.config.token_dim != self.vae.config.d_latent:
                 raise ConfigError(f"image VAE tokens have {self.image_vae.config.token_dim} channels (latent "
                                   f"channels × patch²) but the Text VAE's latents {self.vae.config.d_latent}; "

@@ -223,7 +223,8 @@ class ImageVAE(nn.Module):
                         patch_size: int | None = None, image_size: int | None = None,
                         backend: str = "auto") -> "ImageVAE":
         """Ours or any diffusers ``AutoencoderKL`` folder (e.g. an SD VAE saved with
-        ``save_pretrained``); ``patch_size``/``image_size`` override what the folder says.
+        ``save_pretrained``), or a pipeline/run folder holding one as ``image_vae/``;
+        ``patch_size``/``image_size`` override what the folder says.
 
         ``backend``: ``"torch"`` builds the network with :mod:`vae_image.kl` (no diffusers import,
         ~5 s less start-up), ``"diffusers"`` with diffusers' class, ``"auto"`` the first when the
@@ -231,6 +232,8 @@ class ImageVAE(nn.Module):
         if backend not in ("auto", "torch", "diffusers"):
             raise ValueError(f"backend must be auto, torch or diffusers, got {backend!r}")
         path = Path(path)
+        if (path / "image_vae").is_dir():
+            path = path / "image_vae"
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path} is not an image VAE folder (no config.json)")
         raw = json.loads((path / "config.json").read_text())
