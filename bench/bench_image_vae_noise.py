@@ -31,26 +31,21 @@ from vae_image.model import ImageVAE  # noqa: E402
 SIGMAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
 
 
-def load_image_vae(folder: str) -> ImageVAE:
-    """An image VAE from a pipeline/model folder (with image_vae/) or the image_vae folder itself."""
-    path = Path(folder)
-    if (path / "image_vae").is_dir():
-        path = path / "image_vae"
-    if not path.is_dir():
-        raise SystemExit(f"error: no image VAE folder at {folder}")
-    return ImageVAE.from_pretrained(path).float().eval()
+@torch.no_grad()
+def prior_tokens(vae: ImageVAE, x: torch.Tensor, batch: int = 100) -> torch.Tensor:
+    """Posterior means in prior space (what the prior generates), encoded once per checkpoint."""
+    return torch.cat([vae.to_tokens(vae.encode(x[i:i + batch])[0]) for i in range(0, len(x), batch)])
 
 
 @torch.no_grad()
-def accuracy_under_noise(vae: ImageVAE, probe: Probe, x: torch.Tensor, objects: list[dict], sigma: float,
+def accuracy_under_noise(vae: ImageVAE, probe: Probe, tokens: torch.Tensor, objects: list[dict], sigma: float,
                          seed: int, batch: int = 100) -> dict[str, float]:
     gen = torch.Generator().manual_seed(seed)
     right: dict[str, list[bool]] = {}
-    for i in range(0, len(x), batch):
-        mean, _ = vae.encode(x[i:i + batch])
-        tokens = vae.to_tokens(mean)  # prior space: what the prior generates
-        tokens = tokens + sigma * torch.randn(tokens.shape, generator=gen)
-        images = [tensor_to_image(img) for img in vae.decode(vae.from_tokens(tokens)).float()]
+    for i in range(0, len(tokens), batch):
+        chunk = tokens[i:i + batch]
+        noisy = chunk + sigma * torch.randn(chunk.shape, generator=gen)
+        images = [tensor_to_image(img) for img in vae.decode(vae.from_tokens(noisy)).float()]
         for obj, pred in zip(objects[i:i + batch], probe.predict(images)):
             verdict = judge_shapes(pred, obj)
             for attr in ("all", "shape", "color"):
@@ -96,9 +91,10 @@ def main() -> None:
     objects = [s["json"]["objects"][0] for s in samples]
     results = {}
     for ckpt in args.ckpt:
-        vae = load_image_vae(ckpt)
+        vae = ImageVAE.from_pretrained(ckpt).float().eval()  # a pipeline folder or the image_vae folder
         x = torch.stack([pixels_from_image(s["image"], vae.config.image_size) for s in samples])
-        accuracy = [accuracy_under_noise(vae, probe, x, objects, s, args.seed)
+        tokens = prior_tokens(vae, x)
+        accuracy = [accuracy_under_noise(vae, probe, tokens, objects, s, args.seed)
                     for s in tqdm(SIGMAS, desc=ckpt, unit="σ")]
         results[ckpt] = {"sigmas": list(SIGMAS), "accuracy": accuracy}
         print(f"{ckpt}  (all right: small / large, %)")
