@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 MAX_INPUT_BYTES = 20 * 1024 * 1024  # uploads and files larger than this are refused
@@ -297,6 +298,20 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
     pixels = np.array(to_rgb(img), dtype=np.uint8)  # (h, w, 3), a writable copy
     x = torch.from_numpy(pixels).permute(2, 0, 1)  # (3, h, w)
     return x.float() / 127.5 - 1.0
+
+
+def random_warp(x: torch.Tensor, degrees: float, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """Rotate each image of x (b, 3, H, W) by ~U(±degrees) and zoom it by ~U(1 ± scale) about its
+    centre, edges replicated (bilinear). For images whose label does not depend on geometry
+    (digits), not for ones whose caption names a position or a size (shapes)."""
+    b = x.shape[0]
+    angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(degrees)
+    zoom = 1 + (torch.rand(b, generator=gen) * 2 - 1) * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    zero = torch.zeros(b)
+    theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)  # (b, 2, 3)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def tensor_to_image(x: torch.Tensor) -> Image.Image:

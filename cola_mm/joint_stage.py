@@ -258,14 +258,14 @@ class JointStage(TextWindowStage):
     # ---- multimodal data (text windows + packed image–caption samples)
     def _rows(self, text_sources, pair_sources, rank: int, world: int, epochs: int | None, shuffle: int):
         from data.multimodal import MultimodalRows
-        from data.pairs import ImagePairs
-        from data.windows import Source
+        from data.pairs import ImagePairs, PairSource
 
         cfg = self.cfg
         windows = self._windows(text_sources, rank, world, epochs, shuffle) if text_sources else None
         pairs = None
         if pair_sources and self.image_vae is not None:
-            pairs = ImagePairs([Source(s.shards, s.weight) for s in pair_sources], self.image_vae.config.image_size,
+            sources = [PairSource(s.shards, s.weight, s.warp_degrees, s.warp_scale) for s in pair_sources]
+            pairs = ImagePairs(sources, self.image_vae.config.image_size,
                                seed=cfg.seed, shuffle_buffer=shuffle, epochs=epochs, rank=rank, world_size=world)
         jobs = dict(cfg.data.jobs)
         if windows is None:
@@ -334,7 +334,10 @@ class JointStage(TextWindowStage):
 
         def sources(items) -> str:
             total = sum(s.weight for s in items) or 1.0
-            return ", ".join(f"`{s.shards}` ({s.weight / total:.0%})" for s in items)
+            def warp(s) -> str:
+                return f", warped ±{s.warp_degrees:g}° zoom ±{s.warp_scale:g}" if s.warps else ""
+
+            return ", ".join(f"`{s.shards}` ({s.weight / total:.0%}{warp(s)})" for s in items)
 
         lines = [f"# Cola-MM pipeline (`{cfg.run_dir}`)", "",
                  f"- Text VAE: {vae.num_params() / 1e6:.1f}M params (d_model {vae.config.d_model}, "

@@ -58,6 +58,7 @@ from tqdm import tqdm
 
 from cola_mm.components import PretrainedMixin
 from cola_mm.config import Config, check
+from cola_mm.images import random_warp
 from data.loader import ShardDataset
 from data.shapes import ALL_PAIRS, CELLS, COLORS, SHAPES, SIZES, render_scene, sample_scene
 from data.shards import DataError
@@ -293,18 +294,6 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, c, h, w)
 
 
-def _random_warp(x: torch.Tensor, degrees: float, scale: float, gen: torch.Generator) -> torch.Tensor:
-    """Rotate and zoom each image of x (b, 3, H, W) about its centre, edges replicated."""
-    b = x.shape[0]
-    angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(degrees)
-    zoom = 1 + (torch.rand(b, generator=gen) * 2 - 1) * scale
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    zero = torch.zeros(b)
-    theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)  # (b, 2, 3)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
             warp: torch.Tensor | None = None) -> torch.Tensor:
     """Light per-sample augmentation of x (b, 3, H, W) in [-1, 1]; returns a new tensor.
@@ -314,7 +303,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
     """
     b, _, h, w = x.shape
     if warp is not None and bool(warp.any()) and (cfg.warp_degrees > 0 or cfg.warp_scale > 0):
-        x = torch.where(warp[:, None, None, None], _random_warp(x, cfg.warp_degrees, cfg.warp_scale, gen), x)
+        x = torch.where(warp[:, None, None, None], random_warp(x, cfg.warp_degrees, cfg.warp_scale, gen), x)
     if cfg.shift_px > 0:
         s = cfg.shift_px
         padded = F.pad(x, (s, s, s, s), mode="replicate")

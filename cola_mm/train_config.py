@@ -31,9 +31,19 @@ PRECISIONS = ("auto", "fp32", "bf16")
 class SourceConfig(Config):
     shards: str  # directory, glob, brace pattern or '::'-joined list of shards
     weight: float = 1.0  # relative mixing weight
+    # data.pairs only: each training image rotated by ~U(±warp_degrees) and zoomed by ~U(1 ± warp_scale);
+    # for images whose caption does not name a position or size (digits), never for shapes
+    warp_degrees: float = 0.0
+    warp_scale: float = 0.0
 
     def __post_init__(self):
         check(self.weight > 0, f"source weight must be > 0, got {self.weight}")
+        check(0 <= self.warp_degrees <= 45, f"warp_degrees must be in [0, 45], got {self.warp_degrees}")
+        check(0 <= self.warp_scale < 0.5, f"warp_scale must be in [0, 0.5), got {self.warp_scale}")
+
+    @property
+    def warps(self) -> bool:
+        return self.warp_degrees > 0 or self.warp_scale > 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class DataConfig(Config):
         check(self.seq_len >= 2, f"data.seq_len must be >= 2, got {self.seq_len}")
         check(self.num_workers >= 0, "data.num_workers must be >= 0")
         check(self.caption_tokens >= 3, "data.caption_tokens must be >= 3")
+        check(not any(s.warps for s in self.train + self.val + self.val_pairs),
+              "warp_degrees / warp_scale augment training images: set them on data.pairs sources only")
         for name in ("caption_prompts", "caption_targets"):
             check(getattr(self, name) in ("original", "canonical"),
                   f"data.{name} must be 'original' or 'canonical', got {getattr(self, name)!r}")

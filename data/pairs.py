@@ -9,11 +9,16 @@ tensor in [-1, 1]. The position (each source's shard position and the mixing RNG
 Each item is ``{"pixels": (3, S, S) float, "txt": str, "json": dict | None}`` (``json``: the
 sample's ground truth where the shard has one, from which :mod:`data.captions` rebuilds a
 canonical caption).
+
+A :class:`PairSource` may warp its images (a random rotation and zoom per sample, drawn from
+a second resumable RNG, so the sample sequence does not change): augmentation for sets whose captions do not depend on geometry, such
+as the digits, whose test split comes from other writers than the training split.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -21,6 +26,12 @@ import torch
 from data.loader import ShardDataset
 from data.shards import DataError
 from data.windows import Source, _from_jsonable, _jsonable
+
+
+@dataclass(frozen=True)
+class PairSource(Source):
+    warp_degrees: float = 0.0  # rotation ~ U(±warp_degrees) per image
+    warp_scale: float = 0.0  # zoom ~ U(1 ± warp_scale) per image
 
 
 def pixels_from_image(img, size: int) -> torch.Tensor:
@@ -40,6 +51,7 @@ class ImagePairs(torch.utils.data.IterableDataset):
         if any(s.weight <= 0 for s in sources):
             raise DataError("source weights must be > 0")
         self.weights = [s.weight for s in sources]
+        self.warps = [(s.warp_degrees, s.warp_scale) if isinstance(s, PairSource) else (0.0, 0.0) for s in sources]
         required = ("image", "txt") if require_text else ("image",)
         self.datasets = [
             ShardDataset(s.shards, required=required, fields=("txt", "text", "caption", "json", "jpg", "jpeg", "png", "webp"),
@@ -49,10 +61,12 @@ class ImagePairs(torch.utils.data.IterableDataset):
         self.image_size = image_size
         self.seed = seed
         self._rng_state: Any = None
+        self._warp_state: Any = None
         self._resume: dict | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sources": [d.state_dict() for d in self.datasets], "rng": _jsonable(self._rng_state)}
+        return {"sources": [d.state_dict() for d in self.datasets], "rng": _jsonable(self._rng_state),
+                "warp_rng": _jsonable(self._warp_state)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["sources"]) != len(self.datasets):
@@ -60,24 +74,33 @@ class ImagePairs(torch.utils.data.IterableDataset):
         self._resume = state
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        from cola_mm.images import random_warp
+
         info = torch.utils.data.get_worker_info()
         consumer = (info.id if info else 0) + 1000 * self.datasets[0].rank
         rng = random.Random(f"{self.seed}/pairs/{consumer}")
+        # warps draw from their own RNG, so warping a source leaves the sample sequence as it was
+        warp_rng = random.Random(f"{self.seed}/pairs/warp/{consumer}")
         if self._resume is not None:
             for d, s in zip(self.datasets, self._resume["sources"]):
                 d.load_state_dict(s)
             if self._resume["rng"] is not None:
                 rng.setstate(_from_jsonable(self._resume["rng"]))
+            if self._resume.get("warp_rng") is not None:  # absent in states saved before warps existed
+                warp_rng.setstate(_from_jsonable(self._resume["warp_rng"]))
             self._resume = None
         streams = [iter(d) for d in self.datasets]
         live = list(range(len(self.datasets)))
         while live:
-            self._rng_state = rng.getstate()
+            self._rng_state, self._warp_state = rng.getstate(), warp_rng.getstate()
             i = rng.choices(live, weights=[self.weights[j] for j in live])[0]
             sample = next(streams[i], None)
             if sample is None:
                 live.remove(i)
                 continue
-            self._rng_state = rng.getstate()
-            yield {"pixels": pixels_from_image(sample["image"], self.image_size), "txt": sample.get("txt", ""),
-                   "json": sample.get("json")}
+            pixels = pixels_from_image(sample["image"], self.image_size)
+            if any(self.warps[i]):
+                gen = torch.Generator().manual_seed(warp_rng.getrandbits(63))
+                pixels = random_warp(pixels[None], *self.warps[i], gen)[0]
+            self._rng_state, self._warp_state = rng.getstate(), warp_rng.getstate()
+            yield {"pixels": pixels, "txt": sample.get("txt", ""), "json": sample.get("json")}

@@ -506,3 +506,17 @@ def test_make_grid_bad_arguments():
         make_grid([img], cols=0)
     with pytest.raises(ValueError, match="pad"):
         make_grid([img], pad=-1)
+
+
+def test_random_warp_is_identity_at_zero_and_rotates_about_the_centre():
+    from cola_mm.images import random_warp
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    assert torch.allclose(random_warp(x, 0.0, 0.0, gen), x, atol=1e-5)
+    # a bar through the centre keeps its centre pixel under any rotation; its far end moves
+    bar = -torch.ones(1, 3, 33, 33)
+    bar[..., 16, 4:29] = 1.0
+    turned = random_warp(bar, 30.0, 0.0, torch.Generator().manual_seed(1))
+    assert turned[0, :, 16, 16].min() > 0.9 and turned[0, :, 16, 4].max() < 0.5
+    assert turned[0, :, 0, 0].max() == -1.0  # edges replicated, not zero-filled

@@ -266,15 +266,16 @@ def test_loading_the_bundled_pipeline_imports_neither_diffusers_nor_dynamo():
 # --------------------------------------------------------------------------- rows, dropout, resume
 
 
-def _rows(datasets, dropout=0.1, seed=0, jobs=None, prompts="original", targets="original"):
+def _rows(datasets, dropout=0.1, seed=0, jobs=None, prompts="original", targets="original", digit_warp=(0.0, 0.0)):
     from data.multimodal import MultimodalRows
-    from data.pairs import ImagePairs
+    from data.pairs import ImagePairs, PairSource
     from data.windows import Source, TokenWindows
     from vae_text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(datasets / "tokenizer")
     windows = TokenWindows([Source(str(datasets / "text" / "train"))], tok, 64, seed=seed, shuffle_buffer=10)
-    pairs = ImagePairs([Source(str(datasets / "shapes" / "train"), 2), Source(str(datasets / "digits" / "train"))],
+    pairs = ImagePairs([Source(str(datasets / "shapes" / "train"), 2),
+                        PairSource(str(datasets / "digits" / "train"), 1, *digit_warp)],
                        64, seed=seed, shuffle_buffer=10)
     jobs = jobs or {"text_to_text": 1, "text_to_image": 1, "image_to_text": 1}
     return MultimodalRows(windows, pairs, tok, jobs, 64, 4, 16, 32, dropout, seed=seed,
@@ -377,10 +378,11 @@ def test_condition_dropout_rate(tiny_datasets):
         assert all(len(segs) in (1, 2) for segs in samples)
 
 
-def test_rows_mix_jobs_and_resume_exactly(tiny_datasets):
+@pytest.mark.parametrize("digit_warp", [(0.0, 0.0), (10.0, 0.1)], ids=["plain", "digits-warped"])
+def test_rows_mix_jobs_and_resume_exactly(tiny_datasets, digit_warp):
     from data.multimodal import collate_rows
 
-    ds = _rows(tiny_datasets)
+    ds = _rows(tiny_datasets, digit_warp=digit_warp)
     it = iter(ds)
     first = [next(it) for _ in range(7)]
     state = json.loads(json.dumps(ds.state_dict()))  # must survive JSON (the loader state file)
@@ -388,7 +390,7 @@ def test_rows_mix_jobs_and_resume_exactly(tiny_datasets):
     kinds = {tuple(r for r in _roles(x)) for x in first + expected}
     assert any(("text", "target") in k and len(k) == 1 for k in kinds)  # text windows
     assert any(("image", "target") in k for k in kinds) and any(("image", "prompt") in k for k in kinds)
-    again = _rows(tiny_datasets)
+    again = _rows(tiny_datasets, digit_warp=digit_warp)
     again.load_state_dict(state)
     got = [x for _, x in zip(range(6), iter(again))]
     for a, b in zip(expected, got):
@@ -401,6 +403,50 @@ def test_rows_mix_jobs_and_resume_exactly(tiny_datasets):
     batch = collate_rows(expected)
     assert batch["block_ids"].shape == (6, 64) and batch["positions"].shape == (6, 64, 3)
     assert batch["pixels"].shape[0] == batch["image_at"].shape[0] == sum(len(x["images"]) for x in expected)
+
+
+def test_warped_pairs_warp_only_their_own_source(tiny_datasets):
+    """A warped digits source rotates/zooms its own images, each differently; the shapes (whose
+    captions name cells and sizes) come out bit-identical, in the same order, as with no warp."""
+    from data.pairs import ImagePairs, PairSource
+
+    def draw(warp):
+        ds = ImagePairs([PairSource(str(tiny_datasets / "shapes" / "train"), 2),
+                         PairSource(str(tiny_datasets / "digits" / "train"), 1, *warp)], 64, seed=5, shuffle_buffer=10)
+        return [x for _, x in zip(range(40), iter(ds))]
+
+    plain, warped = draw((0.0, 0.0)), draw((10.0, 0.1))
+    assert [x["txt"] for x in plain] == [x["txt"] for x in warped]  # same samples, same order
+    digit = [("label" in (x["json"] or {})) for x in plain]
+    assert 0 < sum(digit) < len(digit)
+    for a, b, is_digit in zip(plain, warped, digit):
+        if is_digit:
+            assert not torch.equal(a["pixels"], b["pixels"])
+            assert b["pixels"].shape == a["pixels"].shape and b["pixels"].abs().max() <= 1.0
+            # a small warp moves ink but keeps the background (edges replicated) and roughly the ink mass
+            assert torch.equal(b["pixels"][:, 0, 0], a["pixels"][:, 0, 0])
+            ink_a, ink_b = (1 - a["pixels"]).sum(), (1 - b["pixels"]).sum()
+            assert abs(float(ink_b / ink_a) - 1) < 0.35
+        else:
+            assert torch.equal(a["pixels"], b["pixels"])
+    again = draw((10.0, 0.1))  # seeded: a second pass draws the same warps
+    assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(warped, again))
+
+
+def test_warps_are_for_pair_sources_only():
+    from cola_mm.config import ConfigError
+    from cola_mm.train_config import DataConfig, SourceConfig
+
+    pairs = DataConfig.from_dict({"train": [{"shards": "t"}], "pairs": [{"shards": "d", "warp_degrees": 10,
+                                                                          "warp_scale": 0.1}]})
+    assert pairs.pairs[0].warps and not pairs.train[0].warps
+    with pytest.raises(ConfigError, match="data.pairs sources only"):
+        DataConfig.from_dict({"train": [{"shards": "t", "warp_degrees": 5}]})
+    with pytest.raises(ConfigError, match="data.pairs sources only"):
+        DataConfig.from_dict({"train": [{"shards": "t"}], "val_pairs": [{"shards": "v", "warp_scale": 0.1}]})
+    for bad in ({"warp_degrees": -1}, {"warp_degrees": 90}, {"warp_scale": 0.5}):
+        with pytest.raises(ConfigError, match="warp_"):
+            SourceConfig.from_dict({"shards": "d", **bad})
 
 
 # --------------------------------------------------------------------------- training + pipelines
