@@ -444,6 +444,11 @@ def test_warps_are_for_pair_sources_only():
         DataConfig.from_dict({"train": [{"shards": "t", "warp_degrees": 5}]})
     with pytest.raises(ConfigError, match="data.pairs sources only"):
         DataConfig.from_dict({"train": [{"shards": "t"}], "val_pairs": [{"shards": "v", "warp_scale": 0.1}]})
+    from data.pairs import ImagePairs, PairSource
+    from data.shards import DataError
+
+    with pytest.raises(DataError, match="warp_degrees and warp_scale"):
+        ImagePairs([PairSource("d", 1.0, -5.0)])
     for bad in ({"warp_degrees": -1}, {"warp_degrees": 90}, {"warp_scale": 0.5}):
         with pytest.raises(ConfigError, match="warp_"):
             SourceConfig.from_dict({"shards": "d", **bad})
