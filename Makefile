@@ -22,6 +22,8 @@ demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed re
 # captions name cells and sizes.
 T2I = --config configs/demo_caption.yaml --set 'data.jobs={text_to_image: 1}' --set loss.image_time_loc=0.0 \
 	--set optim.warmup_steps=50 --set ckpt_every=400 --set val_every=400 --set keep_last=5
+# the joint legs after the first: lower lr, short warm-up
+JOINT_LOW = --config configs/mm_small_joint.yaml --set optim.lr=0.0003 --set optim.warmup_steps=20
 mm-targets:  ## train and score the small model at the text->image and captioning targets (~2 h 20 min on 2 CPU cores)
 	@venv=$(VENV) && set -e && export HF_HUB_OFFLINE=1 && c=$$venv/bin/cola-mm \
 	&& $$c data all --out datasets \
@@ -31,13 +33,11 @@ mm-targets:  ## train and score the small model at the text->image and captionin
 	&& $$c train $(T2I) --set run_dir=runs/t2i_loc0_long2 --set model.init=runs/t2i_loc0_long/model \
 	   --set model.image_vae=runs/t2i_loc0_long/model --set max_steps=800 \
 	&& $$c train --config configs/mm_small_joint.yaml \
-	&& $$c train --config configs/mm_small_joint.yaml --set run_dir=runs/mm_small_joint2w \
+	&& $$c train $(JOINT_LOW) --set run_dir=runs/mm_small_joint2w --set max_steps=1200 --set val_every=600 \
 	   --set model.init=runs/mm_small_joint/model --set model.image_vae=runs/mm_small_joint/model \
-	   --set max_steps=1200 --set optim.lr=0.0003 --set optim.warmup_steps=20 --set val_every=600 \
 	   --set 'data.pairs=[{shards: datasets/shapes/train, weight: 3}, {shards: datasets/digits/train, weight: 2, warp_degrees: 10, warp_scale: 0.1}]' \
-	&& $$c train --config configs/mm_small_joint.yaml --set run_dir=runs/mm_small_joint5w \
+	&& $$c train $(JOINT_LOW) --set run_dir=runs/mm_small_joint5w --set max_steps=800 --set val_every=400 \
 	   --set model.init=runs/mm_small_joint2w/model --set model.image_vae=runs/mm_small_joint2w/model \
-	   --set max_steps=800 --set optim.lr=0.0003 --set optim.warmup_steps=20 --set val_every=400 \
 	   --set 'data.pairs=[{shards: datasets/shapes/train, weight: 1}, {shards: datasets/digits/train, weight: 1, warp_degrees: 10, warp_scale: 0.1}]' \
 	&& $$c probe train --data datasets --out runs/probe \
 	&& $$c eval text-to-image --ckpt runs/mm_small_joint5w/model --probe runs/probe \
