@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 @st.cache_resource(show_spinner="Loading the model …")
 def load_pipeline(path: str):
-    from apps import preload
+    from cola_mm.apps import preload
     from cola_mm.pipeline import ColaPipeline
 
     return preload.take(path) or ColaPipeline.from_pretrained(path)
@@ -89,7 +89,7 @@ def progress_callback(bar, total: int, label: str):
 
 
 def text_to_image_tab(pipe) -> None:
-    from cola_mm.images import make_grid
+    from cola_mm.core.images import make_grid
 
     st.caption("Describe a picture of the bundled worlds: coloured shapes at positions, or handwritten digits.")
     ex_cols = st.columns(3)
@@ -135,7 +135,7 @@ def text_to_image_tab(pipe) -> None:
 
 
 def image_to_text_tab(pipe) -> None:
-    from cola_mm.images import MAX_INPUT_BYTES, ImageInputError, load_image
+    from cola_mm.core.images import MAX_INPUT_BYTES, ImageInputError, load_image
 
     st.caption("Upload an image (any format Pillow reads, up to "
                f"{MAX_INPUT_BYTES // 2**20} MB) or pick a bundled example.")

@@ -33,7 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from apps.driver import (AppServer, browser_page, caption_upload, continue_text,  # noqa: E402
+from cola_mm.apps.driver import (AppServer, browser_page, caption_upload, continue_text,  # noqa: E402
                          generate_images, settled, wait_interactive)
 
 

@@ -1,7 +1,7 @@
 """Data pipeline throughput: shard writing rate and loader throughput on this machine.
 
 Writes ``--count`` captioned shapes (64 px PNG + caption + json) into shards, then reads them
-back through :class:`data.loader.ShardDataset` with a shuffle buffer, decoding every PNG to an
+back through :class:`cola_mm.data.loader.ShardDataset` with a shuffle buffer, decoding every PNG to an
 RGB array and batching it as a uint8 tensor — what a training step consumes — with 0, 1 and 2
 DataLoader workers.
 
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.loader import ShardDataset, make_loader
-from data.shapes import build_shapes
+from cola_mm.data.loader import ShardDataset, make_loader
+from cola_mm.data.shapes import build_shapes
 
 
 def to_arrays(sample: dict) -> dict:

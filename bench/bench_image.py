@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from cola_mm.eval_images import read_samples
+from cola_mm.evaluation.images import read_samples
 from bench_sampler import timed  # bench/ is on sys.path when run as a script
 from cola_mm.pipeline import ColaPipeline
 

@@ -22,11 +22,12 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cola_mm.eval_images import read_samples  # noqa: E402
-from cola_mm.images import tensor_to_image  # noqa: E402
-from cola_mm.probe import Probe, judge_shapes  # noqa: E402
-from data.pairs import pixels_from_image  # noqa: E402
-from vae_image.model import ImageVAE  # noqa: E402
+from cola_mm.evaluation.images import read_samples  # noqa: E402
+from cola_mm.core.images import tensor_to_image  # noqa: E402
+from cola_mm.data.shapes import judge_object, one_object  # noqa: E402
+from cola_mm.evaluation.probe import Probe  # noqa: E402
+from cola_mm.data.pairs import pixels_from_image  # noqa: E402
+from cola_mm.vae_image.model import ImageVAE  # noqa: E402
 
 SIGMAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
 
@@ -47,7 +48,7 @@ def accuracy_under_noise(vae: ImageVAE, probe: Probe, tokens: torch.Tensor, obje
         noisy = chunk + sigma * torch.randn(chunk.shape, generator=gen)
         images = [tensor_to_image(img) for img in vae.decode(vae.from_tokens(noisy)).float()]
         for obj, pred in zip(objects[i:i + batch], probe.predict(images)):
-            verdict = judge_shapes(pred, obj)
+            verdict = judge_object(pred, obj)
             for attr in ("all", "shape", "color"):
                 right.setdefault(f"{obj['size']}_{attr}", []).append(verdict[attr])
     return {k: sum(v) / len(v) for k, v in sorted(right.items())}
@@ -87,7 +88,7 @@ def main() -> None:
         raise SystemExit(f"error: no probe at {args.probe} (train one: cola-mm probe train --data datasets "
                          f"--out {args.probe})")
     probe = Probe.from_pretrained(args.probe).eval()
-    samples = read_samples(args.data, args.n, one_object=True)
+    samples = read_samples(args.data, args.n, keep=one_object)
     objects = [s["json"]["objects"][0] for s in samples]
     results = {}
     for ckpt in args.ckpt:

@@ -1,7 +1,7 @@
 """Sampling speed of the block-causal prior: KV cache vs recomputation, per-block latency,
 and tokens/s against a matched-size autoregressive model, all in one run on this machine.
 
-- KV cache vs recompute: :func:`prior.sampler.generate_blocks` with ``use_cache=True`` (each
+- KV cache vs recompute: :func:`cola_mm.prior.sampler.generate_blocks` with ``use_cache=True`` (each
   finished block's clean keys/values computed once) and ``use_cache=False`` (the clean prefix
   re-run at every denoising step), 8 blocks of 16 latents after a 16-latent prompt.
 - Per-block latency: the cached sampler, ``--steps`` Euler steps per block.
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from prior.dit import DiT, preset
-from prior.sampler import SamplerConfig, generate_blocks
+from cola_mm.prior.dit import DiT, preset
+from cola_mm.prior.sampler import SamplerConfig, generate_blocks
 
 
 def timed(fn, repeats: int) -> float:
@@ -88,7 +88,7 @@ def main() -> None:
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from cola_mm.layers import swiglu_hidden
+    from cola_mm.core.layers import swiglu_hidden
 
     ar = LlamaForCausalLM(LlamaConfig(vocab_size=8192, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
                                       num_attention_heads=cfg.n_heads, intermediate_size=swiglu_hidden(cfg.d_model),

@@ -42,8 +42,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vae_text.losses import TextVAELossConfig, text_vae_loss
-from vae_text.model import PRESETS, TextVAE, TextVAEConfig, preset
+from cola_mm.vae_text.losses import TextVAELossConfig, text_vae_loss
+from cola_mm.vae_text.model import PRESETS, TextVAE, TextVAEConfig, preset
 
 MASK_ID = 3  # <mask> in our tokenizers; any id < vocab works for random data
 MFU_TARGET = 0.30

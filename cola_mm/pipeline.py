@@ -8,7 +8,7 @@
 A pipeline folder holds ``pipeline.json`` (this file's :class:`PipelineConfig`), ``text_vae/``,
 ``dit/`` and ``tokenizer/``. Text continuation (Cola DLM §3.3): the prompt ``<bos> text`` is
 encoded by the Text VAE (posterior mean), normalised at the prior boundary, cached as clean
-context; the prior generates 16-latent blocks (:mod:`prior.sampler`), and after each block
+context; the prior generates 16-latent blocks (:mod:`cola_mm.prior.sampler`), and after each block
 the Text VAE decoder — with its own key/value cache, per sample — turns the new latents into
 tokens; a sample stops at ``<eos>`` or at ``max_new_tokens``.
 """
@@ -24,13 +24,14 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from cola_mm.components import CheckpointError
-from cola_mm.config import Config, ConfigError, check
-from cola_mm.layers import KVCache
-from prior.dit import DiT, SEGMENT_TYPES
-from prior.sampler import BlockSampler, SamplerConfig, iter_blocks
-from vae_text.model import TextVAE
-from vae_text.tokenizer import load_tokenizer, save_tokenizer
+from cola_mm.core.components import CheckpointError
+from cola_mm.core.config import Config, ConfigError, check
+from cola_mm.core.layers import KVCache
+from cola_mm.core.sequence import SEGMENT_TYPES
+from cola_mm.prior.dit import DiT
+from cola_mm.prior.sampler import BlockSampler, SamplerConfig, iter_blocks
+from cola_mm.vae_text.model import TextVAE
+from cola_mm.vae_text.tokenizer import load_tokenizer, save_tokenizer
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_VERSION = 1
@@ -171,7 +172,7 @@ class ColaPipeline:
         config = load_pipeline_config(path)
         vae = TextVAE.from_pretrained(path / "text_vae", device)
         dit = DiT.from_pretrained(path / "dit", device)
-        from data.shards import DataError
+        from cola_mm.data.shards import DataError
 
         try:
             tok = load_tokenizer(path / "tokenizer")
@@ -179,7 +180,7 @@ class ColaPipeline:
             raise CheckpointError(str(err)) from None
         image_vae = None
         if (path / "image_vae").is_dir():
-            from vae_image.model import ImageVAE
+            from cola_mm.vae_image.model import ImageVAE
 
             image_vae = ImageVAE.from_pretrained(path / "image_vae", device)
         return cls(vae, dit, tok, config, image_vae)
@@ -276,7 +277,7 @@ class ColaPipeline:
     # ---- text → image
     def _caption_context(self, prompt: str) -> tuple[list[int], torch.Tensor]:
         """A text prompt as the caption segment the prior was trained on: ids and latents (P, c)."""
-        from data.multimodal import caption_ids
+        from cola_mm.core.sequence import caption_ids
 
         if not isinstance(prompt, str):
             raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
@@ -293,7 +294,7 @@ class ColaPipeline:
                               seed: int = 0, solver: str | None = None,
                               on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Prior tokens (b, n, c) of one image per prompt; image ``i`` uses seed ``seed + i``."""
-        from cola_mm.sequence import layout_row, text_to_image
+        from cola_mm.core.sequence import layout_row, text_to_image
 
         self._need_images()
         scale = self.config.default_image_cfg_scale if cfg_scale is None else cfg_scale
@@ -332,7 +333,7 @@ class ColaPipeline:
                        seed: int = 0, n: int = 1, solver: str | None = None,
                        on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> list:
         """``n`` images (PIL, RGB) per prompt; image ``i`` of the flat list uses seed ``seed + i``."""
-        from cola_mm.images import tensor_to_image
+        from cola_mm.core.images import tensor_to_image
 
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -346,7 +347,7 @@ class ColaPipeline:
 
     def decode_image_tokens(self, tokens: torch.Tensor) -> list:
         """Prior tokens (b, n, c) → PIL images (e.g. a denoising trajectory's intermediate states)."""
-        from cola_mm.images import tensor_to_image
+        from cola_mm.core.images import tensor_to_image
 
         self._need_images()
         return [tensor_to_image(x) for x in self.image_vae.tokens_to_images(tokens).float().cpu()]
@@ -357,9 +358,9 @@ class ColaPipeline:
                 solver: str | None = None, max_tokens: int | None = None,
                 on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> list[str]:
         """One caption per image (paths, bytes, file objects or PIL images of any mode/size —
-        :func:`cola_mm.images.load_image`); caption ``i`` uses seed ``seed + i``."""
-        from cola_mm.images import image_to_tensor, load_image
-        from cola_mm.sequence import image_to_text, layout_row
+        :func:`cola_mm.core.images.load_image`); caption ``i`` uses seed ``seed + i``."""
+        from cola_mm.core.images import image_to_tensor, load_image
+        from cola_mm.core.sequence import image_to_text, layout_row
 
         self._need_images()
         if isinstance(images, (str, os.PathLike, bytes)) or hasattr(images, "convert") or hasattr(images, "read"):

@@ -9,8 +9,8 @@ experiments), so the data pipeline can swap the shard's ``txt`` for :func:`canon
 of its ``json`` — for caption targets, prompts, or both (``data.caption_targets`` /
 ``data.caption_prompts``).
 
-Canonical captions, which :func:`data.shapes.parse_caption` and
-:func:`data.digits.parse_digit_caption` read back::
+Each dataset declares its canonical caption in its :class:`~cola_mm.data.registry.Dataset`
+(``canonical_caption``); the bundled ones, which their caption parsers read back::
 
     shapes, one object:   "a small red circle in the top left"
     shapes, two objects:  "a large blue square to the left of a small green cross"
@@ -21,57 +21,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from data import digits, shapes
-from data.shards import DataError
+from cola_mm.data import registry
+from cola_mm.data.shards import DataError
 
 CAPTION_STYLES = ("original", "canonical")
 
 
-def _shape_object(obj: dict) -> str:
-    size = shapes.SIZE_WORDS[obj["size"]][0]
-    color = shapes.COLOR_WORDS[obj["color"]][0]
-    shape = shapes.SHAPE_WORDS[obj["shape"]][0]
-    return f"{shapes._article(size)} {size} {color} {shape}"
-
-
-def canonical_shapes_caption(scene: dict) -> str:
-    """The one phrasing of a shapes scene (the first template, every first synonym)."""
-    objects = scene["objects"]
-    if len(objects) == 1:
-        where = shapes.CELL_PHRASES[objects[0]["cell"]][1][0]
-        return f"{_shape_object(objects[0])} {where}"
-    if len(objects) == 2:
-        relation = shapes.RELATION_WORDS[scene["relation"]][0]
-        return f"{_shape_object(objects[0])} {relation} {_shape_object(objects[1])}"
-    raise DataError(f"a shapes scene has 1 or 2 objects, this one has {len(objects)}")
-
-
-def canonical_digit_caption(label: int) -> str:
-    """The one phrasing of a digit: ``"a handwritten 7"``."""
-    if not 0 <= int(label) <= 9:
-        raise DataError(f"a digit label is 0..9, got {label}")
-    return digits.TEMPLATES[0].format(num=int(label))
-
-
 def canonical_caption(meta: Any) -> str:
-    """The canonical caption of one sample from its ground-truth JSON (``meta``).
+    """The canonical caption of one sample from its ground-truth JSON (``meta``), by the
+    dataset that made it (:mod:`cola_mm.data.registry`).
 
     Raises :class:`DataError` for a sample without JSON or from a dataset that has no
-    canonical phrasing (only the bundled shapes and digits sets do).
+    canonical phrasing.
     """
     if not isinstance(meta, dict):
         raise DataError("canonical captions need each sample's ground-truth json; this sample has none "
                         "(use caption style 'original' for shards without it)")
     name = meta.get("dataset")
+    found = registry.datasets()
+    dataset = found.get(name)
+    if dataset is None or dataset.canonical_caption is None:
+        having = [n for n, d in found.items() if d.canonical_caption is not None]
+        raise DataError(f"no canonical caption for dataset {name!r}: only {', '.join(map(repr, having))} "
+                        f"have one (use caption style 'original')")
     try:
-        if name == shapes.DATASET_NAME:
-            return canonical_shapes_caption(meta)
-        if name == digits.DATASET_NAME:
-            return canonical_digit_caption(meta["label"])
+        return dataset.canonical_caption(meta)
     except (KeyError, TypeError) as err:
         raise DataError(f"{name} sample json lacks a field canonical captions need: {err}") from err
-    raise DataError(f"no canonical caption for dataset {name!r}: only {shapes.DATASET_NAME!r} and "
-                    f"{digits.DATASET_NAME!r} have one (use caption style 'original')")
 
 
 def check_style(style: str, what: str) -> str:

@@ -3,7 +3,7 @@
 The images are the UCI "Optical Recognition of Handwritten Digits" samples bundled with
 scikit-learn (:func:`sklearn.datasets.load_digits`, offline): 8×8 ink counts 0..16. Each is
 padded by one blank cell on every side, upsampled smoothly (bicubic) to ``size``×``size`` and
-drawn as dark ink :data:`INK` on the same light background as :mod:`data.shapes`, so the two sets
+drawn as dark ink :data:`INK` on the same light background as :mod:`cola_mm.data.shapes`, so the two sets
 share a look. Captions name the digit in varied phrasing (:data:`TEMPLATES`, numeral or word);
 :func:`parse_digit_caption` reads the digit back.
 
@@ -13,12 +13,13 @@ The seed only picks the caption phrasing.
 
 Build with ``cola-mm data digits --out datasets/digits``, or from Python::
 
-    from data.digits import build_digits
+    from cola_mm.data.digits import build_digits
     build_digits("datasets/digits", size=64)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import re
@@ -28,13 +29,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data.shards import (DataError, ShardWriter, check_generator_args, prepare_split_dir,
-                         update_manifest)
+from cola_mm.data.registry import Dataset, Grade, positive_int
+from cola_mm.data.shards import (DataError, ShardWriter, check_generator_args, prepare_split_dir, read_manifest,
+                                 update_manifest)
 
 DATASET_NAME = "digits"
 GENERATOR_VERSION = "digits-1"
 
-BACKGROUND = (245, 245, 245)  # same as data.shapes
+BACKGROUND = (245, 245, 245)  # same as cola_mm.data.shapes
 INK = (25, 25, 25)
 SOURCE_MAX = 16.0   # ink counts in load_digits run 0..16
 PAD_CELLS = 1       # blank source cells added on each side before upsampling (a margin)
@@ -142,3 +144,60 @@ def build_digits(out: str | os.PathLike, size: int = 64, seed: int = 0, shard_si
             split_rule=f"test = the last {TEST_COUNT} source indices, train = the rest",
             background=list(BACKGROUND), ink=list(INK))
     return manifest
+
+
+# --- canonical captions, grading and judging ---------------------------------------------------
+
+def canonical_digit_caption(label: int) -> str:
+    """The one phrasing of a digit: ``"a handwritten 7"``."""
+    if not 0 <= int(label) <= 9:
+        raise DataError(f"a digit label is 0..9, got {label}")
+    return TEMPLATES[0].format(num=int(label))
+
+
+def canonical_caption(meta: dict) -> str:
+    return canonical_digit_caption(meta["label"])
+
+
+def grade_caption(text: str, truth: dict) -> Grade:
+    """Right when the caption names the sample's digit, and only it."""
+    return {"all": parse_digit_caption(text) == int(truth["label"])}
+
+
+def judge_digit(pred: dict, label: int) -> bool:
+    """True when the probe reads the image as digit ``label``."""
+    return pred.get("digit") == int(label)
+
+
+def judge_image(pred: dict, truth: dict) -> Grade:
+    return {"all": judge_digit(pred, truth["label"])}
+
+
+# --- command line (``cola-mm data digits``, ``cola-mm data all``) ------------------------------
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=positive_int, default=64, help="canvas side in pixels (default 64)")
+
+
+def _build(args: argparse.Namespace) -> None:
+    manifest = build_digits(args.out, size=args.size, seed=args.seed, shard_size=args.shard_size,
+                            overwrite=args.overwrite)
+    for split, info in manifest["splits"].items():
+        print(f"digits/{split}: {info['count']} samples -> {Path(args.out) / split}")
+
+
+def _build_missing(root: Path, args: argparse.Namespace) -> None:
+    if read_manifest(root).get("splits"):
+        print(f"digits: already built in {root}")
+        return
+    _build(argparse.Namespace(out=root, size=args.size, seed=args.seed, shard_size=args.shard_size, overwrite=True))
+
+
+DATASET = Dataset(
+    name=DATASET_NAME,
+    help="scikit-learn's 1,797 real handwritten digits, captioned",
+    description="Upsample sklearn's 8x8 digits smoothly to the canvas, caption them; fixed train/test split.",
+    add_arguments=_add_arguments, build=_build, build_missing=_build_missing,
+    eval_splits=("test",),
+    canonical_caption=canonical_caption, grade_caption=grade_caption, judge_image=judge_image,
+)

@@ -40,7 +40,7 @@ import torch
 from braceexpand import braceexpand
 from PIL import Image
 
-from data.shards import MANIFEST_NAME, DataError
+from cola_mm.data.shards import MANIFEST_NAME, DataError
 
 logger = logging.getLogger(__name__)
 

@@ -4,18 +4,18 @@ Every row holds ``seq_len`` latents. A row is a text window (job ``text_to_text`
 of image–caption samples, each of which is ``text_to_image`` ([caption prompt][image]) or
 ``image_to_text`` ([image prompt][caption]), drawn with the configured job ratios; samples are
 packed greedily until the next one does not fit, the rest is padding. With probability
-``cond_dropout`` a conditional sample loses its prompt segment (:func:`cola_mm.sequence.drop_condition`),
+``cond_dropout`` a conditional sample loses its prompt segment (:func:`cola_mm.core.sequence.drop_condition`),
 which trains the unconditional model that classifier-free guidance uses.
 
 Which caption text a sample uses is set per role: ``caption_prompts`` for the prompt of
 text→image, ``caption_targets`` for the generated caption of image→text; ``"original"`` is the
-shard's ``txt``, ``"canonical"`` the one phrasing rebuilt from its json (:mod:`data.captions`),
+shard's ``txt``, ``"canonical"`` the one phrasing rebuilt from its json (:mod:`cola_mm.data.captions`),
 computed only for the samples whose role asks for it.
 
 A caption segment is ``<bos> caption <eos>`` then ``<pad>`` up to a multiple of the text
 block (at most ``caption_tokens``; longer captions are cut, keeping ``<eos>``); its loss stops
 after ``<eos>``. The layout (blocks, samples, 2-D/1-D positions, segment types, loss weights)
-comes from :func:`cola_mm.sequence.layout_row`.
+comes from :func:`cola_mm.core.sequence.layout_row`.
 
 A row item::
 
@@ -32,21 +32,12 @@ from typing import Any, Iterator
 
 import torch
 
-from cola_mm.sequence import (JOBS, Segment, drop_condition, image_to_text, layout_row, sample_length,
-                              stack_layouts, text_to_image, text_to_text)
-from data.captions import canonical_caption, check_style
-from data.pairs import ImagePairs
-from data.shards import DataError
-from data.windows import TokenWindows, _from_jsonable, _jsonable
-
-
-def caption_ids(tokenizer, text: str, max_tokens: int, block: int) -> tuple[list[int], int]:
-    """``<bos> text <eos> <pad>…`` padded to a multiple of ``block`` (≤ max_tokens): (ids, n_real)."""
-    ids = tokenizer.encode(text, add_special_tokens=False)[:max_tokens - 2]
-    ids = [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
-    n = len(ids)
-    padded = -(-n // block) * block
-    return ids + [tokenizer.pad_token_id] * (padded - n), n
+from cola_mm.core.sequence import (JOBS, Segment, caption_ids, drop_condition, image_to_text, layout_row, sample_length,
+                                   stack_layouts, text_to_image, text_to_text)
+from cola_mm.data.captions import canonical_caption, check_style
+from cola_mm.data.pairs import ImagePairs
+from cola_mm.data.shards import DataError
+from cola_mm.data.windows import TokenWindows, _from_jsonable, _jsonable
 
 
 class MultimodalRows(torch.utils.data.IterableDataset):

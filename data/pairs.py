@@ -4,10 +4,10 @@ Each source is a set of WebDataset/img2dataset shards with a mixing weight; ever
 comes from one source, chosen by a seeded weighted draw. Images of any size or mode are made
 RGB ``image_size``×``image_size`` (shorter side resized, centre crop) and returned as a float
 tensor in [-1, 1]. The position (each source's shard position and the mixing RNG) is
-``state_dict()``-able, so training resumes exactly, as :class:`data.windows.TokenWindows`.
+``state_dict()``-able, so training resumes exactly, as :class:`cola_mm.data.windows.TokenWindows`.
 
 Each item is ``{"pixels": (3, S, S) float, "txt": str, "json": dict | None}`` (``json``: the
-sample's ground truth where the shard has one, from which :mod:`data.captions` rebuilds a
+sample's ground truth where the shard has one, from which :mod:`cola_mm.data.captions` rebuilds a
 canonical caption).
 
 A :class:`PairSource` may warp its images: a random rotation and zoom per sample, drawn from a
@@ -23,9 +23,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from data.loader import ShardDataset
-from data.shards import DataError
-from data.windows import Source, _from_jsonable, _jsonable
+from cola_mm.data.loader import ShardDataset
+from cola_mm.data.shards import DataError
+from cola_mm.data.windows import Source, _from_jsonable, _jsonable
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class PairSource(Source):
 
 def pixels_from_image(img, size: int) -> torch.Tensor:
     """PIL image (any mode/size) → (3, size, size) float in [-1, 1]."""
-    from cola_mm.images import fit_square, image_to_tensor, to_rgb
+    from cola_mm.core.images import fit_square, image_to_tensor, to_rgb
 
     return image_to_tensor(fit_square(to_rgb(img), size))
 
@@ -76,7 +76,7 @@ class ImagePairs(torch.utils.data.IterableDataset):
         self._resume = state
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from cola_mm.images import random_warp
+        from cola_mm.core.images import random_warp
 
         info = torch.utils.data.get_worker_info()
         consumer = (info.id if info else 0) + 1000 * self.datasets[0].rank

@@ -32,12 +32,13 @@ across runs, splits differ for the same seed, and any sample can be regenerated 
 Build the splits with ``cola-mm data shapes --out datasets/shapes --count 20000 --split all``,
 or from Python::
 
-    from data.shapes import build_shapes
+    from cola_mm.data.shapes import build_shapes
     build_shapes("datasets/shapes", "train", count=10_000, seed=0, max_objects=2)
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import random
@@ -47,8 +48,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from data.shards import (DataError, ShardWriter, check_generator_args, prepare_split_dir,
-                         update_manifest)
+from cola_mm.data.registry import Dataset, Grade, positive_int
+from cola_mm.data.shards import (DataError, ShardWriter, check_generator_args, prepare_split_dir, read_manifest,
+                                 update_manifest)
 
 DATASET_NAME = "shapes"
 GENERATOR_VERSION = "shapes-1"
@@ -489,3 +491,136 @@ def build_shapes(out: str | os.PathLike, split: str, count: int, size: int = 64,
         shapes=list(SHAPES), cells=list(CELLS), sizes=dict(SIZES),
         relations=list(RELATIONS), background=list(BACKGROUND))
     return manifest["splits"][split]
+
+
+# --- canonical captions, grading and judging ---------------------------------------------------
+
+def _canonical_object(obj: dict) -> str:
+    size = SIZE_WORDS[obj["size"]][0]
+    color = COLOR_WORDS[obj["color"]][0]
+    shape = SHAPE_WORDS[obj["shape"]][0]
+    return f"{_article(size)} {size} {color} {shape}"
+
+
+def canonical_caption(scene: dict) -> str:
+    """The one phrasing of a scene (the first template, every first synonym), which
+    :func:`parse_caption` reads back: "a small red circle in the top left", "a large blue
+    square to the left of a small green cross"."""
+    objects = scene["objects"]
+    if len(objects) == 1:
+        where = CELL_PHRASES[objects[0]["cell"]][1][0]
+        return f"{_canonical_object(objects[0])} {where}"
+    if len(objects) == 2:
+        relation = RELATION_WORDS[scene["relation"]][0]
+        return f"{_canonical_object(objects[0])} {relation} {_canonical_object(objects[1])}"
+    raise DataError(f"a shapes scene has 1 or 2 objects, this one has {len(objects)}")
+
+
+def grade_caption(text: str, truth: dict) -> Grade:
+    """Grade a generated caption against a scene's ground truth json.
+
+    One object: shape, colour and cell right; two objects: both objects' shape and colour and
+    the relation right (a two-object caption names no cells).
+    """
+    parsed = parse_caption(text)
+    objects = truth["objects"]
+    out = {"parsed": parsed is not None}
+    if parsed is None or len(parsed["objects"]) != len(objects):
+        out.update(all=False, shape=False, color=False, cell=False)
+        return out
+    if len(objects) == 1:
+        got, want = parsed["objects"][0], objects[0]
+        out.update({attr: got[attr] == want[attr] for attr in ("shape", "color", "cell")})
+        out["all"] = out["shape"] and out["color"] and out["cell"]
+        return out
+    pairs_right = all(g["shape"] == w["shape"] and g["color"] == w["color"] for g, w in zip(parsed["objects"], objects))
+    relation = parsed["relation"] == truth.get("relation")
+    out.update(shape=all(g["shape"] == w["shape"] for g, w in zip(parsed["objects"], objects)),
+               color=all(g["color"] == w["color"] for g, w in zip(parsed["objects"], objects)),
+               relation=relation, all=pairs_right and relation)
+    return out
+
+
+def judge_object(pred: dict, want: dict) -> Grade:
+    """Grade the probe's reading ``pred`` of a 1-object image against a ground-truth object ``want``.
+
+    Returns per-attribute correctness (``shape``, ``color``, ``cell``, and ``size`` when
+    ``want`` has one) and ``all`` = shape, colour and cell right. Size is reported but not part
+    of ``all`` (GenEval's position/colour/counting criteria don't grade size either).
+    """
+    result = {key: pred.get(key) == want[key] for key in ("shape", "color", "cell")}
+    result["all"] = all(result.values())
+    if want.get("size") is not None:
+        result["size"] = pred.get("size") == want["size"]
+    return result
+
+
+def judge_image(pred: dict, truth: dict) -> Grade:
+    """Grade the probe's reading of a generated image against the json of its 1-object prompt."""
+    return judge_object(pred, truth["objects"][0])
+
+
+def one_object(meta: dict) -> bool:
+    return len(meta.get("objects", ())) == 1
+
+
+# --- command line (``cola-mm data shapes``, ``cola-mm data all``) ------------------------------
+
+EVAL_SPLITS = ("val", "test", "novel")
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--count", type=positive_int, default=20000,
+                   help="samples in the split (with --split all: train; val/test/novel get a tenth)")
+    p.add_argument("--size", type=positive_int, default=64, help="canvas side in pixels (default 64)")
+    p.add_argument("--split", choices=SPLITS + ("all",), default="train", help="which split to write (default train)")
+    p.add_argument("--max-objects", type=int, choices=(1, 2), default=1,
+                   help="2 adds two-object scenes with a spatial relation (default 1)")
+
+
+def _build_splits(out, splits: tuple[str, ...], count: int, args: argparse.Namespace, overwrite: bool) -> None:
+    for split in splits:
+        n = count if split == "train" else max(1, count // 10)  # the evaluation splits get a tenth
+        info = build_shapes(out, split, n, size=args.size, seed=args.seed, max_objects=args.max_objects,
+                            shard_size=args.shard_size, overwrite=overwrite)
+        print(f"shapes/{split}: {info['count']} samples in {len(info['shards'])} shard(s) -> {Path(out) / split}")
+
+
+def _build(args: argparse.Namespace) -> None:
+    splits = SPLITS if args.split == "all" else (args.split,)
+    if args.split != "all":  # one split gets exactly --count
+        info = build_shapes(args.out, args.split, args.count, size=args.size, seed=args.seed,
+                            max_objects=args.max_objects, shard_size=args.shard_size, overwrite=args.overwrite)
+        print(f"shapes/{args.split}: {info['count']} samples in {len(info['shards'])} shard(s) "
+              f"-> {Path(args.out) / args.split}")
+        return
+    _build_splits(args.out, splits, args.count, args, args.overwrite)
+
+
+def _add_all_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shapes-count", type=positive_int, default=20000,
+                   help="shapes training samples (default 20000; eval splits get a tenth)")
+    p.add_argument("--max-objects", type=int, choices=(1, 2), default=2,
+                   help="shapes scenes with up to this many objects (default 2)")
+
+
+def _build_missing(root: Path, args: argparse.Namespace) -> None:
+    done = read_manifest(root).get("splits", {})
+    missing = tuple(s for s in SPLITS if s not in done)
+    if not missing:
+        print(f"shapes: already built in {root}")
+        return
+    _build_splits(root, missing, args.shapes_count, args, overwrite=True)
+
+
+DATASET = Dataset(
+    name=DATASET_NAME,
+    help="captioned coloured shapes (the compositional benchmark)",
+    description="Render captioned shapes: 4 shapes x 7 colours x 2 sizes x 9 cells; the novel split holds "
+                "held-out colour-shape pairs.",
+    add_arguments=_add_arguments, build=_build, add_all_arguments=_add_all_arguments, build_missing=_build_missing,
+    eval_splits=("test", "novel"),
+    canonical_caption=canonical_caption, grade_caption=grade_caption, judge_image=judge_image,
+    caption_groups=(("_1obj", one_object), ("_2obj", lambda meta: not one_object(meta))),
+    image_prompt_filter=one_object,
+)

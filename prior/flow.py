@@ -9,12 +9,15 @@ joined by the straight path
 
 Training times follow the "timeshift" logit-normal law t = sigmoid(loc + scale·N(0, 1))
 (loc ≈ 1.0 at d = 16, ≈ 1.7 at d = 64, ≈ 2.3 at d = 128), drawn once per block. Sampling
-integrates dz/dt = v from t = 1 to 0 (:mod:`prior.sampler`).
+integrates dz/dt = v from t = 1 to 0 (:mod:`cola_mm.prior.sampler`) with a solver from
+:data:`SOLVERS` (name → step function; a new solver is one function and one entry there).
 
 Legend: ``b`` batch, ``n`` latents, ``c`` latent channels, ``k`` blocks.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -66,3 +69,39 @@ def time_grid(steps: int, shift: float = 1.0, device=None) -> torch.Tensor:
         raise ValueError(f"steps must be >= 1, got {steps}")
     t = torch.linspace(1.0, 0.0, steps + 1, device=device)
     return shift * t / (1 + (shift - 1) * t)
+
+
+# --------------------------------------------------------------------------- ODE solvers
+# A solver advances z from t to t_next given the velocity field ``velocity(z, t)``. ``hold(z, t)``
+# puts latents that must stay on a known path (clean repaint) back on it at time t; a solver calls
+# it on every intermediate state it evaluates the velocity at (the caller holds the start state).
+
+Velocity = Callable[[torch.Tensor, float], torch.Tensor]
+Hold = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def euler_solver(z: torch.Tensor, t: float, t_next: float, velocity: Velocity, hold: Hold | None = None) -> torch.Tensor:
+    """First order: one velocity evaluation per step."""
+    return euler_step(z, velocity(z, t), t, t_next)
+
+
+def heun_solver(z: torch.Tensor, t: float, t_next: float, velocity: Velocity, hold: Hold | None = None) -> torch.Tensor:
+    """Second order (Heun / explicit trapezoid): the mean of the velocities at z and at the Euler
+    prediction; the last step (t_next = 0, where the velocity is not needed again) is Euler's."""
+    v = velocity(z, t)
+    if t_next <= 0:
+        return euler_step(z, v, t, t_next)
+    guess = euler_step(z, v, t, t_next)
+    if hold is not None:
+        guess = hold(guess, t_next)
+    return euler_step(z, 0.5 * (v + velocity(guess, t_next)), t, t_next)
+
+
+SOLVERS: dict[str, Callable[..., torch.Tensor]] = {"euler": euler_solver, "heun": heun_solver}
+
+
+def get_solver(name: str) -> Callable[..., torch.Tensor]:
+    """The step function registered as ``name`` in :data:`SOLVERS`."""
+    if name not in SOLVERS:
+        raise ValueError(f"unknown ODE solver {name!r}; choose from {', '.join(SOLVERS)}")
+    return SOLVERS[name]

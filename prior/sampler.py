@@ -31,20 +31,18 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from cola_mm.config import Config, check
-from cola_mm.layers import KVCache
-from prior.dit import DiT
-from prior.flow import euler_step, time_grid
-from prior.masks import block_causal_mask
-
-SOLVERS = ("euler", "heun")
+from cola_mm.core.config import Config, check
+from cola_mm.core.layers import KVCache
+from cola_mm.prior.dit import DiT
+from cola_mm.prior.flow import SOLVERS, get_solver, time_grid
+from cola_mm.prior.masks import block_causal_mask
 
 
 @dataclass(frozen=True)
 class SamplerConfig(Config):
     steps: int = 16  # ODE steps per block (8–10 recover most quality)
     cfg_scale: float = 1.0  # classifier-free guidance scale (1 = off; 3–7 for text)
-    solver: str = "euler"  # euler | heun
+    solver: str = "euler"  # a name in cola_mm.prior.flow.SOLVERS (euler | heun)
     time_shift: float = 1.0  # >1 spends more steps at high noise
     use_cache: bool = True  # False recomputes the clean prefix at every step (for checks)
     window: int = 0  # latents a block may attend to, itself included (0 = all); see window_start
@@ -52,7 +50,7 @@ class SamplerConfig(Config):
     def __post_init__(self):
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.cfg_scale >= 0, f"cfg_scale must be >= 0, got {self.cfg_scale}")
-        check(self.solver in SOLVERS, f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        check(self.solver in SOLVERS, f"solver must be one of {tuple(SOLVERS)}, got {self.solver!r}")
         check(self.time_shift > 0, "time_shift must be > 0")
         check(self.window >= 0, f"window must be >= 0 (0 = no window), got {self.window}")
 
@@ -251,17 +249,19 @@ class BlockSampler:
             pinned = torch.zeros(b, B, dtype=torch.bool, device=self.device)
             clean = torch.zeros_like(noise)
         grid = time_grid(self.config.steps, self.config.time_shift).tolist()
+        solve = get_solver(self.config.solver)
+
+        def hold(z_t: torch.Tensor, t: float) -> torch.Tensor:  # pinned latents on the noised path of clean
+            return torch.where(pinned[..., None], (1 - t) * clean + t * noise, z_t)
+
+        def velocity(z_t: torch.Tensor, t: float) -> torch.Tensor:
+            return self.guided_velocity(z_t, t, positions, segments)
+
         z = noise
         for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
             if self.on_step is not None:
                 self.on_step(i, len(grid) - 1, z)
-            z = torch.where(pinned[..., None], (1 - t) * clean + t * noise, z)
-            v = self.guided_velocity(z, t, positions, segments)
-            if self.config.solver == "heun" and t_next > 0:
-                z_euler = euler_step(z, v, t, t_next)
-                z_euler = torch.where(pinned[..., None], (1 - t_next) * clean + t_next * noise, z_euler)
-                v = 0.5 * (v + self.guided_velocity(z_euler, t_next, positions, segments))
-            z = euler_step(z, v, t, t_next)
+            z = solve(hold(z, t), t, t_next, velocity, hold)
         z = torch.where(pinned[..., None], clean, z)
         self.commit(z, positions, segments)
         return z

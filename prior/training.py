@@ -3,8 +3,8 @@
 One forward pass trains every block (block diffusion's trick, Cola DLM §3.2): the sequence
 of L clean latents ``z0`` is laid out as [clean copy | noisy copy]; each block b of the noisy
 copy is at its own time t_b and attends to itself and to the clean blocks before it
-(:func:`prior.masks.two_copy_mask`); the clean copy is block-causal with t = 0. The loss is
-the velocity MSE on the noisy copy (:func:`prior.flow.flow_loss`).
+(:func:`cola_mm.prior.masks.two_copy_mask`); the clean copy is block-causal with t = 0. The loss is
+the velocity MSE on the noisy copy (:func:`cola_mm.prior.flow.flow_loss`).
 
 The mask is dense (SDPA) or, with ``DiTConfig.attention = "flex"`` (CUDA), a flex-attention
 BlockMask from the same rule, which skips the ~3/4 of the 2L×2L tiles that are masked out.
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from prior.dit import DiT
-from prior.flow import expand_block_times, flow_loss, interpolate, sample_block_times
-from prior.masks import (flex_block_mask, packed_two_copy_mask, packed_two_copy_mask_mod, two_copy_mask,
+from cola_mm.prior.dit import DiT
+from cola_mm.prior.flow import expand_block_times, flow_loss, interpolate, sample_block_times
+from cola_mm.prior.masks import (flex_block_mask, packed_two_copy_mask, packed_two_copy_mask_mod, two_copy_mask,
                          two_copy_mask_mod)
 
 
@@ -73,7 +73,7 @@ def packed_two_copy_forward(model: DiT, z0: torch.Tensor, z_t: torch.Tensor, t: 
 def packed_flow_matching_loss(model: DiT, z0: torch.Tensor, layout: dict[str, torch.Tensor],
                               time_loc: torch.Tensor | float = 1.0, time_scale: torch.Tensor | float = 1.0,
                               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Flow loss over packed rows (:func:`cola_mm.sequence.stack_layouts`): one standard normal
+    """Flow loss over packed rows (:func:`cola_mm.core.sequence.stack_layouts`): one standard normal
     per block, t = sigmoid(loc + scale·u) with loc/scale per latent (b, L) (per modality), the
     loss weighted by ``layout["loss_weight"]``."""
     b = z0.shape[0]

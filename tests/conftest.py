@@ -46,8 +46,8 @@ def _base(run_dir, **over):
 @pytest.fixture(scope="session")
 def tiny_mm_pipeline(tiny_datasets, tmp_path_factory):
     """A pipeline folder of all three jobs: tiny image VAE, Text VAE and DiT, a few steps each."""
-    from cola_mm.train import train
-    from cola_mm.train_config import TrainConfig
+    from cola_mm.training.loop import train
+    from cola_mm.training.config import TrainConfig
 
     d = tiny_datasets
     root = tmp_path_factory.mktemp("mm")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from apps.driver import AppServer, browser_page, caption_upload, continue_text, generate_images, wait_interactive
+from cola_mm.apps.driver import AppServer, browser_page, caption_upload, continue_text, generate_images, wait_interactive
 from conftest import REPO
 
 DEMO = REPO / "checkpoints" / "demo"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cola_mm.cli import main
-from data.loader import ShardDataset
+from cola_mm.data.loader import ShardDataset
 
 SUBCOMMANDS = [["data"], ["data", "shapes"], ["data", "digits"], ["data", "text"], ["data", "all"],
                ["train"], ["generate"], ["generate", "text"], ["eval"], ["eval", "text-vae"],

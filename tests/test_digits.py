@@ -13,9 +13,9 @@ import webdataset as wds
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from data.digits import (BACKGROUND, DIGIT_WORDS, INK, PAD_CELLS, TEMPLATES, build_digits,
+from cola_mm.data.digits import (BACKGROUND, DIGIT_WORDS, INK, PAD_CELLS, TEMPLATES, build_digits,
                          make_digit_caption, parse_digit_caption, render_digit)
-from data.shards import DataError
+from cola_mm.data.shards import DataError
 
 SOURCE = load_digits()
 

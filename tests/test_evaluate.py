@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cola_mm.components import CheckpointError
-from cola_mm.evaluate import evaluate_text_vae, format_report, load_text_vae
-from data.shards import ShardWriter
-from data.windows import Source, TokenWindows, collate_windows
-from vae_text.losses import TextVAELossConfig, active_dims, reconstruction_metrics, text_vae_loss
-from vae_text.model import TextVAE, preset
-from vae_text.tokenizer import save_tokenizer, train_tokenizer
+from cola_mm.core.components import CheckpointError
+from cola_mm.evaluation.text_vae import evaluate_text_vae, format_report, load_text_vae
+from cola_mm.data.shards import ShardWriter
+from cola_mm.data.windows import Source, TokenWindows, collate_windows
+from cola_mm.vae_text.losses import TextVAELossConfig, active_dims, reconstruction_metrics, text_vae_loss
+from cola_mm.vae_text.model import TextVAE, preset
+from cola_mm.vae_text.tokenizer import save_tokenizer, train_tokenizer
 
 CORPUS = [
     "Shall I compare thee to a summer's day? Thou art more lovely and more temperate.",

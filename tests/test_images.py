@@ -1,4 +1,4 @@
-"""cola_mm.images: every kind of user image comes out RGB size×size with the right pixels, or is
+"""cola_mm.core.images: every kind of user image comes out RGB size×size with the right pixels, or is
 refused with a clear one-line message. Run: ``pytest -q tests/test_images.py`` (a few seconds, CPU)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import ExifTags, Image, ImageFile
 
-from cola_mm.images import (BACKGROUND, MAX_INPUT_BYTES, ImageInputError, fit_square, image_to_tensor,
+from cola_mm.core.images import (BACKGROUND, MAX_INPUT_BYTES, ImageInputError, fit_square, image_to_tensor,
                             load_image, make_grid, open_image, tensor_to_image, to_rgb)
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -93,7 +93,7 @@ def thirds(width: int, height: int, colours=(RED, GREEN, BLUE), vertical: bool =
 
 
 def test_background_is_the_training_canvas_colour():
-    from data.shapes import BACKGROUND as SHAPES_BACKGROUND
+    from cola_mm.data.shapes import BACKGROUND as SHAPES_BACKGROUND
     assert BACKGROUND == SHAPES_BACKGROUND == (245, 245, 245)
     assert MAX_INPUT_BYTES == 20 * 1024 * 1024
 
@@ -509,7 +509,7 @@ def test_make_grid_bad_arguments():
 
 
 def test_random_warp_is_identity_at_zero_and_rotates_about_the_centre():
-    from cola_mm.images import random_warp
+    from cola_mm.core.images import random_warp
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(3, 3, 32, 32) * 2 - 1

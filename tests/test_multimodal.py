@@ -11,16 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from cola_mm.components import CheckpointError
-from cola_mm.images import ImageInputError
+from cola_mm.core.components import CheckpointError
+from cola_mm.core.images import ImageInputError
 from cola_mm.pipeline import ColaPipeline
-from cola_mm.sequence import (Segment, drop_condition, image_to_text, layout_row, stack_layouts, text_to_image,
+from cola_mm.core.sequence import (Segment, drop_condition, image_to_text, layout_row, stack_layouts, text_to_image,
                               text_to_text)
-from prior.dit import DiT, SEGMENT_TYPES, preset as dit_preset
-from prior.masks import dense_from_mask_mod, packed_two_copy_mask, packed_two_copy_mask_mod
-from prior.sampler import BlockSampler, SamplerConfig
-from prior.training import packed_two_copy_forward
-from vae_image.model import ImageVAE, patchify, preset as vae_preset, unpatchify
+from cola_mm.core.sequence import SEGMENT_TYPES
+from cola_mm.prior.dit import DiT, preset as dit_preset
+from cola_mm.prior.masks import dense_from_mask_mod, packed_two_copy_mask, packed_two_copy_mask_mod
+from cola_mm.prior.sampler import BlockSampler, SamplerConfig
+from cola_mm.prior.training import packed_two_copy_forward
+from cola_mm.vae_image.model import ImageVAE, patchify, preset as vae_preset, unpatchify
 
 from conftest import REPO
 
@@ -140,8 +141,8 @@ def test_patchify_round_trip_and_token_order():
 
 
 def test_latent_noise_is_relative_to_the_latents_scale_and_off_by_default():
-    from vae_image.losses import ImageVAELossConfig, add_latent_noise, image_vae_loss
-    from vae_image.model import ImageVAE, ImageVAEConfig
+    from cola_mm.vae_image.losses import ImageVAELossConfig, add_latent_noise, image_vae_loss
+    from cola_mm.vae_image.model import ImageVAE, ImageVAEConfig
 
     z = torch.randn(64, 4, 8, 8)
     for scale in (0.1, 10.0):  # the same relative perturbation whatever the latents' scale
@@ -214,7 +215,7 @@ def _diffusers_vae(seed: int, **config):
 ], ids=["tiny-no-attention", "sd-like-attention"])
 def test_torch_backend_matches_diffusers_both_ways(tmp_path, config):
     from diffusers import AutoencoderKL
-    from vae_image.kl import KLAutoencoder
+    from cola_mm.vae_image.kl import KLAutoencoder
 
     theirs = _diffusers_vae(1, **config)
     theirs.save_pretrained(str(tmp_path / "theirs"))
@@ -267,10 +268,10 @@ def test_loading_the_bundled_pipeline_imports_neither_diffusers_nor_dynamo():
 
 
 def _rows(datasets, dropout=0.1, seed=0, jobs=None, prompts="original", targets="original", digit_warp=(0.0, 0.0)):
-    from data.multimodal import MultimodalRows
-    from data.pairs import ImagePairs, PairSource
-    from data.windows import Source, TokenWindows
-    from vae_text.tokenizer import load_tokenizer
+    from cola_mm.data.multimodal import MultimodalRows
+    from cola_mm.data.pairs import ImagePairs, PairSource
+    from cola_mm.data.windows import Source, TokenWindows
+    from cola_mm.vae_text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(datasets / "tokenizer")
     windows = TokenWindows([Source(str(datasets / "text" / "train"))], tok, 64, seed=seed, shuffle_buffer=10)
@@ -285,11 +286,11 @@ def _rows(datasets, dropout=0.1, seed=0, jobs=None, prompts="original", targets=
 def test_canonical_captions_parse_back_one_phrasing_per_scene():
     import random
 
-    from cola_mm.eval_images import grade_shapes_caption
-    from data.captions import canonical_caption
-    from data.digits import parse_digit_caption
-    from data.shapes import caption_attributes, generate_sample, sample_scene
-    from data.shards import DataError
+    from cola_mm.data.shapes import grade_caption as grade_shapes_caption
+    from cola_mm.data.captions import canonical_caption
+    from cola_mm.data.digits import parse_digit_caption
+    from cola_mm.data.shapes import caption_attributes, generate_sample, sample_scene
+    from cola_mm.data.shards import DataError
 
     rng = random.Random(0)
     seen: dict[str, str] = {}
@@ -326,10 +327,10 @@ def _caption_texts(item, tok):
 
 
 def test_rows_take_canonical_text_per_role(tiny_datasets):
-    from data.captions import canonical_caption
-    from data.loader import ShardDataset
-    from data.shards import DataError
-    from vae_text.tokenizer import load_tokenizer
+    from cola_mm.data.captions import canonical_caption
+    from cola_mm.data.loader import ShardDataset
+    from cola_mm.data.shards import DataError
+    from cola_mm.vae_text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tiny_datasets / "tokenizer")
     canon, original = set(), set()
@@ -380,7 +381,7 @@ def test_condition_dropout_rate(tiny_datasets):
 
 @pytest.mark.parametrize("digit_warp", [(0.0, 0.0), (10.0, 0.1)], ids=["plain", "digits-warped"])
 def test_rows_mix_jobs_and_resume_exactly(tiny_datasets, digit_warp):
-    from data.multimodal import collate_rows
+    from cola_mm.data.multimodal import collate_rows
 
     ds = _rows(tiny_datasets, digit_warp=digit_warp)
     it = iter(ds)
@@ -408,7 +409,7 @@ def test_rows_mix_jobs_and_resume_exactly(tiny_datasets, digit_warp):
 def test_warped_pairs_warp_only_their_own_source(tiny_datasets):
     """A warped digits source rotates/zooms its own images, each differently; the shapes (whose
     captions name cells and sizes) come out bit-identical, in the same order, as with no warp."""
-    from data.pairs import ImagePairs, PairSource
+    from cola_mm.data.pairs import ImagePairs, PairSource
 
     def draw(warp):
         ds = ImagePairs([PairSource(str(tiny_datasets / "shapes" / "train"), 2),
@@ -434,8 +435,8 @@ def test_warped_pairs_warp_only_their_own_source(tiny_datasets):
 
 
 def test_warps_are_for_pair_sources_only():
-    from cola_mm.config import ConfigError
-    from cola_mm.train_config import DataConfig, SourceConfig
+    from cola_mm.core.config import ConfigError
+    from cola_mm.training.config import DataConfig, SourceConfig
 
     pairs = DataConfig.from_dict({"train": [{"shards": "t"}], "pairs": [{"shards": "d", "warp_degrees": 10,
                                                                           "warp_scale": 0.1}]})
@@ -444,8 +445,8 @@ def test_warps_are_for_pair_sources_only():
         DataConfig.from_dict({"train": [{"shards": "t", "warp_degrees": 5}]})
     with pytest.raises(ConfigError, match="data.pairs sources only"):
         DataConfig.from_dict({"train": [{"shards": "t"}], "val_pairs": [{"shards": "v", "warp_scale": 0.1}]})
-    from data.pairs import ImagePairs, PairSource
-    from data.shards import DataError
+    from cola_mm.data.pairs import ImagePairs, PairSource
+    from cola_mm.data.shards import DataError
 
     with pytest.raises(DataError, match="warp_degrees and warp_scale"):
         ImagePairs([PairSource("d", 1.0, -5.0)])
@@ -515,9 +516,9 @@ def test_caption_takes_odd_images_and_refuses_bad_ones(mm_pipeline, tmp_path):
 
 
 def test_text_only_pipeline_refuses_image_jobs(tiny_datasets, tmp_path):
-    from prior.dit import preset as dp
-    from vae_text.model import TextVAE, preset as tp
-    from vae_text.tokenizer import load_tokenizer
+    from cola_mm.prior.dit import preset as dp
+    from cola_mm.vae_text.model import TextVAE, preset as tp
+    from cola_mm.vae_text.tokenizer import load_tokenizer
     from cola_mm.pipeline import PipelineConfig
 
     tok = load_tokenizer(tiny_datasets / "tokenizer")
@@ -550,7 +551,7 @@ def test_cli_generate_image_caption_and_eval(mm_pipeline, tiny_datasets, tmp_pat
 
 
 def test_cli_eval_text_to_image_with_a_probe(mm_pipeline, tiny_datasets, tmp_path):
-    from cola_mm.probe import train_probe
+    from cola_mm.evaluation.probe import train_probe
 
     probe = train_probe(tiny_datasets, tmp_path / "probe", steps=2, batch_size=8, progress=False, eval_limit=4)
     grid = tmp_path / "t2i.png"
@@ -571,8 +572,8 @@ def test_cli_eval_text_to_image_with_a_probe(mm_pipeline, tiny_datasets, tmp_pat
 def test_caption_grader_accepts_every_true_caption_and_rejects_wrong_ones():
     import random
 
-    from cola_mm.eval_images import grade_shapes_caption
-    from data.shapes import caption_templates, make_caption, sample_scene
+    from cola_mm.data.shapes import grade_caption as grade_shapes_caption
+    from cola_mm.data.shapes import caption_templates, make_caption, sample_scene
 
     rng = random.Random(0)
     for i in range(200):

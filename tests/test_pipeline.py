@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cola_mm.components import CheckpointError
-from cola_mm.config import ConfigError
+from cola_mm.core.components import CheckpointError
+from cola_mm.core.config import ConfigError
 from cola_mm.pipeline import ColaPipeline
-from cola_mm.train import train
-from cola_mm.train_config import TrainConfig
+from cola_mm.training.loop import train
+from cola_mm.training.config import TrainConfig
 
 from conftest import REPO
 

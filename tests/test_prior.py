@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from prior.dit import DiT, preset
-from prior.flow import (euler_step, flow_loss, interpolate, sample_block_times, time_grid,
+from cola_mm.prior.dit import DiT, preset
+from cola_mm.prior.flow import (euler_step, flow_loss, interpolate, sample_block_times, time_grid,
                         velocity_target)
-from prior.masks import (block_causal_mask, block_ids_for, dense_from_mask_mod, two_copy_mask,
+from cola_mm.prior.masks import (block_causal_mask, block_ids_for, dense_from_mask_mod, two_copy_mask,
                          two_copy_mask_mod)
-from prior.sampler import BlockSampler, SamplerConfig, generate_blocks
-from prior.training import flow_matching_loss, two_copy_forward
+from cola_mm.prior.sampler import BlockSampler, SamplerConfig, generate_blocks
+from cola_mm.prior.training import flow_matching_loss, two_copy_forward
 
 C, B = 4, 4  # latent channels, block size
 
@@ -63,7 +63,7 @@ def test_flex_training_forward_equals_dense_on_cpu(dit):
     """The DiT's 2L training forward through flex_attention (a BlockMask from the same rule) gives
     the dense-mask velocity: single-layout and packed rows with uneven blocks and two samples.
     Forward only: PyTorch has no CPU backward for flex (the GPU test below checks gradients)."""
-    from prior.training import packed_two_copy_forward
+    from cola_mm.prior.training import packed_two_copy_forward
 
     flex = _flex_twin(dit)
     b, L = 2, 12
@@ -174,7 +174,7 @@ def test_batched_generation_matches_one_by_one(dit):
 
 
 def test_window_start_takes_whole_newest_blocks():
-    from prior.sampler import window_start
+    from cola_mm.prior.sampler import window_start
 
     blocks = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3])  # the last latent is padding
     valid = torch.arange(13) < 12

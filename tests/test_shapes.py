@@ -12,11 +12,11 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from data.shapes import (ALL_PAIRS, BACKGROUND, CELLS, COLORS, GRID, JITTER_FRACTION, MIN_GAP_PX,
+from cola_mm.data.shapes import (ALL_PAIRS, BACKGROUND, CELLS, COLORS, GRID, JITTER_FRACTION, MIN_GAP_PX,
                          NOVEL_PAIRS, ONE_OBJECT_TEMPLATES, SHAPES, SIZES, SPLITS,
                          TWO_OBJECT_TEMPLATES, build_shapes, caption_attributes, generate_sample,
                          make_caption, parse_caption, render_scene, sample_rng, sample_scene)
-from data.shards import DataError
+from cola_mm.data.shards import DataError
 
 SPEC_COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
                "yellow": (235, 200, 30), "purple": (140, 60, 180), "orange": (245, 130, 30),

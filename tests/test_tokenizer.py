@@ -11,8 +11,8 @@ import pytest
 from tokenizers import ByteLevelBPETokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from data.shards import DataError, ShardWriter
-from vae_text.tokenizer import (SPECIAL_TOKENS, iter_shard_texts, load_tokenizer,
+from cola_mm.data.shards import DataError, ShardWriter
+from cola_mm.vae_text.tokenizer import (SPECIAL_TOKENS, iter_shard_texts, load_tokenizer,
                                 train_tokenizer, train_tokenizer_from_shards)
 
 CORPUS = [

@@ -15,9 +15,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from cola_mm.components import CheckpointError
-from cola_mm.config import ConfigError
-from cola_mm.train_config import TrainConfig, load_train_config
+from cola_mm.core.components import CheckpointError
+from cola_mm.core.config import ConfigError
+from cola_mm.training.config import TrainConfig, load_train_config
 
 from conftest import REPO
 
@@ -96,9 +96,9 @@ def test_config_errors_are_clear(tiny_datasets, tmp_path):
 
 
 def test_single_process_run_writes_everything(tiny_datasets, tmp_path):
-    from cola_mm.train import train
-    from vae_text.model import TextVAE
-    from vae_text.tokenizer import load_tokenizer
+    from cola_mm.training.loop import train
+    from cola_mm.vae_text.model import TextVAE
+    from cola_mm.vae_text.tokenizer import load_tokenizer
 
     cfg = TrainConfig.from_dict(tiny_config(tiny_datasets, tmp_path / "run"))
     out = train(cfg, progress=False)
@@ -165,7 +165,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_datasets, tmp_path):
     assert "Traceback" not in proc.stderr
     done = sorted((tmp_path / "run" / "checkpoints").glob("step_*"))
     assert done and all(not p.name.endswith(".tmp") for p in done)
-    from vae_text.model import TextVAE
+    from cola_mm.vae_text.model import TextVAE
     vae = TextVAE.from_pretrained(done[-1] / "components" / "text_vae")
     assert all(torch.isfinite(p).all() for p in vae.parameters())
 
@@ -195,7 +195,7 @@ def test_bad_inputs_give_one_line_errors(tiny_datasets, tmp_path):
 
 
 def test_checkpoint_damage_is_reported_not_unpickled(tmp_path):
-    from vae_text.model import TextVAE, preset
+    from cola_mm.vae_text.model import TextVAE, preset
 
     vae = TextVAE(preset("tiny", vocab_size=50))
     vae.save_pretrained(tmp_path / "good")
@@ -255,7 +255,7 @@ def test_two_processes_on_cpu(tiny_datasets, tmp_path, deepspeed):
     ds_files = list((run / "checkpoints" / "step_000004" / "state").rglob("zero_pp_rank_1_*"))
     assert bool(ds_files) == bool(deepspeed)  # DeepSpeed really ran, with a shard per rank
     assert proc.stdout.count("trained: components") == 1  # only the main process reports
-    from vae_text.model import TextVAE
+    from cola_mm.vae_text.model import TextVAE
     vae = TextVAE.from_pretrained(run / "model" / "text_vae")
     assert all(torch.isfinite(p).all() for p in vae.parameters())
     assert len(losses(run)) == 4

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cola_mm.config import ConfigError
-from prior.masks import block_causal_mask, block_causal_mask_mod, dense_from_mask_mod
-from vae_text.losses import TextVAELossConfig, active_dims, kl_per_token, text_vae_loss
-from vae_text.model import PRESETS, TextVAE, TextVAEConfig, preset
+from cola_mm.core.config import ConfigError
+from cola_mm.prior.masks import block_causal_mask, block_causal_mask_mod, dense_from_mask_mod
+from cola_mm.vae_text.losses import TextVAELossConfig, active_dims, kl_per_token, text_vae_loss
+from cola_mm.vae_text.model import PRESETS, TextVAE, TextVAEConfig, preset
 
 VOCAB = 64
 
@@ -78,7 +78,7 @@ def test_sliding_window_mask_rule():
 def test_windowed_streaming_drops_keys_and_equals_the_windowed_full_pass(vae, chunk):
     """Decoding past the window with a cache that forgets old keys gives exactly the full pass
     under the sliding-window mask, and differs from the unwindowed pass."""
-    from cola_mm.layers import KVCache
+    from cola_mm.core.layers import KVCache
 
     z = torch.randn(2, 24, 8)
     full = vae.decode(z, window=8)

@@ -4,7 +4,7 @@ Importing diffusers costs about 5 s on a 2-core CPU (it pulls in ``torch._dynamo
 model family), more than the rest of the app's start. This module rebuilds the same network
 (Rombach et al. 2022; the SD VAE) with the same parameter names, so a folder written by
 ``AutoencoderKL.save_pretrained`` loads here and one saved here loads in diffusers. Training
-still builds diffusers' own class (:func:`vae_image.model.build_autoencoder`); a test checks
+still builds diffusers' own class (:func:`cola_mm.vae_image.model.build_autoencoder`); a test checks
 that both give the same outputs from the same weights.
 
     encoder: conv_in → L down levels → mid → GroupNorm·SiLU → conv_out (2C) → quant_conv

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cola_mm.config import Config, check
+from cola_mm.core.config import Config, check
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ Folder layout (what ``save_pretrained`` writes)::
     diffusion_pytorch_model.safetensors
     cola_mm.json                      {"_class": "ImageVAE", "image_size": 64, "patch_size": 2}
 
-Loading (``ImageVAE.from_pretrained``) builds the network with :mod:`vae_image.kl`, the same
+Loading (``ImageVAE.from_pretrained``) builds the network with :mod:`cola_mm.vae_image.kl`, the same
 architecture and parameter names in plain torch, so the pipeline and the app never import
 diffusers (~5 s on 2 cores); configs it does not cover fall back to diffusers' class. Training
 from scratch builds diffusers' class (:func:`build_autoencoder`).
@@ -42,9 +42,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cola_mm.components import CheckpointError
-from cola_mm.config import Config, check
-from vae_image.kl import DEFAULTS as KL_DEFAULTS, KLAutoencoder, unsupported
+from cola_mm.core.components import CheckpointError
+from cola_mm.core.config import Config, check
+from cola_mm.vae_image.kl import DEFAULTS as KL_DEFAULTS, KLAutoencoder, unsupported
 
 KIND = "ImageVAE"
 SIDECAR = "cola_mm.json"
@@ -226,7 +226,7 @@ class ImageVAE(nn.Module):
         ``save_pretrained``), or a pipeline/run folder holding one as ``image_vae/``;
         ``patch_size``/``image_size`` override what the folder says.
 
-        ``backend``: ``"torch"`` builds the network with :mod:`vae_image.kl` (no diffusers import,
+        ``backend``: ``"torch"`` builds the network with :mod:`cola_mm.vae_image.kl` (no diffusers import,
         ~5 s less start-up), ``"diffusers"`` with diffusers' class, ``"auto"`` the first when the
         config and weights allow it."""
         if backend not in ("auto", "torch", "diffusers"):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cola_mm.config import Config, check
-from vae_text.model import TextVAE
+from cola_mm.core.config import Config, check
+from cola_mm.vae_text.model import TextVAE
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from cola_mm.components import PretrainedMixin
-from cola_mm.config import Config, check
-from cola_mm.layers import Block, KVCache, RMSNorm, rope_angles, swiglu_hidden
-from prior.masks import block_causal_mask
+from cola_mm.core.components import PretrainedMixin
+from cola_mm.core.config import Config, check
+from cola_mm.core.layers import Block, KVCache, RMSNorm, rope_angles, swiglu_hidden
+from cola_mm.prior.masks import block_causal_mask
 
 KIND = "TextVAE"
 
@@ -86,7 +86,7 @@ class Stack(nn.Module):
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, update_cache: bool = False,
                 window: int = 0) -> torch.Tensor:
         """``window`` (tokens, a multiple of ``block_size``; 0 = none): each query sees at most
-        that many keys (prior.masks); with a cache, keys no later query can see are dropped."""
+        that many keys (cola_mm.prior.masks); with a cache, keys no later query can see are dropped."""
         b, n, _ = x.shape
         offset = cache.position if cache is not None else 0  # absolute position of x[:, 0]
         if cache is not None and window:

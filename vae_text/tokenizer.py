@@ -18,7 +18,7 @@ offline. :func:`load_tokenizer` also takes any other HF tokenizer folder (e.g. G
 Run::
 
     cola-mm tokenizer train --data runs/data/text --vocab-size 8192 --out runs/tokenizer
-    python -c "from vae_text.tokenizer import train_tokenizer_from_shards as t; \\
+    python -c "from cola_mm.vae_text.tokenizer import train_tokenizer_from_shards as t; \\
                t(['runs/data/text'], 8192, 'runs/tokenizer')"
 """
 
@@ -32,7 +32,7 @@ from typing import Iterable, Iterator, Sequence
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from data.shards import DataError
+from cola_mm.data.shards import DataError
 
 PAD, BOS, EOS, MASK, UNK = "<pad>", "<bos>", "<eos>", "<mask>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, MASK, UNK]  # ids 0..4 in a tokenizer we train
@@ -103,7 +103,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
 
 
 def _shard_specs(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """Shard specs for :func:`data.loader.list_shards`; a dataset root (split folders, no tars
+    """Shard specs for :func:`cola_mm.data.loader.list_shards`; a dataset root (split folders, no tars
     of its own) stands for its ``train*`` split folders."""
     parts = str(data).split("::") if isinstance(data, (str, os.PathLike)) else [str(p) for p in data]
     specs: list[str] = []
@@ -124,9 +124,9 @@ def iter_shard_texts(dirs_or_patterns: str | os.PathLike | Sequence[str | os.Pat
     """The ``txt`` field of every sample of the given shards, in order.
 
     Each entry is a dataset root (its ``train*`` splits are used), a folder of ``.tar``, a glob
-    or brace pattern, or a tar (see :func:`data.loader.list_shards`).
+    or brace pattern, or a tar (see :func:`cola_mm.data.loader.list_shards`).
     """
-    from data.loader import iter_texts, list_shards  # torch-heavy; only when reading shards
+    from cola_mm.data.loader import iter_texts, list_shards  # torch-heavy; only when reading shards
 
     yield from iter_texts(list_shards(_shard_specs(dirs_or_patterns)))
 

@@ -4,10 +4,10 @@ GenEval (Ghosh et al., 2023) grades text-to-image models by running an object de
 generated images and checking the prompt's attributes. Hub weights are unreachable here, so the
 judge is a small timm CNN trained from scratch on the project's own *real* renders:
 
-- captioned shapes (:mod:`data.shapes`), one object per image, rendered fresh on the fly with
-  every colour–shape pair, the :data:`~data.shapes.NOVEL_PAIRS` included, so the probe can judge
+- captioned shapes (:mod:`cola_mm.data.shapes`), one object per image, rendered fresh on the fly with
+  every colour–shape pair, the :data:`~cola_mm.data.shapes.NOVEL_PAIRS` included, so the probe can judge
   the ``novel`` split (the generator never saw those pairs; the judge must know them);
-- handwritten digits (:mod:`data.digits`), the ``train`` shards.
+- handwritten digits (:mod:`cola_mm.data.digits`), the ``train`` shards.
 
 One backbone, six heads::
 
@@ -28,13 +28,13 @@ Legend: ``b`` batch, ``c`` feature channels, ``h, w`` feature map, ``g`` pool gr
 
 Train, evaluate and judge::
 
-    python -c "from cola_mm.probe import train_probe; train_probe('datasets', 'runs/probe')"
-    python -c "from cola_mm.probe import Probe, evaluate_probe as e; \\
+    python -c "from cola_mm.evaluation.probe import train_probe; train_probe('datasets', 'runs/probe')"
+    python -c "from cola_mm.evaluation.probe import Probe, evaluate_probe as e; \\
                print(e(Probe.from_pretrained('runs/probe'), 'datasets'))"
 
     probe = Probe.from_pretrained("runs/probe")
     pred = probe.predict([image])[0]          # {"kind", "shape", "color", "cell", "size", "digit"}
-    judge_shapes(pred, {"shape": "circle", "color": "red", "cell": "top left"})["all"]
+    judge_object(pred, {"shape": "circle", "color": "red", "cell": "top left"})["all"]  # cola_mm.data.shapes
 """
 
 from __future__ import annotations
@@ -56,12 +56,14 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from cola_mm.components import PretrainedMixin
-from cola_mm.config import Config, check
-from cola_mm.images import random_warp
-from data.loader import ShardDataset
-from data.shapes import ALL_PAIRS, CELLS, COLORS, SHAPES, SIZES, render_scene, sample_scene
-from data.shards import DataError
+from cola_mm.core.components import PretrainedMixin
+from cola_mm.core.config import Config, check
+from cola_mm.core.images import random_warp
+from cola_mm.data.loader import ShardDataset
+from cola_mm.data.digits import judge_digit
+from cola_mm.data.shapes import (ALL_PAIRS, CELLS, COLORS, SHAPES, SIZES, judge_object, one_object, render_scene,
+                                 sample_scene)
+from cola_mm.data.shards import DataError
 
 PathLike = str | os.PathLike
 KINDS = ("shapes", "digits")
@@ -184,27 +186,6 @@ def images_to_tensor(images: Iterable[Image.Image], size: int = 64) -> torch.Ten
     return torch.stack([image_to_tensor(im, size) for im in images])
 
 
-# --- judging ---------------------------------------------------------------------------------
-
-def judge_shapes(pred: dict, want: dict) -> dict[str, bool]:
-    """Grade one predicted 1-object image against a ground-truth object ``want``.
-
-    Returns per-attribute correctness (``shape``, ``color``, ``cell``, and ``size`` when
-    ``want`` has one) and ``all`` = shape, colour and cell right. Size is reported but not part
-    of ``all`` (GenEval's position/colour/counting criteria don't grade size either).
-    """
-    result = {key: pred.get(key) == want[key] for key in ("shape", "color", "cell")}
-    result["all"] = all(result.values())
-    if want.get("size") is not None:
-        result["size"] = pred.get("size") == want["size"]
-    return result
-
-
-def judge_digit(pred: dict, label: int) -> bool:
-    """True when the probe reads the image as digit ``label``."""
-    return pred.get("digit") == int(label)
-
-
 # --- data ------------------------------------------------------------------------------------
 
 def _split_dir(data_root: PathLike, dataset: str, split: str) -> Path:
@@ -220,10 +201,6 @@ def _read_split(folder: Path, limit: int | None, keep=lambda meta: True) -> list
             if limit is not None and len(found) >= limit:
                 break
     return found
-
-
-def _one_object(meta: dict) -> bool:
-    return len(meta.get("objects", ())) == 1
 
 
 def random_scene(rng: random.Random, size: int = 64) -> dict:
@@ -413,9 +390,9 @@ def evaluate_probe(probe: Probe | PathLike, data_root: PathLike, limit: int | No
         folder = _split_dir(data_root, "shapes", split)
         if not folder.is_dir():
             continue
-        samples = _read_split(folder, limit, _one_object)
+        samples = _read_split(folder, limit, one_object)
         preds = probe.predict([im for im, _ in samples])
-        grades = [judge_shapes(p, meta["objects"][0]) for p, (_, meta) in zip(preds, samples)]
+        grades = [judge_object(p, meta["objects"][0]) for p, (_, meta) in zip(preds, samples)]
         for key in ("all", "shape", "color", "cell", "size"):
             metrics[f"shapes_{split}_{key}"] = _mean([g[key] for g in grades])
         metrics[f"shapes_{split}_kind"] = _mean([p["kind"] == "shapes" for p in preds])

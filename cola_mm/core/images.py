@@ -9,7 +9,7 @@ or a ``PIL.Image``) goes through three steps, each usable on its own:
    1× and 2× that limit; here both count as refusals). Pixels are decoded at once, so truncated
    files fail here, and the EXIF orientation is applied (phone photos come out upright).
 2. :func:`to_rgb` — every Pillow mode to 8-bit RGB; transparent pixels are composited on
-   :data:`BACKGROUND`, the canvas colour of the training images (``data.shapes.BACKGROUND``).
+   :data:`BACKGROUND`, the canvas colour of the training images (``cola_mm.data.shapes.BACKGROUND``).
 3. :func:`fit_square` — scale the shorter side to ``size`` and keep the centre square.
 
 :func:`load_image` runs all three. Every refusal is an :class:`ImageInputError` whose message is
@@ -19,7 +19,7 @@ out for viewing.
 
 Example::
 
-    from cola_mm.images import ImageInputError, load_image
+    from cola_mm.core.images import ImageInputError, load_image
     try:
         img = load_image("photo.jpg")          # RGB, 64×64
     except ImageInputError as err:
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 MAX_INPUT_BYTES = 20 * 1024 * 1024  # uploads and files larger than this are refused
-BACKGROUND = (245, 245, 245)  # same as data.shapes.BACKGROUND; transparent pixels become this
+BACKGROUND = (245, 245, 245)  # same as cola_mm.data.shapes.BACKGROUND; transparent pixels become this
 
 REDUCING_GAP = 3.0  # Pillow's resize(reducing_gap=): box-reduce first when shrinking ≥ 3×, then LANCZOS
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # scaled to 8 bit with numpy

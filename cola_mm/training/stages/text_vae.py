@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from cola_mm.config import ConfigError
-from cola_mm.train_config import TrainConfig
-from data.windows import TextWindowStage, collate_windows
-from vae_text.losses import (TextVAELossConfig, active_dims, reconstruction_metrics,
+from cola_mm.core.config import ConfigError
+from cola_mm.training.config import TrainConfig
+from cola_mm.data.windows import collate_windows
+from cola_mm.training.stage import TextWindowStage, shift_scale
+from cola_mm.vae_text.losses import (TextVAELossConfig, active_dims, reconstruction_metrics,
                              text_vae_loss)
-from vae_text.model import PRESETS, TextVAE, TextVAEConfig
-from vae_text.tokenizer import load_tokenizer, save_tokenizer
+from cola_mm.vae_text.model import PRESETS, TextVAE, TextVAEConfig
+from cola_mm.vae_text.tokenizer import load_tokenizer, save_tokenizer
 
 COMPONENT = "text_vae"
 
@@ -112,13 +113,3 @@ def latent_statistics(vae: TextVAE, batches) -> tuple[float, float]:
         zs.append(vae.sample(mean, logvar, gen).flatten())
     return shift_scale(zs, "the encoder")
 
-
-def shift_scale(zs: list[torch.Tensor], source: str) -> tuple[float, float]:
-    """(shift, scale) normalising the pooled samples ``zs`` to zero mean, unit variance
-    ((0, 1) when there are none); non-finite samples from ``source`` are an error."""
-    if not zs:
-        return 0.0, 1.0
-    z = torch.cat(zs)
-    if not torch.isfinite(z).all():
-        raise FloatingPointError(f"{source} gives non-finite latents")
-    return z.mean().item(), 1.0 / max(z.std().item(), 1e-6)

@@ -14,11 +14,11 @@ then padding) every per-latent tensor the prior needs:
 
 - block ids: each segment starts a new block; text is cut into blocks of ``text_block``
   latents (16), an image is one block (its patches see each other bidirectionally);
-- sample ids: attention never crosses samples (:func:`prior.masks.packed_two_copy_mask`);
+- sample ids: attention never crosses samples (:func:`cola_mm.prior.masks.packed_two_copy_mask`);
 - positions (L, 3) for RoPE: text latent at p → (p, p, p) (1-D RoPE); an image segment that
   starts at s with an r×c token grid → (s, s + i, s + j) for patch (i, j) (2-D RoPE), and the
   next segment starts at s + max(r, c);
-- DiT segment types (:data:`prior.dit.SEGMENT_TYPES`): image, prompt_text, text, pad;
+- segment types (:data:`SEGMENT_TYPES`, which the DiT embeds): image, prompt_text, text, pad;
 - loss weights: 1 on target latents (optionally only the first ``n_loss`` of a segment, e.g.
   up to a caption's ``<eos>``), 0 elsewhere; and the modality per latent (flow times are drawn
   per block with a loc/scale per modality).
@@ -37,13 +37,14 @@ from typing import Sequence
 
 import torch
 
-from prior.dit import SEGMENT_TYPES
-
 TEXT, IMAGE = "text", "image"
 MODALITIES = (TEXT, IMAGE)
 ROLES = ("prompt", "context", "target")
 JOBS = ("text_to_text", "text_to_image", "image_to_text")
 N_AXES = 3  # RoPE position axes: (sequence, row, column)
+# What a latent is, as the DiT sees it (one learned embedding each, DiTConfig.n_segment_types):
+# generated or context text, an image, a text prompt (a condition), padding.
+SEGMENT_TYPES = {"text": 0, "image": 1, "prompt_text": 2, "pad": 3}
 
 
 @dataclass(frozen=True)
@@ -183,3 +184,13 @@ def stack_layouts(rows: Sequence[RowLayout]) -> dict[str, torch.Tensor]:
     """Batch the per-latent tensors of equal-length rows: each (b, L[, 3])."""
     return {name: torch.stack([getattr(r, name) for r in rows])
             for name in ("block_ids", "sample_ids", "positions", "segments", "loss_weight", "is_image")}
+
+
+def caption_ids(tokenizer, text: str, max_tokens: int, block: int) -> tuple[list[int], int]:
+    """A caption segment's token ids, ``<bos> text <eos> <pad>…`` padded to a multiple of
+    ``block`` and at most ``max_tokens`` long (the text is cut to fit): (ids, n_real)."""
+    ids = tokenizer.encode(text, add_special_tokens=False)[:max_tokens - 2]
+    ids = [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+    n = len(ids)
+    padded = -(-n // block) * block
+    return ids + [tokenizer.pad_token_id] * (padded - n), n

@@ -3,15 +3,15 @@
 - **Image VAE**: PSNR (dB, images mapped to [0, 1]) of posterior-mean reconstructions of
   held-out images.
 - **Text → image** (GenEval-style, Ghosh et al. 2023): each held-out caption is the prompt; a
-  probe classifier trained on real renders (:mod:`cola_mm.probe`) judges the generated image.
+  probe classifier trained on real renders (:mod:`cola_mm.evaluation.probe`) judges the generated image.
   Shapes, one-object scenes: shape, colour and position (grid cell) all right counts as
   correct (size reported apart, and "all right" also per object size: small objects are where
   a 64 px model fails first); digits: the digit. The ``novel`` split (colour–shape pairs
   never seen in training) is reported apart.
-- **Image → text**: captions of held-out real images parsed back (:func:`data.shapes.parse_caption`,
-  :func:`data.digits.parse_digit_caption`) against the json ground truth. One-object scenes:
-  shape, colour and cell right; two-object scenes: both objects' shape and colour and the
-  relation right (a two-object caption names no cells).
+- **Image → text**: captions of held-out real images graded against the json ground truth by
+  their dataset's ``grade_caption`` (:mod:`cola_mm.data.registry`; shapes: one-object scenes
+  shape, colour and cell right, two-object scenes both objects' shape and colour and the
+  relation right; digits: the digit).
 
 Every function returns a flat ``{name: value}`` dict; :func:`format_table` prints it.
 """
@@ -20,24 +20,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
-from data.loader import ShardDataset
-from data.shards import DataError
+from cola_mm.data import registry
+from cola_mm.data.loader import ShardDataset
+from cola_mm.data.shards import DataError
 
 PathLike = str | os.PathLike
 
 
-def read_samples(shards: PathLike, limit: int | None = None, one_object: bool | None = None) -> list[dict[str, Any]]:
-    """The first ``limit`` samples (image, txt, json) of held-out shards, in shard order;
-    ``one_object`` keeps only one-object (True) or only two-object (False) shapes scenes."""
+def read_samples(shards: PathLike, limit: int | None = None,
+                 keep: Callable[[dict], bool] | None = None) -> list[dict[str, Any]]:
+    """The first ``limit`` samples (image, txt, json) of held-out shards, in shard order, that
+    pass ``keep(json)`` (e.g. one-object scenes only)."""
     out = []
     for s in ShardDataset(shards, required=("image", "json"), epochs=1):
-        objects = s["json"].get("objects")
-        if one_object is not None and objects is not None and (len(objects) == 1) != one_object:
+        if keep is not None and not keep(s["json"]):
             continue
         out.append(s)
         if limit is not None and len(out) >= limit:
@@ -58,8 +59,8 @@ def _batches(items: list, size: int):
 @torch.no_grad()
 def evaluate_image_vae(vae, data: PathLike, limit: int | None = 500, batch_size: int = 64,
                        progress: bool = True) -> dict[str, float]:
-    from cola_mm.images import fit_square, image_to_tensor, to_rgb
-    from vae_image.losses import psnr
+    from cola_mm.core.images import fit_square, image_to_tensor, to_rgb
+    from cola_mm.vae_image.losses import psnr
 
     samples = read_samples(data, limit)
     size = vae.config.image_size
@@ -78,18 +79,18 @@ def evaluate_image_vae(vae, data: PathLike, limit: int | None = 500, batch_size:
 @torch.no_grad()
 def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None = 200, steps: int | None = None,
                            cfg_scale: float | None = None, seed: int = 0, batch_size: int = 16,
-                           splits: tuple[str, ...] = ("shapes/test", "shapes/novel", "digits/test"),
+                           splits: tuple[str, ...] | None = None,
                            progress: bool = True, keep: int = 0) -> tuple[dict[str, float], list]:
-    """Accuracy of generated images per split; also returns up to ``keep`` (prompt, image,
-    correct) examples per split for sample grids."""
-    from cola_mm.probe import judge_digit, judge_shapes
-
+    """Accuracy of generated images per split (default: every image dataset's evaluation splits,
+    :func:`cola_mm.data.registry.image_eval_splits`), each graded by its dataset's
+    ``judge_image``; also returns up to ``keep`` (prompt, image, correct) examples per split for
+    sample grids."""
     root = Path(data_root)
     results: dict[str, float] = {}
     examples = []
-    for split in splits:
-        digits = split.startswith("digits")
-        samples = read_samples(root / split, limit, one_object=None if digits else True)
+    for split in splits or registry.image_eval_splits():
+        dataset = registry.of_split(split)
+        samples = read_samples(root / split, limit, keep=dataset.image_prompt_filter)
         correct: dict[str, int] = {}
         by_size: dict[str, list[int]] = {}  # size name -> [all right, count]
         kept = 0
@@ -98,15 +99,12 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
             prompts = [s["txt"] for s in chunk]
             images = pipe.generate_image(prompts, steps=steps, cfg_scale=cfg_scale, seed=seed + k * batch_size)
             for s, img, pred in zip(chunk, images, probe.predict(images)):
-                if digits:
-                    verdict = {"all": judge_digit(pred, int(s["json"]["label"]))}
-                else:
-                    want = s["json"]["objects"][0]
-                    verdict = judge_shapes(pred, want)
-                    if want.get("size") is not None:
-                        tally = by_size.setdefault(want["size"], [0, 0])
-                        tally[0] += int(verdict["all"])
-                        tally[1] += 1
+                verdict = dataset.judge_image(pred, s["json"])
+                objects = s["json"].get("objects") or [{}]
+                if objects[0].get("size") is not None:  # "all right" per object size as well
+                    tally = by_size.setdefault(objects[0]["size"], [0, 0])
+                    tally[0] += int(verdict["all"])
+                    tally[1] += 1
                 for name, ok in verdict.items():
                     correct[name] = correct.get(name, 0) + int(ok)
                 if kept < keep:
@@ -127,45 +125,22 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
 # --------------------------------------------------------------------------- image → text
 
 
-def grade_shapes_caption(text: str, truth: dict) -> dict[str, bool]:
-    """Grade a generated caption against a scene's ground truth json."""
-    from data.shapes import parse_caption
-
-    parsed = parse_caption(text)
-    objects = truth["objects"]
-    out = {"parsed": parsed is not None}
-    if parsed is None or len(parsed["objects"]) != len(objects):
-        out.update(all=False, shape=False, color=False, cell=False)
-        return out
-    if len(objects) == 1:
-        got, want = parsed["objects"][0], objects[0]
-        out.update({attr: got[attr] == want[attr] for attr in ("shape", "color", "cell")})
-        out["all"] = out["shape"] and out["color"] and out["cell"]
-        return out
-    pairs_right = all(g["shape"] == w["shape"] and g["color"] == w["color"] for g, w in zip(parsed["objects"], objects))
-    relation = parsed["relation"] == truth.get("relation")
-    out.update(shape=all(g["shape"] == w["shape"] for g, w in zip(parsed["objects"], objects)),
-               color=all(g["color"] == w["color"] for g, w in zip(parsed["objects"], objects)),
-               relation=relation, all=pairs_right and relation)
-    return out
-
-
 @torch.no_grad()
 def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps: int | None = None,
                       cfg_scale: float | None = None, seed: int = 0, batch_size: int = 32,
-                      splits: tuple[str, ...] = ("shapes/test", "shapes/novel", "digits/test"),
+                      splits: tuple[str, ...] | None = None,
                       progress: bool = True, keep: int = 0) -> tuple[dict[str, float], list]:
-    from data.digits import parse_digit_caption
-
+    """Accuracy of captions of held-out images per split and group (e.g. one- and two-object
+    scenes), each graded by its dataset's ``grade_caption``; also returns up to ``keep``
+    (image, caption, correct) examples per group for sample grids."""
     root = Path(data_root)
     results: dict[str, float] = {}
     examples = []
-    for split in splits:
-        digits = split.startswith("digits")
-        groups = [("", None)] if digits else [("_1obj", True), ("_2obj", False)]
-        for suffix, one in groups:
+    for split in splits or registry.image_eval_splits():
+        dataset = registry.of_split(split)
+        for suffix, keep_sample in dataset.caption_groups:
             try:
-                samples = read_samples(root / split, limit, one_object=one)
+                samples = read_samples(root / split, limit, keep=keep_sample)
             except DataError:
                 continue
             correct: dict[str, int] = {}
@@ -175,10 +150,7 @@ def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps:
                 captions = pipe.caption([s["image"] for s in chunk], steps=steps, cfg_scale=cfg_scale,
                                         seed=seed + k * batch_size)
                 for s, text in zip(chunk, captions):
-                    if digits:
-                        verdict = {"all": parse_digit_caption(text) == int(s["json"]["label"])}
-                    else:
-                        verdict = grade_shapes_caption(text, s["json"])
+                    verdict = dataset.grade_caption(text, s["json"])
                     for name, ok in verdict.items():
                         correct[name] = correct.get(name, 0) + int(ok)
                     if kept < keep:

@@ -1,6 +1,7 @@
 """One training loop for every stage (``cola-mm train``).
 
-A stage (``vae-text`` …, see :data:`STAGES`) supplies a ``module`` whose ``forward(**batch)``
+A stage (``vae-text`` …, see :data:`cola_mm.training.stages.STAGES` and the contract in
+:mod:`cola_mm.training.stage`) supplies a ``module`` whose ``forward(**batch)``
 returns ``(loss, logs)``, a resumable training dataset, validation batches and a way to save
 its components. This loop owns everything else: the ``accelerate`` Accelerator (one process,
 several gloo/NCCL processes, or DeepSpeed ZeRO-2/3 through accelerate's plugin), AdamW with
@@ -15,7 +16,7 @@ and a clean stop on a NaN/inf loss.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import math
 import os
@@ -30,12 +31,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from cola_mm import checkpoint as ckpt
-from cola_mm.config import ConfigError
-from cola_mm.train_config import TrainConfig
+from cola_mm.training import checkpoint as ckpt
+from cola_mm.core.config import ConfigError
+from cola_mm.training.config import TrainConfig
+from cola_mm.training.stage import Stage
 
-STAGES = {"vae-text": "vae_text.stage:TextVAEStage", "vae-image": "vae_image.stage:ImageVAEStage",
-          "prior": "cola_mm.joint_stage:JointStage"}
 METRICS_FILE = "metrics.jsonl"
 KILL_ENV = "COLA_MM_KILL_AT_STEP"  # test hook: SIGKILL this process after that step
 
@@ -47,11 +47,12 @@ class TrainingDiverged(RuntimeError):
 # --------------------------------------------------------------------------- building blocks
 
 
-def build_stage(cfg: TrainConfig):
+def build_stage(cfg: TrainConfig) -> Stage:
+    from cola_mm.training.stages import STAGES  # every stage's model code: imported when a run starts
+
     if cfg.stage not in STAGES:
         raise ConfigError(f"unknown stage {cfg.stage!r}; valid stages: {', '.join(STAGES)}")
-    module_name, cls_name = STAGES[cfg.stage].split(":")
-    return getattr(importlib.import_module(module_name), cls_name)(cfg)
+    return STAGES[cfg.stage](cfg)
 
 
 def make_accelerator(cfg: TrainConfig):

@@ -6,7 +6,7 @@ Starting from a stage-1 Text VAE, VAE and prior train together:
 
 where q_ref is a frozen copy of the stage-1 encoder (it keeps the latent space from drifting
 while the flow loss shapes it). The flow loss is computed on posterior samples of the clean
-text, normalised at the prior boundary, in the 2L layout (:mod:`prior.training`). Options for
+text, normalised at the prior boundary, in the 2L layout (:mod:`cola_mm.prior.training`). Options for
 the paper's ablations: ``freeze_vae`` (a frozen VAE saturates) and ``vae_lr_ratio`` (the same
 learning rate for VAE and DiT scaled best).
 
@@ -30,15 +30,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from cola_mm.config import Config, ConfigError, check
-from cola_mm.train_config import TrainConfig
-from data.windows import TextWindowStage
-from prior.dit import DiT, DiTConfig, PRESETS as DIT_PRESETS, SEGMENT_TYPES
-from prior.masks import block_ids_for
-from prior.training import flow_matching_loss, packed_flow_matching_loss
-from vae_text.losses import TextVAELossConfig, text_vae_loss
-from vae_text.model import TextVAE
-from vae_text.tokenizer import load_tokenizer, save_tokenizer
+from cola_mm.core.config import Config, ConfigError, check
+from cola_mm.training.config import TrainConfig
+from cola_mm.training.stage import TextWindowStage, first_batches
+from cola_mm.core.sequence import SEGMENT_TYPES
+from cola_mm.prior.dit import DiT, DiTConfig, PRESETS as DIT_PRESETS
+from cola_mm.prior.masks import block_ids_for
+from cola_mm.prior.training import flow_matching_loss, packed_flow_matching_loss
+from cola_mm.vae_text.losses import TextVAELossConfig, text_vae_loss
+from cola_mm.vae_text.model import TextVAE
+from cola_mm.vae_text.tokenizer import load_tokenizer, save_tokenizer
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def scatter_latents(z0: torch.Tensor, values: torch.Tensor, at: torch.Tensor,
 
 
 class MultimodalTrainModule(JointTrainModule):
-    """The joint stage over packed rows of all three jobs (:mod:`data.multimodal`).
+    """The joint stage over packed rows of all three jobs (:mod:`cola_mm.data.multimodal`).
 
     Text windows and caption segments are encoded by the (trained) Text VAE, images by the
     frozen image VAE (trained in stage ``vae-image``); all are scattered into one normalised
@@ -206,7 +207,7 @@ class JointStage(TextWindowStage):
         self.vae = TextVAE.from_pretrained(vae_path)
         self.image_vae = None
         if "image_vae" in section:
-            from vae_image.model import ImageVAE
+            from cola_mm.vae_image.model import ImageVAE
 
             self.image_vae = ImageVAE.from_pretrained(section["image_vae"])
             if self.image_vae.config.token_dim != self.vae.config.d_latent:
@@ -239,7 +240,7 @@ class JointStage(TextWindowStage):
             dit.load_state_dict(init_dit.state_dict())
         self.multimodal = bool(cfg.data.jobs)
         if self.multimodal:
-            from data.multimodal import JOBS, collate_rows
+            from cola_mm.data.multimodal import JOBS, collate_rows
 
             needs_images = any(cfg.data.jobs.get(j, 0) > 0 for j in JOBS if j != "text_to_text")
             if needs_images and self.image_vae is None:
@@ -257,8 +258,8 @@ class JointStage(TextWindowStage):
 
     # ---- multimodal data (text windows + packed image–caption samples)
     def _rows(self, text_sources, pair_sources, rank: int, world: int, epochs: int | None, shuffle: int):
-        from data.multimodal import MultimodalRows
-        from data.pairs import ImagePairs, PairSource
+        from cola_mm.data.multimodal import MultimodalRows
+        from cola_mm.data.pairs import ImagePairs, PairSource
 
         cfg = self.cfg
         windows = self._windows(text_sources, rank, world, epochs, shuffle) if text_sources else None
@@ -287,14 +288,8 @@ class JointStage(TextWindowStage):
             return super().val_batches(n)
         if not (self.cfg.data.val or self.cfg.data.val_pairs):
             return []
-        rows = iter(self._rows(self.cfg.data.val, self.cfg.data.val_pairs, 0, 1, 1, 0))
-        batches = []
-        for _ in range(n):
-            items = [r for _, r in zip(range(self.cfg.batch_size), rows)]
-            if not items:
-                break
-            batches.append(self.collate(items))
-        return batches
+        rows = self._rows(self.cfg.data.val, self.cfg.data.val_pairs, 0, 1, 1, 0)
+        return first_batches(rows, self.cfg.batch_size, n, self.collate)
 
     def count_samples(self, batch) -> int:
         return batch["block_ids"].shape[0] if self.multimodal else batch["ids"].shape[0]

@@ -1,14 +1,14 @@
 """Stage ``vae-image``: what the generic training loop needs to train the image VAE (stage 1).
 
 Data: the images of image shards (``data.train``, weighted; captions are not needed), made
-RGB ``image_size``² (:mod:`data.pairs`). Validation reports PSNR on ``data.val``. Export::
+RGB ``image_size``² (:mod:`cola_mm.data.pairs`). Validation reports PSNR on ``data.val``. Export::
 
     components/image_vae/   diffusers AutoencoderKL folder + cola_mm.json (latent shift/scale from data)
 
 Config::
 
     stage: vae-image
-    model: {preset: small}            # vae_image.model.PRESETS + ImageVAEConfig overrides
+    model: {preset: small}            # cola_mm.vae_image.model.PRESETS + ImageVAEConfig overrides
     loss: {edge_weight: 0.5, beta: 1.0e-4}
     data: {train: [{shards: datasets/shapes/train}, {shards: datasets/digits/train}]}
 """
@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from cola_mm.config import ConfigError
-from cola_mm.train_config import TrainConfig
-from data.pairs import ImagePairs
-from data.windows import Source
-from vae_image.losses import ImageVAELossConfig, image_vae_loss, psnr
-from vae_image.model import PRESETS, ImageVAE, ImageVAEConfig
-from vae_text.stage import shift_scale
+from cola_mm.core.config import ConfigError
+from cola_mm.training.config import TrainConfig
+from cola_mm.training.stage import first_batches, shift_scale
+from cola_mm.data.pairs import ImagePairs
+from cola_mm.data.windows import Source
+from cola_mm.vae_image.losses import ImageVAELossConfig, image_vae_loss, psnr
+from cola_mm.vae_image.model import PRESETS, ImageVAE, ImageVAEConfig
 
 COMPONENT = "image_vae"
 
@@ -76,14 +76,7 @@ class ImageVAEStage:
         sources = sources if sources is not None else self.cfg.data.val
         if not sources:
             return []
-        items = iter(self._pairs(sources, 0, 1, 1, 0))
-        batches = []
-        for _ in range(n):
-            chunk = [it for _, it in zip(range(self.cfg.batch_size), items)]
-            if not chunk:
-                break
-            batches.append(collate_pixels(chunk))
-        return batches
+        return first_batches(self._pairs(sources, 0, 1, 1, 0), self.cfg.batch_size, n, collate_pixels)
 
     @staticmethod
     def count_samples(batch) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cola_mm.config import Config, apply_overrides, check, load_yaml
+from cola_mm.core.config import Config, apply_overrides, check, load_yaml
 
 PRECISIONS = ("auto", "fp32", "bf16")
 

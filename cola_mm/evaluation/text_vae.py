@@ -1,7 +1,7 @@
 """Evaluation of trained components on held-out data (``cola-mm eval`` calls into this file).
 
 Text VAE (DESIGN.md "Evaluation"): one pass over held-out text shards, cut into the same packed
-``<bos> text <eos>`` windows the training stage uses (:class:`data.windows.TokenWindows`, no
+``<bos> text <eos>`` windows the training stage uses (:class:`cola_mm.data.windows.TokenWindows`, no
 shuffling), measuring
 
 - ``acc_mean``     token reconstruction accuracy, decoding the posterior mean z = μ(x);
@@ -14,7 +14,7 @@ shuffling), measuring
 Run::
 
     cola-mm eval --ckpt runs/vae_text/model --data datasets/text/val
-    python -c "from cola_mm.evaluate import evaluate_text_vae as e, format_report as f; \\
+    python -c "from cola_mm.evaluation.text_vae import evaluate_text_vae as e, format_report as f; \\
                print(f(e('runs/vae_text/model', 'datasets/text/val')))"
 """
 
@@ -27,12 +27,12 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
-from cola_mm.components import CONFIG_NAME, CheckpointError
-from data.shards import DataError
-from data.windows import Source, TokenWindows, collate_windows
-from vae_text.losses import reconstruction_metrics
-from vae_text.model import TextVAE
-from vae_text.tokenizer import load_tokenizer
+from cola_mm.core.components import CONFIG_NAME, CheckpointError
+from cola_mm.data.shards import DataError
+from cola_mm.data.windows import Source, TokenWindows, collate_windows
+from cola_mm.vae_text.losses import reconstruction_metrics
+from cola_mm.vae_text.model import TextVAE
+from cola_mm.vae_text.tokenizer import load_tokenizer
 
 TEXT_VAE_DIR = "text_vae"  # component folders inside a model folder (see vae_text/stage.py)
 TOKENIZER_DIR = "tokenizer"
@@ -90,7 +90,7 @@ def evaluate_text_vae(ckpt: PathLike, shards: PathLike | Sequence[PathLike], tok
                       seed: int = 0, progress: bool = True, device: str | torch.device = "cpu"
                       ) -> dict[str, float]:
     """Reconstruction metrics of a Text VAE over one pass of held-out ``shards`` (any
-    :func:`data.loader.list_shards` pattern). Deterministic for a given ``seed`` (the sampled z
+    :func:`cola_mm.data.loader.list_shards` pattern). Deterministic for a given ``seed`` (the sampled z
     does not depend on ``batch_size`` either: one generator draws the noise in window order).
 
     Returns ``{acc_mean, acc_sample, kl_per_token, active_dims, d_latent, tokens}``.
@@ -135,7 +135,7 @@ def evaluate_text_vae(ckpt: PathLike, shards: PathLike | Sequence[PathLike], tok
     bar.close()
     if tokens == 0:
         raise DataError(f"no full window of {seq_len} tokens in {spec}; use a smaller seq_len")
-    # unbiased variance, as torch.var in vae_text.losses.active_dims
+    # unbiased variance, as torch.var in cola_mm.vae_text.losses.active_dims
     var = (m_sq - m_sum.pow(2) / tokens) / max(tokens - 1, 1)
     return {"acc_mean": correct_mean / tokens,
             "acc_sample": correct_sample / tokens,

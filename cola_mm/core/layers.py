@@ -5,7 +5,7 @@ multi-head attention over a boolean mask with an optional key/value cache — th
 LLaMA-style block (Touvron et al. 2023), as Cola DLM uses for its VAE and prior.
 
 Attention takes either a dense boolean mask (``scaled_dot_product_attention``; every device) or
-a flex-attention ``BlockMask`` (:func:`prior.masks.flex_block_mask`): ``flex_attention``,
+a flex-attention ``BlockMask`` (:func:`cola_mm.prior.masks.flex_block_mask`): ``flex_attention``,
 compiled on CUDA, where fully masked tiles are skipped instead of computed — the GPU training
 path for the long 2L layouts. On CPU flex runs eagerly and only without gradients (a PyTorch
 limit), which is enough to test it against the dense path.

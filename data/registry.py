@@ -1,0 +1,95 @@
+"""One registry of what the project knows about each bundled dataset.
+
+A dataset module (``data/shapes.py``, ``data/digits.py``, ``data/text.py``) ends with one
+:class:`Dataset` that declares everything the rest of the project asks of it: how ``cola-mm
+data NAME`` builds it, which splits the image evaluations read, the one canonical caption of a
+sample, the strict grader of a generated caption, and how a judged image is graded. Nothing
+else in the project asks "which dataset is this?" by name.
+
+Adding a dataset: write its module with a ``DATASET = Dataset(...)`` and add it to
+:func:`datasets` below. The evaluation, the canonical captions and the CLI pick it up.
+
+A sample says which dataset made it in its json (``{"dataset": "shapes", …}``); an evaluation
+split is named ``<dataset>/<split>`` under a dataset root (``datasets/shapes/test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from cola_mm.data.shards import DataError
+
+Grade = dict[str, bool]  # per-attribute verdicts; "all" is the one that counts
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, with a one-line error otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str  # the json's "dataset" field and the folder under a dataset root
+    help: str  # one line for `cola-mm data --help`
+    description: str  # the `cola-mm data NAME --help` text
+    # command line: the flags of `cola-mm data NAME` beyond --out/--seed/--shard-size/--overwrite,
+    # and the build from those flags (prints one line per split written)
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    build: Callable[[argparse.Namespace], None]
+    # `cola-mm data all`: flags it adds there (prefixed with the dataset name), and the build of
+    # what is missing under ROOT/NAME with those flags
+    add_all_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
+    build_missing: Callable[[Path, argparse.Namespace], None] | None = None
+    # image–caption datasets only (None / () for text corpora):
+    eval_splits: tuple[str, ...] = ()  # held-out splits the image evaluations read
+    canonical_caption: Callable[[dict], str] | None = None  # json → the one phrasing of the sample
+    grade_caption: Callable[[str, dict], Grade] | None = None  # (generated caption, json) → verdicts
+    judge_image: Callable[[dict, dict], Grade] | None = None  # (probe prediction, json) → verdicts
+    # groups a caption evaluation reports apart: (name suffix, keep(json) -> bool)
+    caption_groups: tuple[tuple[str, Callable[[dict], bool]], ...] = (("", lambda meta: True),)
+    # the samples a text → image evaluation prompts with (e.g. one-object scenes)
+    image_prompt_filter: Callable[[dict], bool] = field(default=lambda meta: True)
+
+    @property
+    def has_images(self) -> bool:
+        return self.judge_image is not None
+
+
+def datasets() -> dict[str, Dataset]:
+    """Every registered dataset by name, in registration order."""
+    from cola_mm.data import digits, shapes, text  # the registry: one module per dataset
+
+    return {d.name: d for d in (shapes.DATASET, digits.DATASET, text.DATASET)}
+
+
+def get(name: str) -> Dataset:
+    found = datasets()
+    if name not in found:
+        raise DataError(f"unknown dataset {name!r}; registered datasets: {', '.join(found)}")
+    return found[name]
+
+
+def of_sample(meta: Any) -> Dataset:
+    """The dataset that made a sample, from its json's ``dataset`` field."""
+    if not isinstance(meta, dict) or "dataset" not in meta:
+        raise DataError("this sample has no ground-truth json naming its dataset")
+    return get(meta["dataset"])
+
+
+def of_split(split: str) -> Dataset:
+    """The dataset of an evaluation split named ``<dataset>/<split>``."""
+    return get(Path(split).parts[0] if split else "")
+
+
+def image_eval_splits() -> tuple[str, ...]:
+    """The default evaluation splits of the image jobs: ``<dataset>/<split>`` of every image dataset."""
+    return tuple(f"{d.name}/{s}" for d in datasets().values() if d.has_images for s in d.eval_splits)
