@@ -21,7 +21,8 @@ from pathlib import Path
 from cola_mm.core.components import CheckpointError
 from cola_mm.core.config import ConfigError
 from cola_mm.training.loop import TrainingDiverged
-from cola_mm.data.registry import datasets, positive_int as _positive_int
+from cola_mm.data import registry
+from cola_mm.data.registry import positive_int as _positive_int
 from cola_mm.data.shards import DataError
 from cola_mm.prior.flow import SOLVERS
 
@@ -37,14 +38,14 @@ def solver_option(p: argparse.ArgumentParser) -> None:
 def cmd_data_all(args: argparse.Namespace) -> None:
     """Build every registered dataset and the tokenizer under one root; existing parts are kept."""
     root = Path(args.out)
-    for dataset in datasets().values():
+    for dataset in registry.datasets().values():
         dataset.build_missing(root / dataset.name, args)
     tok_dir = root / "tokenizer"
     if (tok_dir / "tokenizer.json").is_file():
         print(f"tokenizer: already trained in {tok_dir}")
     else:
         # text corpora first, then the captions of the image datasets
-        found = sorted(datasets().values(), key=lambda d: d.has_images)
+        found = sorted(registry.datasets().values(), key=lambda d: d.has_images)
         cmd_tokenizer_train(argparse.Namespace(data=[str(root / d.name) for d in found], vocab_size=args.vocab_size,
                                                out=str(tok_dir)))
 
@@ -266,21 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true",
                        help="replace shards that already exist (refused otherwise)")
 
-    for dataset in datasets().values():  # one subcommand per registered dataset (cola_mm.data.registry)
+    for dataset in registry.datasets().values():  # one subcommand per registered dataset (cola_mm.data.registry)
         p = dsub.add_parser(dataset.name, help=dataset.help, description=dataset.description)
         common(p, "dataset root; shards go to OUT/<split>/")
         dataset.add_arguments(p)
         p.set_defaults(func=dataset.build)
 
     p = dsub.add_parser("all", help="every bundled dataset and the tokenizer under one root",
-                        description="Build OUT/<dataset> for every registered dataset (" + ", ".join(datasets())
+                        description="Build OUT/<dataset> for every registered dataset (" + ", ".join(registry.datasets())
                                     + ") and train OUT/tokenizer on them; parts that already exist are kept.")
     p.add_argument("--out", default="datasets", help="root folder (default ./datasets)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard")
     p.add_argument("--size", type=_positive_int, default=64, help="image side (default 64)")
     p.add_argument("--vocab-size", type=_positive_int, default=8192, help="tokenizer vocabulary")
-    for dataset in datasets().values():
+    for dataset in registry.datasets().values():
         dataset.add_all_arguments(p)
     p.set_defaults(func=cmd_data_all)
 
