@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cola_mm.training.stages.prior import JointStage
 from cola_mm.training.config import TrainConfig
+from cola_mm.training.stages.prior import JointStage
 
 
 def rolled(batch: dict, key: str) -> dict:

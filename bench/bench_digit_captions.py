@@ -20,9 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cola_mm.data.digits import parse_digit_caption  # noqa: E402
 from cola_mm.evaluation.images import evaluate_captions  # noqa: E402
 from cola_mm.pipeline import ColaPipeline  # noqa: E402
-from cola_mm.data.digits import parse_digit_caption  # noqa: E402
 
 
 def consistency(ckpt: str, data: str, seeds: list[int], limit: int, split: str = "digits/test") -> dict:

@@ -22,11 +22,11 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cola_mm.evaluation.images import read_samples  # noqa: E402
 from cola_mm.core.images import tensor_to_image  # noqa: E402
-from cola_mm.data.shapes import judge_object, one_object  # noqa: E402
-from cola_mm.evaluation.probe import Probe  # noqa: E402
 from cola_mm.data.pairs import pixels_from_image  # noqa: E402
+from cola_mm.data.shapes import judge_object, one_object  # noqa: E402
+from cola_mm.evaluation.images import read_samples  # noqa: E402
+from cola_mm.evaluation.probe import Probe  # noqa: E402
 from cola_mm.vae_image.model import ImageVAE  # noqa: E402
 
 SIGMAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75)

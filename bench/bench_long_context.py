@@ -32,9 +32,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_text_quality import repeated_ngrams, unigram_entropy  # noqa: E402
-from cola_mm.pipeline import ColaPipeline  # noqa: E402
-from cola_mm.data.loader import iter_texts, list_shards  # noqa: E402
 from cola_mm.core.sequence import SEGMENT_TYPES  # noqa: E402
+from cola_mm.data.loader import iter_texts, list_shards  # noqa: E402
+from cola_mm.pipeline import ColaPipeline  # noqa: E402
 from cola_mm.prior.sampler import BlockSampler, SamplerConfig  # noqa: E402
 
 TIMES = (0.25, 0.5, 0.75)

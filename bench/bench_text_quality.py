@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from cola_mm.pipeline import ColaPipeline
 from cola_mm.data.loader import iter_texts
+from cola_mm.pipeline import ColaPipeline
 
 STEPS = (1, 2, 4, 8, 16, 32)
 SCALES = (1.0, 3.0, 5.0, 7.0)

@@ -21,8 +21,8 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cola_mm.evaluation.text_vae import load_text_vae  # noqa: E402
 from cola_mm.data.loader import iter_texts, list_shards  # noqa: E402
+from cola_mm.evaluation.text_vae import load_text_vae  # noqa: E402
 
 SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 

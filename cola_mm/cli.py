@@ -20,11 +20,11 @@ from pathlib import Path
 
 from cola_mm.core.components import CheckpointError
 from cola_mm.core.config import ConfigError
-from cola_mm.training.loop import TrainingDiverged
 from cola_mm.data import registry
 from cola_mm.data.registry import positive_int as _positive_int
 from cola_mm.data.shards import DataError
 from cola_mm.prior.flow import SOLVERS
+from cola_mm.training.loop import TrainingDiverged
 
 
 def solver_option(p: argparse.ArgumentParser) -> None:

@@ -35,7 +35,6 @@ from cola_mm.core.config import Config, check
 from cola_mm.core.layers import KVCache
 from cola_mm.prior.dit import DiT
 from cola_mm.prior.flow import SOLVERS, get_solver, time_grid
-from cola_mm.prior.masks import block_causal_mask
 
 
 @dataclass(frozen=True)

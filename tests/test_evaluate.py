@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from cola_mm.core.components import CheckpointError
-from cola_mm.evaluation.text_vae import evaluate_text_vae, format_report, load_text_vae
 from cola_mm.data.shards import ShardWriter
 from cola_mm.data.windows import Source, TokenWindows, collate_windows
+from cola_mm.evaluation.text_vae import evaluate_text_vae, format_report, load_text_vae
 from cola_mm.vae_text.losses import TextVAELossConfig, active_dims, reconstruction_metrics, text_vae_loss
 from cola_mm.vae_text.model import TextVAE, preset
 from cola_mm.vae_text.tokenizer import save_tokenizer, train_tokenizer

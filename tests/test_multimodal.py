@@ -13,10 +13,10 @@ from PIL import Image
 
 from cola_mm.core.components import CheckpointError
 from cola_mm.core.images import ImageInputError
-from cola_mm.pipeline import ColaPipeline
 from cola_mm.core.sequence import (Segment, drop_condition, image_to_text, layout_row, stack_layouts, text_to_image,
                               text_to_text)
 from cola_mm.core.sequence import SEGMENT_TYPES
+from cola_mm.pipeline import ColaPipeline
 from cola_mm.prior.dit import DiT, preset as dit_preset
 from cola_mm.prior.masks import dense_from_mask_mod, packed_two_copy_mask, packed_two_copy_mask_mod
 from cola_mm.prior.sampler import BlockSampler, SamplerConfig

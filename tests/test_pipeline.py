@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from cola_mm.core.components import CheckpointError
 from cola_mm.core.config import ConfigError
 from cola_mm.pipeline import ColaPipeline
-from cola_mm.training.loop import train
 from cola_mm.training.config import TrainConfig
+from cola_mm.training.loop import train
 
 from conftest import REPO
 

@@ -15,9 +15,9 @@ from cola_mm.core.config import ConfigError
 from cola_mm.data.digits import judge_digit
 from cola_mm.data.shapes import ALL_PAIRS, BACKGROUND, NOVEL_PAIRS, cell_of, generate_sample
 from cola_mm.data.shapes import judge_object as judge_shapes
+from cola_mm.data.shards import DataError
 from cola_mm.evaluation.probe import (HEAD_ORDER, IGNORE, KINDS, AugmentConfig, Probe, ProbeBatches, ProbeConfig,
                                       augment, evaluate_probe, image_to_tensor, probe_loss, random_scene, train_probe)
-from cola_mm.data.shards import DataError
 
 # resnet10t at 32 px: the real arch family, a 1×1 final map (pooled up to the 2×2 grid), fast.
 TINY = ProbeConfig(arch="resnet10t", image_size=32)

@@ -4,7 +4,6 @@ read them from there (no dataset named anywhere else)."""
 
 from __future__ import annotations
 
-import argparse
 import random
 
 import pytest

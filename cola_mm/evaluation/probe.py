@@ -59,8 +59,8 @@ from tqdm import tqdm
 from cola_mm.core.components import PretrainedMixin
 from cola_mm.core.config import Config, check
 from cola_mm.core.images import random_warp
-from cola_mm.data.loader import ShardDataset
 from cola_mm.data.digits import judge_digit
+from cola_mm.data.loader import ShardDataset
 from cola_mm.data.shapes import (ALL_PAIRS, CELLS, COLORS, SHAPES, SIZES, judge_object, one_object, render_scene,
                                  sample_scene)
 from cola_mm.data.shards import DataError

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from cola_mm.training import checkpoint as ckpt
 from cola_mm.core.config import ConfigError
+from cola_mm.training import checkpoint as ckpt
 from cola_mm.training.config import TrainConfig
 from cola_mm.training.stage import Stage
 

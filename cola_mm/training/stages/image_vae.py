@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from cola_mm.core.config import ConfigError
-from cola_mm.training.config import TrainConfig
-from cola_mm.training.stage import first_batches, shift_scale
 from cola_mm.data.pairs import ImagePairs
 from cola_mm.data.windows import Source
+from cola_mm.training.config import TrainConfig
+from cola_mm.training.stage import first_batches, shift_scale
 from cola_mm.vae_image.losses import ImageVAELossConfig, image_vae_loss, psnr
 from cola_mm.vae_image.model import PRESETS, ImageVAE, ImageVAEConfig
 

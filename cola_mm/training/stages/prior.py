@@ -31,12 +31,12 @@ import torch
 from torch import nn
 
 from cola_mm.core.config import Config, ConfigError, check
-from cola_mm.training.config import TrainConfig
-from cola_mm.training.stage import TextWindowStage, first_batches
 from cola_mm.core.sequence import SEGMENT_TYPES
 from cola_mm.prior.dit import DiT, DiTConfig, PRESETS as DIT_PRESETS
 from cola_mm.prior.masks import block_ids_for
 from cola_mm.prior.training import flow_matching_loss, packed_flow_matching_loss
+from cola_mm.training.config import TrainConfig
+from cola_mm.training.stage import TextWindowStage, first_batches
 from cola_mm.vae_text.losses import TextVAELossConfig, text_vae_loss
 from cola_mm.vae_text.model import TextVAE
 from cola_mm.vae_text.tokenizer import load_tokenizer, save_tokenizer

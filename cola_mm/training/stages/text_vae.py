@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from cola_mm.core.config import ConfigError
-from cola_mm.training.config import TrainConfig
 from cola_mm.data.windows import collate_windows
+from cola_mm.training.config import TrainConfig
 from cola_mm.training.stage import TextWindowStage, shift_scale
 from cola_mm.vae_text.losses import (TextVAELossConfig, active_dims, reconstruction_metrics,
                              text_vae_loss)
