@@ -5,8 +5,9 @@ VENV = $(shell bash .ci/venv.sh)
 
 .PHONY: demo demo-checkpoint mm-targets test bench
 
-demo:  ## the app on the bundled demo checkpoint (http://localhost:8501)
-	@venv=$(VENV) && HF_HUB_OFFLINE=1 $$venv/bin/cola-mm app --ckpt checkpoints/demo
+PORT ?= 8501
+demo:  ## the app on the bundled demo checkpoint (http://localhost:8501; another port: make demo PORT=8600)
+	@venv=$(VENV) && HF_HUB_OFFLINE=1 $$venv/bin/cola-mm app --ckpt checkpoints/demo --port $(PORT)
 
 demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed recipe (~2 h on 2 CPU cores)
 	@venv=$(VENV) && set -e && export HF_HUB_OFFLINE=1 \

@@ -190,6 +190,31 @@ def cmd_probe_train(args: argparse.Namespace) -> None:
     print(f"probe -> {out} (held-out accuracies in {Path(out) / 'report.json'})")
 
 
+def _has_desktop() -> bool:
+    """A graphical session to open a browser in (never a console browser in this terminal)."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _open_browser_when_up(url: str, timeout_s: float = 120.0) -> None:
+    """Open ``url`` in the desktop's browser once the server answers its health check."""
+    import threading
+    import time
+    import urllib.request
+    import webbrowser
+
+    def wait_then_open() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                    webbrowser.open(url)
+                    return
+            except OSError:
+                time.sleep(0.5)
+
+    threading.Thread(target=wait_then_open, daemon=True, name="open-browser").start()
+
+
 def cmd_app(args: argparse.Namespace) -> None:
     """``streamlit run apps/app.py -- --ckpt DIR`` in this process (its PID is the server's:
     ``kill PID`` stops it), with the pipeline loading in the background while the server starts."""
@@ -208,11 +233,16 @@ def cmd_app(args: argparse.Namespace) -> None:
     from streamlit.web import cli as st_cli
 
     script = Path(apps.__file__).resolve().parent / "app.py"
-    flags = ["--server.port", str(args.port), "--server.address", args.address,
-             "--server.headless", "true" if args.headless else "false",
+    url = f"http://{args.address}:{args.port}"
+    # Always headless to Streamlit: its non-headless mode asks for an e-mail address on the first
+    # run, which waits for Enter in a terminal and exits 255 without one (a service, nohup, CI).
+    # The browser is opened here instead, where there is a desktop to open it on.
+    if not args.headless and _has_desktop():
+        _open_browser_when_up(url)
+    flags = ["--server.port", str(args.port), "--server.address", args.address, "--server.headless", "true",
              "--server.maxUploadSize", str(MAX_INPUT_BYTES // 2**20), "--browser.gatherUsageStats", "false",
              "--client.toolbarMode", "minimal"]
-    print(f"Cola-MM app on http://{args.address}:{args.port} (Ctrl+C stops it)", flush=True)
+    print(f"Cola-MM app on {url} (Ctrl+C stops it)", flush=True)
     st_cli.main(args=["run", str(script), *flags, "--", "--ckpt", str(ckpt.resolve())], prog_name="streamlit")
 
 
@@ -361,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipeline folder (default: the bundled demo checkpoint)")
     p.add_argument("--port", type=_positive_int, default=8501, help="port (default 8501)")
     p.add_argument("--address", default="localhost", help="address to listen on (default localhost; 0.0.0.0 = all)")
-    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument("--headless", action="store_true",
+                   help="do not open a browser (none is opened without a desktop session anyway); the app never "
+                        "asks a question on start, with or without a terminal")
     p.set_defaults(func=cmd_app)
 
     # ---- probe

@@ -34,7 +34,7 @@ from cola_mm.vae_text.losses import reconstruction_metrics
 from cola_mm.vae_text.model import TextVAE
 from cola_mm.vae_text.tokenizer import load_tokenizer
 
-TEXT_VAE_DIR = "text_vae"  # component folders inside a model folder (see vae_text/stage.py)
+TEXT_VAE_DIR = "text_vae"  # component folders inside a model folder (see cola_mm/training/stages/text_vae.py)
 TOKENIZER_DIR = "tokenizer"
 ACTIVE_DIM_THRESHOLD = 0.01  # Var over tokens of a posterior-mean dim above which it is "active"
 
