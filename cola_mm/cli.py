@@ -27,6 +27,13 @@ from cola_mm.prior.flow import SOLVERS
 from cola_mm.training.loop import TrainingDiverged
 
 
+BUNDLED_CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"  # the demo checkpoint of the clone
+
+
+def ckpt_option(p: argparse.ArgumentParser, what: str = "pipeline folder") -> None:
+    p.add_argument("--ckpt", default=str(BUNDLED_CKPT), help=f"{what} (default: the bundled demo checkpoint)")
+
+
 def solver_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", choices=tuple(SOLVERS), default=None,
                    help="ODE solver (default: the pipeline's, euler)")
@@ -224,9 +231,8 @@ def cmd_app(args: argparse.Namespace) -> None:
 
     ckpt = Path(args.ckpt)
     if not (ckpt / "pipeline.json").is_file():
-        default = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
         how = ("rebuild the bundled demo checkpoint with `make demo-checkpoint` (about 2 hours on 2 CPU cores; "
-               "see README)" if ckpt.resolve() == default else "pass --ckpt DIR, a pipeline folder such as "
+               "see README)" if ckpt.resolve() == BUNDLED_CKPT else "pass --ckpt DIR, a pipeline folder such as "
                "runs/demo/model or checkpoints/demo")
         raise CheckpointError(f"no pipeline at {ckpt} (no pipeline.json): {how}")
     preload.start(ckpt)
@@ -349,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("text", help="continue a text prompt",
                         description="Continue a prompt block by block (16 latents per block); the "
                                     "text is printed as each block is decoded.")
-    p.add_argument("--ckpt", required=True, help="pipeline folder (e.g. runs/prior_small/model)")
+    ckpt_option(p, "pipeline folder, e.g. runs/prior_small/model")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="limit on new tokens (default 64)")
     p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
@@ -366,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = gsub.add_parser("image", help="generate images from a text prompt",
                         description="Text → image: the prompt is encoded as a caption segment, the prior "
                                     "generates one image block, the image VAE decodes it. --n > 1 writes a grid.")
-    p.add_argument("--ckpt", required=True, help="pipeline folder with an image_vae/ (e.g. runs/mm_small/model)")
+    ckpt_option(p, "pipeline folder with an image_vae/, e.g. runs/mm_small/model")
     p.add_argument("--prompt", required=True, help="what to draw, e.g. 'a large red circle in the center'")
     p.add_argument("--out", default="out.png", help="PNG to write (default out.png)")
     p.add_argument("--n", type=_positive_int, default=1, help="images (seeds seed..seed+n-1); >1 → a grid")
@@ -377,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("caption", help="caption images with a trained pipeline",
                        description="Image → text: each image (any format, mode or size Pillow reads) is "
                                    "encoded by the image VAE and the prior writes its caption block by block.")
-    p.add_argument("--ckpt", required=True, help="pipeline folder with an image_vae/")
+    ckpt_option(p, "pipeline folder with an image_vae/")
     p.add_argument("images", nargs="+", help="image files")
     solver_option(p)
     sampling(p)
@@ -387,8 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("app", help="start the Streamlit app",
                        description="The three jobs in a browser: text → image, image → text, text continuation "
                                    "(a thin wrapper over `streamlit run apps/app.py`).")
-    p.add_argument("--ckpt", default=str(Path(__file__).resolve().parents[1] / "checkpoints" / "demo"),
-                   help="pipeline folder (default: the bundled demo checkpoint)")
+    ckpt_option(p)
     p.add_argument("--port", type=_positive_int, default=8501, help="port (default 8501)")
     p.add_argument("--address", default="localhost", help="address to listen on (default localhost; 0.0.0.0 = all)")
     p.add_argument("--headless", action="store_true",

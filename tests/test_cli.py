@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +85,20 @@ def test_data_all_builds_every_dataset_and_the_tokenizer(tmp_path):
     stamp = (root / "tokenizer" / "tokenizer.json").stat().st_mtime_ns
     assert main(argv) == 0
     assert (root / "tokenizer" / "tokenizer.json").stat().st_mtime_ns == stamp
+
+
+def test_job_commands_default_to_the_bundled_checkpoint(tmp_path):
+    """generate text / generate image / caption work without --ckpt, from any folder."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    common = dict(capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "generate", "text", "--prompt", "ROMEO. ",
+                        "--max-new-tokens", "8"], **common)
+    assert r.returncode == 0 and r.stdout.startswith("ROMEO. ") and len(r.stdout.strip()) > len("ROMEO."), r.stderr
+    out = tmp_path / "img.png"
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "generate", "image", "--prompt", "a large red circle",
+                        "--out", str(out)], **common)
+    assert r.returncode == 0 and out.is_file(), r.stderr
+    example = repo / "apps" / "examples" / "digit_3.png"
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "caption", str(example)], **common)
+    assert r.returncode == 0 and r.stdout.startswith(f"{example}\t") and r.stdout.split("\t")[1].strip(), r.stderr
