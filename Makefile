@@ -17,7 +17,7 @@ demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed re
 	&& $$venv/bin/cola-mm train --resume-if-any --config configs/demo.yaml \
 	&& $$venv/bin/cola-mm export runs/demo/model checkpoints/demo --dtype float16
 
-# The one CPU `small` model that meets issue 5's targets (README, "One model at the targets"):
+# The one CPU `small` model that meets issue 5's targets (docs/experiments.md, "One model at the targets"):
 # six fine-tune legs from checkpoints/demo, ~2 h 20 min on 2 CPU cores, then the probe and both evals.
 # The last two legs rotate and zoom the digits (±10°, ±10 %) per sample; never the shapes, whose
 # captions name cells and sizes.

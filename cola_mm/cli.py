@@ -232,7 +232,7 @@ def cmd_app(args: argparse.Namespace) -> None:
     ckpt = Path(args.ckpt)
     if not (ckpt / "pipeline.json").is_file():
         how = ("rebuild the bundled demo checkpoint with `make demo-checkpoint` (about 2 hours on 2 CPU cores; "
-               "see README)" if ckpt.resolve() == BUNDLED_CKPT else "pass --ckpt DIR, a pipeline folder such as "
+               "see docs/experiments.md)" if ckpt.resolve() == BUNDLED_CKPT else "pass --ckpt DIR, a pipeline folder such as "
                "runs/demo/model or checkpoints/demo")
         raise CheckpointError(f"no pipeline at {ckpt} (no pipeline.json): {how}")
     preload.start(ckpt)
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- eval
     ev = sub.add_parser("eval", help="measure a trained component",
-                        description="Evaluation reports (figures quoted in the README come from these).")
+                        description="Evaluation reports (figures quoted in the README and docs/ come from these).")
     esub = ev.add_subparsers(dest="target", metavar="TARGET", required=True)
     p = esub.add_parser("text-vae", help="Text VAE reconstruction on held-out shards",
                         description="Token reconstruction accuracy from the posterior mean and from a "

@@ -48,7 +48,7 @@ class PipelineConfig(Config):
     time_shift: float = 1.0
     caption_tokens: int = 32  # a text prompt of text→image / a caption: <bos> … <eos> <pad>… (tokens)
     default_image_cfg_scale: float = 3.0  # guidance for text → image
-    # guidance for image → text: 3 lifts shapes captions 63 % → 96 % (configs/demo_caption.yaml, README)
+    # guidance for image → text: 3 lifts shapes captions 63 % → 96 % (configs/demo_caption.yaml, docs/experiments.md)
     default_caption_cfg_scale: float = 3.0
     jobs: tuple[str, ...] = ("text_to_text",)  # the jobs the prior was trained on
 

@@ -4,7 +4,7 @@ The bundled caption sets describe each image in many ways (shapes: 22 templates,
 random capitals and full stops; digits: 10 templates, numeral or word). That variety is what a
 text→image prompt should tolerate, but as a *target* it hurts: a continuous prior trained on
 many phrasings of one scene learns their average, which decodes to caption-shaped salad.
-Training image→text on one phrasing per scene fixes that (see the README's captioning
+Training image→text on one phrasing per scene fixes that (see docs/experiments.md, captioning
 experiments), so the data pipeline can swap the shard's ``txt`` for :func:`canonical_caption`
 of its ``json`` — for caption targets, prompts, or both (``data.caption_targets`` /
 ``data.caption_prompts``).
