@@ -6,8 +6,9 @@ here, and add it to :data:`STAGES`.
 
 from __future__ import annotations
 
+from cola_mm.training.stages.ar import ARStage
 from cola_mm.training.stages.image_vae import ImageVAEStage
 from cola_mm.training.stages.prior import JointStage
 from cola_mm.training.stages.text_vae import TextVAEStage
 
-STAGES: dict[str, type] = {cls.name: cls for cls in (TextVAEStage, ImageVAEStage, JointStage)}
+STAGES: dict[str, type] = {cls.name: cls for cls in (TextVAEStage, ImageVAEStage, JointStage, ARStage)}
