@@ -8,8 +8,8 @@ All measurements are :mod:`cola_mm.evaluation.context` (read its docstring for t
   paired draws of (t, ε) per window under the training time law (loc ``--time-loc``);
 - ``gap_by_t``: the same windows at fixed times ``--t-grid`` (every block at one t), so each t
   has all windows — where along t does context help?;
-- captions: ``--captions`` held-out image→text rows (``DATA/shapes/val``, canonical captions,
-  as the demo was trained), the image block swapped (bench_condition's "images rolled",
+- captions: ``--captions`` held-out image→text rows (``DATA/shapes/val``; ``--caption-targets``
+  canonical, as the demo was trained, or original), the image block swapped (bench_condition's "images rolled",
   without a run config: rows are built from the pipeline alone);
 - continuations: the first ``--prompt-tokens`` tokens of ``--prompts`` of those windows,
   ``--max-new-tokens`` each, at every seed of ``--seeds``.
@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--t-grid", default="0.05,0.15,0.25,0.35,0.45,0.55,0.65,0.75,0.85,0.95",
                         help="fixed times for gap_by_t ('' to skip)")
     parser.add_argument("--captions", type=int, default=48, help="image→text rows (0 to skip)")
+    parser.add_argument("--caption-targets", choices=("canonical", "original"), default="canonical",
+                        help="caption text of the rows: the one rebuilt from json (the demo's training targets) "
+                             "or the shard's txt")
     parser.add_argument("--prompts", type=int, default=8, help="continuation prompts (0 to skip)")
     parser.add_argument("--prompt-tokens", type=int, default=48)
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -136,10 +139,12 @@ def main() -> None:
                               "gap_se": {n: [s["gap_se"][n] for s in per_t] for n in raw_t["loss"]}}
     if args.captions and pipe.image_vae is not None:
         samples = read_samples(data / "shapes" / "val", args.captions)
-        raw_c = C.caption_context_losses(pipe, samples, [canonical_caption(s["json"]) for s in samples],
+        texts = [canonical_caption(s["json"]) if args.caption_targets == "canonical" else s["txt"] for s in samples]
+        raw_c = C.caption_context_losses(pipe, samples, texts,
                                          draws=args.draws, seed=args.seed, time_loc=args.time_loc,
                                          time_scale=args.time_scale, progress="caption rows")
-        result["captions"] = {"rows": len(samples), "shards": str(data / "shapes" / "val"), **C.summarize(raw_c)}
+        result["captions"] = {"rows": len(samples), "targets": args.caption_targets,
+                              "shards": str(data / "shapes" / "val"), **C.summarize(raw_c)}
     if args.prompts:
         prompts = C.prompts_from_windows(pipe.tokenizer, ids[:args.prompts], args.prompt_tokens)
         result["continuations"] = {"max_new_tokens": args.max_new_tokens, "seeds": seeds,

@@ -160,9 +160,10 @@ def summarize(raw: dict[str, Any], reference: str = "true", from_block: int = 1)
 
     - ``per_block[name]``: mean loss per block position (k,), over draws and samples;
     - ``mean[name]``: mean over blocks >= ``from_block`` (the blocks that have a context);
-    - ``gap[name]``: mean paired difference name − ``reference`` over those blocks, with
-      ``gap_se[name]``, its standard error over samples (each sample's gap averaged over draws
-      and blocks first), and ``gap_per_block[name]`` (k,)."""
+    - ``gap[name]``: the paired difference name − ``reference`` averaged over draws and those
+      blocks per sample, then over samples (every sample weighs the same, so where samples have
+      different numbers of blocks with loss — captions — it is not ``mean[name] − mean[ref]``),
+      with ``gap_se[name]``, its standard error over samples, and ``gap_per_block[name]`` (k,)."""
     loss = raw["loss"]
     ref = loss[reference]
     out: dict[str, Any] = {"per_block": {}, "mean": {}, "gap": {}, "gap_se": {}, "gap_per_block": {}}
