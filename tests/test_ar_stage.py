@@ -90,3 +90,35 @@ def test_parameter_counts_report_embeddings_apart():
     assert c["embedding"] == 8192 * 256  # tied with the output layer: counted once
     assert c["non_embedding"] == 6 * (4 * 256 * 256 + 3 * 256 * 704 + 2 * 256) + 256
     assert c["total"] == c["embedding"] + c["non_embedding"]
+
+
+def test_ar_resumes_from_a_checkpoint_with_tied_weights(tiny_datasets, tmp_path, monkeypatch):
+    """accelerate drops the tied lm_head from its saved state; a run stopped right after its
+    step-3 checkpoint and resumed must end with the weights of one uninterrupted run."""
+    from transformers import LlamaForCausalLM
+
+    from cola_mm.training import loop
+
+    class Stop(Exception):
+        pass
+
+    def cfg(name):
+        return TrainConfig.from_dict(ar_config(tiny_datasets, tmp_path / name, max_steps=6, ckpt_every=3,
+                                               val_batches=1))
+
+    whole = loop.train(cfg("whole"), progress=False)
+    plot = loop.plot_loss_curve
+
+    def stop_after_first_checkpoint(records, out):  # runs right after a checkpoint is committed
+        raise Stop
+
+    monkeypatch.setattr(loop, "plot_loss_curve", stop_after_first_checkpoint)
+    with pytest.raises(Stop):
+        loop.train(cfg("split"), progress=False)
+    monkeypatch.setattr(loop, "plot_loss_curve", plot)
+    split = loop.train(cfg("split"), resume=True, progress=False)
+    a = LlamaForCausalLM.from_pretrained(whole / "ar").state_dict()
+    b = LlamaForCausalLM.from_pretrained(split / "ar").state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
