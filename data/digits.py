@@ -7,9 +7,12 @@ drawn as dark ink :data:`INK` on the same light background as :mod:`cola_mm.data
 share a look. Captions name the digit in varied phrasing (:data:`TEMPLATES`, numeral or word);
 :func:`parse_digit_caption` reads the digit back.
 
-Split (fixed, independent of the seed): the last :data:`TEST_COUNT` = 300 source indices
-(1497..1796) are ``test``, the first 1,497 are ``train``. Every class has 27–33 test samples.
-The seed only picks the caption phrasing.
+Splits (fixed, independent of the seed; generator ``digits-2``): the last :data:`TEST_COUNT` =
+300 source indices (1497..1796) are ``test``, the :data:`VAL_COUNT` = 150 before them ``val``
+(model selection), the first 1,347 ``train``: no scan is in two of them. ``heldout-phrasing``
+captions the test scans with templates training never uses (:data:`HELDOUT_TEMPLATES`), a
+text → image prompt set no training caption matches. Every class has 27–33 test samples. The seed
+only picks the caption phrasing. Captions are graded by the strict grammar of :func:`parse_strict`.
 
 Build with ``cola-mm data digits --out datasets/digits``, or from Python::
 
@@ -34,7 +37,7 @@ from cola_mm.data.shards import (DataError, ShardWriter, check_generator_args, p
                                  update_manifest)
 
 DATASET_NAME = "digits"
-GENERATOR_VERSION = "digits-1"
+GENERATOR_VERSION = "digits-2"
 
 BACKGROUND = (245, 245, 245)  # same as cola_mm.data.shapes
 INK = (25, 25, 25)
@@ -42,7 +45,8 @@ SOURCE_MAX = 16.0   # ink counts in load_digits run 0..16
 PAD_CELLS = 1       # blank source cells added on each side before upsampling (a margin)
 MIN_SIZE = 16
 TEST_COUNT = 300
-SPLITS = ("train", "test")
+VAL_COUNT = 150
+SPLITS = ("train", "val", "test", "heldout-phrasing")
 CAPITALIZE_PROBABILITY = 0.5
 PERIOD_PROBABILITY = 0.5
 
@@ -61,11 +65,23 @@ TEMPLATES = (
 )
 
 
+HELDOUT_TEMPLATES = (
+    "please write the number {num}",
+    "show me {a_num} written in ink",
+    "draw the numeral {num} with a pen",
+)
+
+
 def split_indices(split: str, total: int) -> range:
-    """Source indices of ``split``: the last TEST_COUNT are test, the rest train."""
+    """Source indices of ``split``: the last TEST_COUNT are test (and heldout-phrasing), the
+    VAL_COUNT before them val, the rest train."""
     if split not in SPLITS:
         raise DataError(f"unknown digits split {split!r}; choose one of {', '.join(SPLITS)}")
-    return range(total - TEST_COUNT, total) if split == "test" else range(total - TEST_COUNT)
+    if split in ("test", "heldout-phrasing"):
+        return range(total - TEST_COUNT, total)
+    if split == "val":
+        return range(total - TEST_COUNT - VAL_COUNT, total - TEST_COUNT)
+    return range(total - TEST_COUNT - VAL_COUNT)
 
 
 def render_digit(pixels: np.ndarray, size: int) -> Image.Image:
@@ -78,13 +94,17 @@ def render_digit(pixels: np.ndarray, size: int) -> Image.Image:
     return Image.fromarray(np.rint(rgb).astype(np.uint8))
 
 
-def make_digit_caption(label: int, rng: random.Random, template: int | None = None) -> str:
+def _a_num(num: str) -> str:
+    return f"{'an' if num in ('8', 'eight') else 'a'} {num}"
+
+
+def make_digit_caption(label: int, rng: random.Random, template: int | None = None,
+                       templates: tuple[str, ...] = TEMPLATES) -> str:
     """Caption a digit with a random (or the given) template, as a numeral or a word."""
     if template is None:
-        template = rng.randrange(len(TEMPLATES))
+        template = rng.randrange(len(templates))
     num = rng.choice((str(label), DIGIT_WORDS[label]))
-    a_num = f"{'an' if num in ('8', 'eight') else 'a'} {num}"
-    text = TEMPLATES[template].format(num=num, a_num=a_num)
+    text = templates[template].format(num=num, a_num=_a_num(num))
     if rng.random() < CAPITALIZE_PROBABILITY:
         text = text[0].upper() + text[1:]
     if rng.random() < PERIOD_PROBABILITY:
@@ -93,6 +113,27 @@ def make_digit_caption(label: int, rng: random.Random, template: int | None = No
 
 
 _NUMBER_RE = re.compile(r"\b(?:[0-9]|" + "|".join(DIGIT_WORDS) + r")\b")
+_NUM = "(?P<num>[0-9]|" + "|".join(DIGIT_WORDS) + ")"
+_STRICT_RE = tuple(re.compile("^" + re.escape(t).replace(r"\{num\}", _NUM).replace(r"\{a_num\}", "(?P<art>an|a) " + _NUM)
+                              + "$") for t in TEMPLATES)
+
+
+def parse_strict(text: str) -> int | None:
+    """The digit of a caption that is, as a whole, one sentence of the caption grammar (a
+    template with one digit, numeral or word, and the right article; case, runs of spaces and one
+    trailing full stop aside), else None."""
+    if not isinstance(text, str):
+        return None
+    norm = " ".join(text.strip().split()).lower()
+    norm = norm[:-1].rstrip() if norm.endswith(".") else norm
+    for regex in _STRICT_RE:
+        m = regex.match(norm)
+        if m:
+            num = m.group("num")
+            if m.groupdict().get("art") is not None and _a_num(num) != f"{m.group('art')} {num}":
+                return None
+            return int(num) if num.isdigit() else DIGIT_WORDS.index(num)
+    return None
 
 
 def parse_digit_caption(text: str) -> int | None:
@@ -127,9 +168,11 @@ def build_digits(out: str | os.PathLike, size: int = 64, seed: int = 0, shard_si
         with ShardWriter(split_dirs[split], max_count=shard_size) as writer:
             for index in tqdm(indices, desc=f"digits/{split}", disable=not progress):
                 label = int(digits.target[index])
-                rng = random.Random(f"{DATASET_NAME}/{seed}/{index}")
-                template = rng.randrange(len(TEMPLATES))
-                caption = make_digit_caption(label, rng, template)
+                rng = random.Random(f"{DATASET_NAME}/{seed}/{index}" + ("/heldout" if split == "heldout-phrasing" else ""))
+                templates = HELDOUT_TEMPLATES if split == "heldout-phrasing" else TEMPLATES
+                template = rng.randrange(len(templates))
+                caption = make_digit_caption(label, rng, template, templates)
+                template = f"heldout/{template}" if split == "heldout-phrasing" else template
                 meta = {"label": label, "caption": caption, "caption_template": template,
                         "source_index": index, "split": split, "seed": seed,
                         "image_size": size, "dataset": DATASET_NAME,
@@ -141,7 +184,8 @@ def build_digits(out: str | os.PathLike, size: int = 64, seed: int = 0, shard_si
         manifest = update_manifest(
             out, DATASET_NAME, GENERATOR_VERSION, split, info,
             source="sklearn.datasets.load_digits", classes=list(DIGIT_WORDS),
-            split_rule=f"test = the last {TEST_COUNT} source indices, train = the rest",
+            split_rule=f"test (and heldout-phrasing) = the last {TEST_COUNT} source indices, val = the "
+                       f"{VAL_COUNT} before them, train = the rest",
             background=list(BACKGROUND), ink=list(INK))
     return manifest
 
@@ -160,8 +204,10 @@ def canonical_caption(meta: dict) -> str:
 
 
 def grade_caption(text: str, truth: dict) -> Grade:
-    """Right when the caption names the sample's digit, and only it."""
-    return {"all": parse_digit_caption(text) == int(truth["label"])}
+    """Right when the caption is one sentence of the caption grammar (:func:`parse_strict`)
+    naming the sample's digit."""
+    parsed = parse_strict(text)
+    return {"parsed": parsed is not None, "all": parsed == int(truth["label"])}
 
 
 def judge_digit(pred: dict, label: int) -> bool:
@@ -180,14 +226,20 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace) -> None:
+    from cola_mm.data.overlap import record_overlaps
+
     manifest = build_digits(args.out, size=args.size, seed=args.seed, shard_size=args.shard_size,
                             overwrite=args.overwrite)
     for split, info in manifest["splits"].items():
         print(f"digits/{split}: {info['count']} samples -> {Path(args.out) / split}")
+    for split, found in record_overlaps(args.out).items():
+        print(f"digits/{split}: {found['images']} images and {found['prompts']} prompts also in train "
+              f"(of {found['samples']})")
 
 
 def _build_missing(root: Path, args: argparse.Namespace) -> None:
-    if read_manifest(root).get("splits"):
+    manifest = read_manifest(root)
+    if manifest.get("generator_version") == GENERATOR_VERSION and set(SPLITS) <= set(manifest.get("splits", {})):
         print(f"digits: already built in {root}")
         return
     _build(argparse.Namespace(out=root, size=args.size, seed=args.seed, shard_size=args.shard_size, overwrite=True))
@@ -196,8 +248,9 @@ def _build_missing(root: Path, args: argparse.Namespace) -> None:
 DATASET = Dataset(
     name=DATASET_NAME,
     help="scikit-learn's 1,797 real handwritten digits, captioned",
-    description="Upsample sklearn's 8x8 digits smoothly to the canvas, caption them; fixed train/test split.",
+    description="Upsample sklearn's 8x8 digits smoothly to the canvas, caption them; fixed train/val/test "
+                "split by scan, plus test scans captioned with held-out phrasing.",
     add_arguments=_add_arguments, build=_build, build_missing=_build_missing,
-    eval_splits=("test",),
+    image_splits=("test", "heldout-phrasing"), caption_splits=("test",),
     canonical_caption=canonical_caption, grade_caption=grade_caption, judge_image=judge_image,
 )

@@ -50,7 +50,8 @@ class Dataset:
     add_all_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
     build_missing: Callable[[Path, argparse.Namespace], None] | None = None
     # image–caption datasets only (None / () for text corpora):
-    eval_splits: tuple[str, ...] = ()  # held-out splits the image evaluations read
+    image_splits: tuple[str, ...] = ()  # held-out splits whose captions prompt text → image
+    caption_splits: tuple[str, ...] = ()  # held-out splits whose images are captioned
     canonical_caption: Callable[[dict], str] | None = None  # json → the one phrasing of the sample
     grade_caption: Callable[[str, dict], Grade] | None = None  # (generated caption, json) → verdicts
     judge_image: Callable[[dict, dict], Grade] | None = None  # (probe prediction, json) → verdicts
@@ -90,6 +91,12 @@ def of_split(split: str) -> Dataset:
     return get(Path(split).parts[0] if split else "")
 
 
-def image_eval_splits() -> tuple[str, ...]:
-    """The default evaluation splits of the image jobs: ``<dataset>/<split>`` of every image dataset."""
-    return tuple(f"{d.name}/{s}" for d in datasets().values() if d.has_images for s in d.eval_splits)
+JOB_SPLITS = {"text_to_image": "image_splits", "image_to_text": "caption_splits"}
+
+
+def image_eval_splits(job: str) -> tuple[str, ...]:
+    """The default evaluation splits of an image job (``text_to_image`` or ``image_to_text``):
+    ``<dataset>/<split>`` of every image dataset."""
+    if job not in JOB_SPLITS:
+        raise ValueError(f"image jobs are {', '.join(JOB_SPLITS)}, got {job!r}")
+    return tuple(f"{d.name}/{s}" for d in datasets().values() if d.has_images for s in getattr(d, JOB_SPLITS[job]))

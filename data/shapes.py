@@ -3,27 +3,46 @@
 Each sample is a small image of one or two coloured shapes placed on a 3×3 grid, a caption in
 varied natural phrasing, and the ground truth as JSON. The caption states every attribute
 (shape, colour, size and grid cell; for two objects both objects and their spatial relation), so
-the set grades generation GenEval-style (Ghosh et al., 2023): generated images by a probe
-classifier against the prompt's attributes, generated captions by :func:`parse_caption`.
-The ``novel`` split holds colour–shape pairs that never occur in train/val/test
-(:data:`NOVEL_PAIRS`), which measures compositional generalisation.
+the set grades generation GenEval-style (Ghosh et al., 2023): generated images by a judge
+against the prompt's attributes, generated captions by the strict grammar of
+:func:`parse_strict`.
+
+Splits, held out by construction (generator ``shapes-2``)
+
+- a one-object scene is a *combination* (colour, shape, size, cell); a two-object scene has an
+  unordered *pair* of colour–shape pairs. Every combination and every pair belongs to exactly
+  one split, fixed by a hash of its names (independent of the seed): ``val`` and ``test``
+  combinations (a tenth each) and ``val`` and ``two`` pairs (a tenth each) never occur in
+  ``train``, so no test image and no test caption can be recalled from training;
+- ``train`` / ``val``: one-object scenes (and, with ``max_objects=2``, half two-object scenes)
+  from their own combinations and pairs;
+- ``test``: one-object scenes from the test combinations;
+- ``novel``: one-object scenes of the colour–shape pairs :data:`NOVEL_PAIRS`, which no other
+  split ever shows;
+- ``two``: two-object scenes with a relation, from the ``two`` pairs;
+- ``heldout-phrasing``: test combinations and ``two`` pairs captioned with templates and
+  synonyms that training never uses (:data:`HELDOUT_ONE_TEMPLATES` …): a prompt set for text →
+  image that no training caption matches.
+
+Scenes vary continuously, so no render repeats: the centre is jittered around the cell centre
+(sub-pixel), the side by ±:data:`SIZE_JITTER` of its nominal size, and each colour channel by up
+to ±:data:`COLOR_JITTER` around the named colour's RGB. :func:`cola_mm.data.overlap.split_overlap`
+hashes every evaluation image and prompt against the training stream; ``cola-mm data shapes``
+records the result (0) in the manifest.
 
 Specification (renders can be checked against it)
 
 - canvas ``size``×``size`` (default 64), background RGB :data:`BACKGROUND` = (245, 245, 245);
 - shapes :data:`SHAPES`: circle, square, triangle (apex up), cross (plus sign, arms 1/3 thick);
-- colours :data:`COLORS` with exact RGB values;
-- sizes :data:`SIZES`: the bounding box side is 1/5 (small) or 2/5 (large) of the canvas side;
-- position: the bbox centre lies in one cell of a 3×3 grid (:data:`CELLS`), jittered around the
-  cell centre by at most 1/6 of a cell side, then clamped so the bbox stays inside the canvas
-  and the centre inside its cell;
-- bboxes are integer pixels ``[x0, y0, x1, y1]`` with exclusive ``x1, y1`` (PIL crop convention);
-  each shape touches all four sides of its bbox;
-- two-object scenes (``max_objects=2``, half the scenes) use two different cells, bboxes at
-  least :data:`MIN_GAP_PX` apart, and a relation (:data:`RELATIONS`) true of the cells:
-  ``objects[0] <relation> objects[1]``;
-- rendering draws at 4× with PIL and reduces with a box filter, so edges are anti-aliased and
-  every pixel fully inside a shape has exactly its colour's RGB.
+- colours :data:`COLORS` (the named RGB; a scene's ``rgb`` is within ±COLOR_JITTER of it);
+- sizes :data:`SIZES`: the bounding box side is 1/5 (small) or 2/5 (large) of the canvas side,
+  times 1 ± SIZE_JITTER;
+- position: the bbox centre lies in one cell of a 3×3 grid (:data:`CELLS`), at most 1/6 of a
+  cell side from the cell centre on each axis, clamped so the bbox stays inside the canvas;
+- bboxes are float pixels ``[x0, y0, x1, y1]`` (exclusive end), drawn at 4× and box-filtered,
+  so edges are anti-aliased at quarter-pixel precision;
+- two-object scenes use two different cells, bboxes at least :data:`MIN_GAP_PX` apart, and a
+  relation (:data:`RELATIONS`) true of the cells: ``objects[0] <relation> objects[1]``.
 
 A sample is a pure function of ``(seed, split, index, size, max_objects)``: its RNG is
 ``random.Random("shapes/{seed}/{split}/{index}")``, so a split's shards are byte-identical
@@ -39,6 +58,7 @@ or from Python::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import random
@@ -53,7 +73,7 @@ from cola_mm.data.shards import (DataError, ShardWriter, check_generator_args, p
                                  update_manifest)
 
 DATASET_NAME = "shapes"
-GENERATOR_VERSION = "shapes-1"
+GENERATOR_VERSION = "shapes-2"
 
 # --- the specification ---------------------------------------------------------------------
 
@@ -74,7 +94,8 @@ CELLS = ("top left", "top", "top right",
          "left", "center", "right",
          "bottom left", "bottom", "bottom right")
 RELATIONS = ("left of", "right of", "above", "below")
-SPLITS = ("train", "val", "test", "novel")
+SPLITS = ("train", "val", "test", "novel", "two", "heldout-phrasing")
+ONE_OBJECT_SPLITS = ("test", "novel")  # evaluation splits of one-object scenes only
 
 ALL_PAIRS = tuple((color, shape) for color in COLORS for shape in SHAPES)
 # Held out of train/val/test: one per shape, each with a different colour, so every colour and
@@ -87,6 +108,9 @@ SUPERSAMPLE = 4             # draw at this factor, then box-filter down (anti-al
 JITTER_FRACTION = 1 / 6     # max centre offset from the cell centre, in cell sides
 CROSS_ARM_FRACTION = 1 / 3  # thickness of the cross's arms, in bbox sides
 MIN_GAP_PX = 2              # smallest gap between the bboxes of a two-object scene
+SIZE_JITTER = 0.1           # object side = nominal side · (1 + U(±SIZE_JITTER))
+COLOR_JITTER = 10           # each RGB channel of an object = the named colour's + U{±COLOR_JITTER}
+HOLDOUT_BUCKETS = 10        # combinations hash into 10 buckets: 0 → val, 1 → test (or two), the rest → train
 TWO_OBJECT_FRACTION = 0.5   # share of two-object scenes when max_objects=2
 MAX_PLACEMENT_TRIES = 1000  # rejection sampling of non-overlapping placements
 CAPITALIZE_PROBABILITY = 0.5
@@ -95,56 +119,47 @@ PERIOD_PROBABILITY = 0.5
 
 # --- geometry --------------------------------------------------------------------------------
 
-def object_side(size_name: str, canvas: int) -> int:
-    """Side in pixels of the bbox of an object of size ``size_name`` on a ``canvas`` canvas."""
-    return max(1, round(SIZES[size_name] * canvas))
+def object_side(size_name: str, canvas: int) -> float:
+    """Nominal side in pixels of the bbox of an object of size ``size_name`` on a ``canvas`` canvas."""
+    return SIZES[size_name] * canvas
 
 
-def cell_of(bbox: list[int], canvas: int) -> str:
-    """Name of the grid cell holding the centre of ``bbox`` (exact integer arithmetic)."""
+def cell_of(bbox: list[float], canvas: int) -> str:
+    """Name of the grid cell holding the centre of ``bbox``."""
     x0, y0, x1, y1 = bbox
-    # centre cx = (x0 + x1) / 2 is in column floor(cx * GRID / canvas)
-    col = min(GRID - 1, (x0 + x1) * GRID // (2 * canvas))
-    row = min(GRID - 1, (y0 + y1) * GRID // (2 * canvas))
+    col = min(GRID - 1, max(0, math.floor((x0 + x1) / 2 * GRID / canvas)))
+    row = min(GRID - 1, max(0, math.floor((y0 + y1) / 2 * GRID / canvas)))
     return CELLS[row * GRID + col]
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _start_range(band: int, side: int, canvas: int) -> tuple[int, int]:
-    """Allowed integer starts of a box of ``side`` whose centre lies in grid band ``band``.
-
-    The centre ``start + side/2`` must satisfy ``band*canvas/GRID <= centre < (band+1)*canvas/GRID``
-    and the box must fit in ``[0, canvas)``; both are solved in integers.
-    """
-    lo = _ceil_div(2 * band * canvas - GRID * side, 2 * GRID)
-    hi = _ceil_div(2 * (band + 1) * canvas - GRID * side, 2 * GRID) - 1
-    return max(lo, 0), min(hi, canvas - side)
-
-
-def _place_axis(rng: random.Random, band: int, side: int, canvas: int) -> int:
-    """Start of a box on one axis: the band's centre plus jitter, clamped into the band."""
+def _place_axis(rng: random.Random, band: int, side: float, canvas: int) -> float:
+    """Start of a box on one axis: the band's centre plus jitter, kept inside the canvas and with
+    its centre inside the band."""
     cell_side = canvas / GRID
     jitter = JITTER_FRACTION * cell_side
     centre = (band + 0.5) * cell_side + rng.uniform(-jitter, jitter)
-    lo, hi = _start_range(band, side, canvas)
-    return min(max(math.floor(centre - side / 2 + 0.5), lo), hi)
+    centre = min(max(centre, side / 2), canvas - side / 2)  # inside the canvas
+    eps = 1e-3
+    centre = min(max(centre, band * cell_side + eps), (band + 1) * cell_side - eps)  # inside the band
+    return centre - side / 2
+
+
+def _jittered_rgb(rng: random.Random, color: str) -> list[int]:
+    return [min(255, max(0, c + rng.randint(-COLOR_JITTER, COLOR_JITTER))) for c in COLORS[color]]
 
 
 def _make_object(rng: random.Random, pair: tuple[str, str], size_name: str, cell: str,
                  canvas: int) -> dict:
     row, col = divmod(CELLS.index(cell), GRID)
-    side = object_side(size_name, canvas)
+    side = object_side(size_name, canvas) * (1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER))
     x0 = _place_axis(rng, col, side, canvas)
     y0 = _place_axis(rng, row, side, canvas)
     color, shape = pair
     return {"shape": shape, "color": color, "size": size_name, "cell": cell,
-            "bbox": [x0, y0, x0 + side, y0 + side]}
+            "bbox": [round(v, 3) for v in (x0, y0, x0 + side, y0 + side)], "rgb": _jittered_rgb(rng, color)}
 
 
-def _separated(a: list[int], b: list[int], gap: int) -> bool:
+def _separated(a: list[float], b: list[float], gap: float) -> bool:
     """True when the boxes are at least ``gap`` pixels apart along x or along y."""
     return (a[2] + gap <= b[0] or b[2] + gap <= a[0]
             or a[3] + gap <= b[1] or b[3] + gap <= a[1])
@@ -166,30 +181,48 @@ def _check_split(split: str) -> None:
         raise DataError(f"unknown shapes split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
-def _two_pairs(rng: random.Random, split: str) -> list[tuple[str, str]]:
-    """Two different colour–shape pairs; in ``novel`` at least one is a novel pair."""
-    if split != "novel":
-        return rng.sample(SEEN_PAIRS, 2)
-    novel = rng.choice(NOVEL_PAIRS)
-    other = rng.choice([pair for pair in ALL_PAIRS if pair != novel])
-    pairs = [novel, other]
-    rng.shuffle(pairs)
-    return pairs
+def _bucket(*names: str) -> int:
+    """A fixed bucket in 0..HOLDOUT_BUCKETS-1 of a combination, from a hash of its names."""
+    digest = hashlib.sha256("shapes-combo/".encode() + "/".join(names).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % HOLDOUT_BUCKETS
 
 
-def sample_scene(rng: random.Random, split: str, size: int, max_objects: int) -> dict:
-    """Draw a scene: ``{"objects": [{shape, color, size, cell, bbox}, ...], "relation": ...}``.
+def combination_split(color: str, shape: str, size: str, cell: str) -> str:
+    """The one split a one-object combination belongs to: novel, val, test or train."""
+    if (color, shape) in NOVEL_PAIRS:
+        return "novel"
+    return {0: "val", 1: "test"}.get(_bucket(color, shape, size, cell), "train")
 
-    ``relation`` is None for one object, else the relation of ``objects[0]`` to ``objects[1]``.
-    """
-    _check_split(split)
-    pairs = NOVEL_PAIRS if split == "novel" else SEEN_PAIRS
-    size_names = tuple(SIZES)
-    if max_objects < 2 or rng.random() >= TWO_OBJECT_FRACTION:
-        obj = _make_object(rng, rng.choice(pairs), rng.choice(size_names), rng.choice(CELLS), size)
-        return {"objects": [obj], "relation": None}
-    two = _two_pairs(rng, split)
-    sizes = [rng.choice(size_names) for _ in two]
+
+def pair_split(a: tuple[str, str], b: tuple[str, str]) -> str:
+    """The one split an unordered pair of colour–shape pairs belongs to: novel, val, two or train."""
+    if a in NOVEL_PAIRS or b in NOVEL_PAIRS:
+        return "novel"
+    first, second = sorted((a, b))
+    return {0: "val", 1: "two"}.get(_bucket(*first, *second), "train")
+
+
+ONE_OBJECT_COMBINATIONS = {  # split → [(pair, size, cell)], in a fixed order
+    split: [((c, sh), sz, cell) for c in COLORS for sh in SHAPES for sz in SIZES for cell in CELLS
+            if combination_split(c, sh, sz, cell) == split]
+    for split in ("train", "val", "test", "novel")}
+TWO_OBJECT_PAIRS = {  # split → [(pair, pair)] unordered, in a fixed order
+    split: [(a, b) for i, a in enumerate(SEEN_PAIRS) for b in SEEN_PAIRS[i + 1:] if pair_split(a, b) == split]
+    for split in ("train", "val", "two")}
+# which combinations a split's scenes draw from
+_ONE_FROM = {"train": "train", "val": "val", "test": "test", "novel": "novel", "heldout-phrasing": "test"}
+_TWO_FROM = {"train": "train", "val": "val", "two": "two", "heldout-phrasing": "two"}
+
+
+def _one_object_scene(rng: random.Random, split: str, size: int) -> dict:
+    pair, size_name, cell = rng.choice(ONE_OBJECT_COMBINATIONS[_ONE_FROM[split]])
+    return {"objects": [_make_object(rng, pair, size_name, cell, size)], "relation": None}
+
+
+def _two_object_scene(rng: random.Random, split: str, size: int) -> dict:
+    two = list(rng.choice(TWO_OBJECT_PAIRS[_TWO_FROM[split]]))
+    rng.shuffle(two)
+    sizes = [rng.choice(tuple(SIZES)) for _ in two]
     for _ in range(MAX_PLACEMENT_TRIES):
         cells = rng.sample(CELLS, 2)
         objects = [_make_object(rng, p, s, c, size) for p, s, c in zip(two, sizes, cells)]
@@ -198,10 +231,27 @@ def sample_scene(rng: random.Random, split: str, size: int, max_objects: int) ->
     raise RuntimeError(f"could not place two objects apart on a {size}px canvas")
 
 
+def sample_scene(rng: random.Random, split: str, size: int, max_objects: int) -> dict:
+    """Draw a scene: ``{"objects": [{shape, color, size, cell, bbox, rgb}, ...], "relation": ...}``.
+
+    ``relation`` is None for one object, else the relation of ``objects[0]`` to ``objects[1]``.
+    ``test`` and ``novel`` scenes have one object, ``two`` scenes two; ``train``, ``val`` and
+    ``heldout-phrasing`` scenes have two objects half of the time when ``max_objects`` is 2.
+    """
+    _check_split(split)
+    if split in ONE_OBJECT_SPLITS:
+        return _one_object_scene(rng, split, size)
+    if split == "two":
+        return _two_object_scene(rng, split, size)
+    if max_objects < 2 or rng.random() >= TWO_OBJECT_FRACTION:
+        return _one_object_scene(rng, split, size)
+    return _two_object_scene(rng, split, size)
+
+
 # --- rendering -------------------------------------------------------------------------------
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[int], rgb: tuple) -> None:
-    """Draw ``shape`` filling ``box`` = [x0, y0, x1, y1) (exclusive end) in pixels."""
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[float], rgb: tuple) -> None:
+    """Draw ``shape`` filling ``box`` = [x0, y0, x1, y1) (exclusive end) in (supersampled) pixels."""
     x0, y0, x1, y1 = box
     right, bottom = x1 - 1, y1 - 1  # PIL's boxes include their end pixel
     if shape == "circle":
@@ -212,9 +262,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[int], rgb: tupl
         draw.polygon([((x0 + right) / 2, y0), (right, bottom), (x0, bottom)], fill=rgb)
     elif shape == "cross":
         side = x1 - x0
-        arm = round(side * CROSS_ARM_FRACTION)
-        arm += (side - arm) % 2  # same parity as the side, so the arms sit exactly centred
-        offset = (side - arm) // 2
+        arm = side * CROSS_ARM_FRACTION
+        offset = (side - arm) / 2
         draw.rectangle((x0 + offset, y0, x0 + offset + arm - 1, bottom), fill=rgb)
         draw.rectangle((x0, y0 + offset, right, y0 + offset + arm - 1), fill=rgb)
     else:
@@ -222,12 +271,13 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[int], rgb: tupl
 
 
 def render_scene(scene: dict, size: int) -> Image.Image:
-    """Render a scene to a ``size``×``size`` RGB image (4× supersampled, box-filtered)."""
+    """Render a scene to a ``size``×``size`` RGB image (4× supersampled, box-filtered). An object
+    without ``rgb`` is drawn in its named colour's exact RGB."""
     hires = Image.new("RGB", (size * SUPERSAMPLE, size * SUPERSAMPLE), BACKGROUND)
     draw = ImageDraw.Draw(hires)
     for obj in scene["objects"]:
-        box = [v * SUPERSAMPLE for v in obj["bbox"]]
-        _draw_shape(draw, obj["shape"], box, COLORS[obj["color"]])
+        box = [round(v * SUPERSAMPLE) for v in obj["bbox"]]
+        _draw_shape(draw, obj["shape"], box, tuple(obj.get("rgb") or COLORS[obj["color"]]))
     return hires.reduce(SUPERSAMPLE)
 
 
@@ -358,6 +408,130 @@ def caption_attributes(scene: dict) -> dict:
     return {"objects": objects, "relation": scene["relation"]}
 
 
+# Held-out phrasing (split ``heldout-phrasing``): templates and synonyms that no training caption
+# uses, so these prompts test text → image on wording the prior never saw.
+HELDOUT_SIZE_WORDS = {"small": ("miniature", "smallish"), "large": ("huge", "sizeable")}
+HELDOUT_SHAPE_WORDS = {"circle": ("dot", "round shape"), "square": ("block", "square tile"),
+                       "triangle": ("pyramid shape", "three-sided shape"), "cross": ("plus symbol", "plus-shaped mark")}
+HELDOUT_ONE_TEMPLATES = (
+    "please draw {a_obj} {pos}",
+    "show me {a_obj} placed {pos}",
+    "i would like {a_obj} {pos}",
+    "render {a_obj}, located {pos}",
+)
+HELDOUT_TWO_TEMPLATES = (
+    "please draw {a_obj1} {rel} {a_obj2}",
+    "show me {a_obj1} positioned {rel} {a_obj2}",
+    "render {a_obj1} sitting {rel} {a_obj2}",
+)
+
+
+def make_heldout_caption(scene: dict, rng: random.Random) -> str:
+    """Caption ``scene`` with a held-out template; each object uses a held-out size or shape word."""
+    def fields(obj: dict) -> dict[str, str]:
+        if rng.random() < 0.5:
+            size, shape = rng.choice(HELDOUT_SIZE_WORDS[obj["size"]]), rng.choice(SHAPE_WORDS[obj["shape"]])
+        else:
+            size, shape = rng.choice(SIZE_WORDS[obj["size"]]), rng.choice(HELDOUT_SHAPE_WORDS[obj["shape"]])
+        return {"a_obj": f"{_article(size)} {size} {obj['color']} {shape}"}
+
+    objects = scene["objects"]
+    if len(objects) == 1:
+        text = rng.choice(HELDOUT_ONE_TEMPLATES).format(pos=rng.choice(CELL_PHRASES[objects[0]["cell"]][1]),
+                                                         **fields(objects[0]))
+    else:
+        one, two = fields(objects[0]), fields(objects[1])
+        text = rng.choice(HELDOUT_TWO_TEMPLATES).format(a_obj1=one["a_obj"], a_obj2=two["a_obj"],
+                                                         rel=rng.choice(RELATION_WORDS[scene["relation"]]))
+    return text[0].upper() + text[1:] if rng.random() < CAPITALIZE_PROBABILITY else text
+
+
+# --- the strict grammar ----------------------------------------------------------------------
+# A caption is right only if it is, as a whole, one sentence of the training caption grammar
+# (a template with its slots filled by the synonym tables): nothing before or after it but one
+# optional full stop, case and runs of spaces aside. The slots are read back to attributes.
+
+def _alternation(table: dict[str, tuple[str, ...]]) -> str:
+    return "|".join(re.escape(p) for p in sorted({p for ps in table.values() for p in ps}, key=len, reverse=True))
+
+
+_SLOT_TABLES = {"size": SIZE_WORDS, "color": COLOR_WORDS, "shape": SHAPE_WORDS, "rel": RELATION_WORDS,
+                "pos": {cell: CELL_PHRASES[cell][1] for cell in CELLS},
+                "label": {cell: CELL_PHRASES[cell][0] for cell in CELLS}}
+_LOOKUP = {slot: {p: name for name, ps in table.items() for p in ps} for slot, table in _SLOT_TABLES.items()}
+
+
+def _object_pattern(suffix: str, article: bool, parts: tuple[str, ...]) -> str:
+    words = [f"(?P<{part}{suffix}>{_alternation(_SLOT_TABLES[part])})" for part in parts]
+    return (f"(?P<art{suffix}>an|a) " if article else "") + " ".join(words)
+
+
+def _template_regex(template: str, suffix_fields: bool) -> re.Pattern:
+    """An anchored regex of one template; compound slots expand to their words."""
+    def slot(m: re.Match) -> str:
+        name = m.group(1)
+        base, suffix = (name[:-1], name[-1]) if suffix_fields and name[-1] in "12" else (name, "")
+        compound = {"a_obj": (True, ("size", "color", "shape")), "obj": (False, ("size", "color", "shape")),
+                    "a_color_shape": (True, ("color", "shape")), "a_size_shape": (True, ("size", "shape"))}
+        if base in compound:
+            article, parts = compound[base]
+            return _object_pattern(suffix, article, parts)
+        return f"(?P<{base}{suffix}>{_alternation(_SLOT_TABLES[base])})"
+
+    body = re.sub(r"\\{(\w+)\\}", slot, re.escape(template))
+    return re.compile(rf"^{body}$")
+
+
+_ONE_RE = tuple(_template_regex(t, False) for t in ONE_OBJECT_TEMPLATES)
+_TWO_RE = tuple(_template_regex(t, True) for t in TWO_OBJECT_TEMPLATES)
+
+
+def _strict_normalize(text: str) -> str:
+    text = " ".join(text.strip().split()).lower()
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def _read_object(m: re.Match, suffix: str = "") -> dict | None:
+    groups = m.groupdict()
+    obj = {key: _LOOKUP[key][groups[f"{key}{suffix}"]] if groups.get(f"{key}{suffix}") else None
+           for key in ("size", "color", "shape")}
+    art = groups.get(f"art{suffix}")
+    if art is not None and art != _article(m.string[m.end(f"art{suffix}"):].split()[0]):
+        return None  # "a orange …", "an small …"
+    return obj
+
+
+def parse_strict(text: str) -> dict | None:
+    """Parse a caption with the strict grammar: ``{"objects": [{shape, color, size, cell}], "relation"}``
+    (cells for one object, the relation for two), or None when the text is not, as a whole, one
+    sentence of the training grammar."""
+    if not isinstance(text, str):
+        return None
+    norm = _strict_normalize(text)
+    for regex in _ONE_RE:
+        m = regex.match(norm)
+        if m:
+            g = m.groupdict()
+            obj = _read_object(m)
+            if obj is None:
+                return None
+            where = g.get("pos") or g.get("label")
+            obj["cell"] = _LOOKUP["pos" if g.get("pos") else "label"][where]
+            return {"objects": [obj], "relation": None}
+    for regex in _TWO_RE:
+        m = regex.match(norm)
+        if m:
+            g = m.groupdict()
+            objects = [_read_object(m, "1"), _read_object(m, "2")]
+            if None in objects:
+                return None
+            return {"objects": objects, "relation": _LOOKUP["rel"][g["rel"]]}
+    return None
+
+
+INVERSE_RELATIONS = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
 # --- parsing ---------------------------------------------------------------------------------
 
 class _Unparseable(Exception):
@@ -449,8 +623,11 @@ def generate_sample(seed: int, split: str, index: int, size: int = 64,
     """Sample number ``index`` of a split: (image, caption, ground-truth JSON)."""
     rng = sample_rng(seed, split, index)
     scene = sample_scene(rng, split, size, max_objects)
-    template = rng.randrange(len(caption_templates(scene)))
-    caption = make_caption(scene, rng, template)
+    if split == "heldout-phrasing":
+        caption, template = make_heldout_caption(scene, rng), "heldout"
+    else:
+        template = rng.randrange(len(caption_templates(scene)))
+        caption = make_caption(scene, rng, template)
     meta = {**scene, "caption": caption,
             "caption_template": f"{len(scene['objects'])}-object/{template}",
             "split": split, "index": index, "seed": seed, "image_size": size,
@@ -517,27 +694,36 @@ def canonical_caption(scene: dict) -> str:
 
 
 def grade_caption(text: str, truth: dict) -> Grade:
-    """Grade a generated caption against a scene's ground truth json.
+    """Grade a generated caption strictly against a scene's ground truth json.
 
-    One object: shape, colour and cell right; two objects: both objects' shape and colour and
-    the relation right (a two-object caption names no cells).
+    Right (``all``) only if the caption is one sentence of the caption grammar
+    (:func:`parse_strict`) and says exactly the scene: one object with its shape, colour, size
+    and cell; or two objects with their shapes, colours and sizes and a relation that holds
+    between their cells (either order: "A left of B" = "B right of A"). Per-attribute verdicts
+    are reported for the parsed captions (all False when unparsed).
     """
-    parsed = parse_caption(text)
+    parsed = parse_strict(text)
     objects = truth["objects"]
-    out = {"parsed": parsed is not None}
+    keys = ("shape", "color", "size", "cell") if len(objects) == 1 else ("shape", "color", "size", "relation")
+    out = {"parsed": parsed is not None, **{k: False for k in keys}, "all": False}
     if parsed is None or len(parsed["objects"]) != len(objects):
-        out.update(all=False, shape=False, color=False, cell=False)
         return out
     if len(objects) == 1:
         got, want = parsed["objects"][0], objects[0]
-        out.update({attr: got[attr] == want[attr] for attr in ("shape", "color", "cell")})
-        out["all"] = out["shape"] and out["color"] and out["cell"]
+        out.update({k: got[k] == want[k] for k in ("shape", "color", "size", "cell")})
+        out["all"] = all(out[k] for k in ("shape", "color", "size", "cell"))
         return out
-    pairs_right = all(g["shape"] == w["shape"] and g["color"] == w["color"] for g, w in zip(parsed["objects"], objects))
-    relation = parsed["relation"] == truth.get("relation")
-    out.update(shape=all(g["shape"] == w["shape"] for g, w in zip(parsed["objects"], objects)),
-               color=all(g["color"] == w["color"] for g, w in zip(parsed["objects"], objects)),
-               relation=relation, all=pairs_right and relation)
+    cells = [o["cell"] for o in objects]
+    readings = [(parsed["objects"], parsed["relation"], cells),
+                (parsed["objects"][::-1], INVERSE_RELATIONS[parsed["relation"]], cells)]
+    best = None
+    for got, relation, (cell_a, cell_b) in readings:
+        verdict = {k: all(g[k] == w[k] for g, w in zip(got, objects)) for k in ("shape", "color", "size")}
+        verdict["relation"] = relation in true_relations(cell_a, cell_b)
+        verdict["all"] = all(verdict.values())
+        if best is None or sum(verdict.values()) > sum(best.values()):
+            best = verdict
+    out.update(best)
     return out
 
 
@@ -566,35 +752,38 @@ def one_object(meta: dict) -> bool:
 
 # --- command line (``cola-mm data shapes``, ``cola-mm data all``) ------------------------------
 
-EVAL_SPLITS = ("val", "test", "novel")
+EVAL_SPLITS = ("val", "test", "novel", "two", "heldout-phrasing")
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=positive_int, default=20000,
-                   help="samples in the split (with --split all: train; val/test/novel get a tenth)")
+                   help="samples in the split (with --split all: train; every other split gets a tenth)")
     p.add_argument("--size", type=positive_int, default=64, help="canvas side in pixels (default 64)")
     p.add_argument("--split", choices=SPLITS + ("all",), default="train", help="which split to write (default train)")
     p.add_argument("--max-objects", type=int, choices=(1, 2), default=1,
                    help="2 adds two-object scenes with a spatial relation (default 1)")
 
 
-def _build_splits(out, splits: tuple[str, ...], count: int, args: argparse.Namespace, overwrite: bool) -> None:
+def _build_splits(out, splits: tuple[str, ...], count: int, args: argparse.Namespace, overwrite: bool,
+                  exact: bool = False) -> None:
+    """Build ``splits``: train gets ``count`` samples, every other split a tenth (``exact``: all ``count``)."""
+    from cola_mm.data.overlap import record_overlaps
+
     for split in splits:
-        n = count if split == "train" else max(1, count // 10)  # the evaluation splits get a tenth
+        n = count if split == "train" or exact else max(1, count // 10)
         info = build_shapes(out, split, n, size=args.size, seed=args.seed, max_objects=args.max_objects,
                             shard_size=args.shard_size, overwrite=overwrite)
         print(f"shapes/{split}: {info['count']} samples in {len(info['shards'])} shard(s) -> {Path(out) / split}")
+    for split, found in record_overlaps(out).items():
+        print(f"shapes/{split}: {found['images']} images and {found['prompts']} prompts also in train "
+              f"(of {found['samples']})")
 
 
 def _build(args: argparse.Namespace) -> None:
-    splits = SPLITS if args.split == "all" else (args.split,)
-    if args.split != "all":  # one split gets exactly --count
-        info = build_shapes(args.out, args.split, args.count, size=args.size, seed=args.seed,
-                            max_objects=args.max_objects, shard_size=args.shard_size, overwrite=args.overwrite)
-        print(f"shapes/{args.split}: {info['count']} samples in {len(info['shards'])} shard(s) "
-              f"-> {Path(args.out) / args.split}")
-        return
-    _build_splits(args.out, splits, args.count, args, args.overwrite)
+    if args.split == "all":
+        _build_splits(args.out, SPLITS, args.count, args, args.overwrite)
+    else:  # one split gets exactly --count
+        _build_splits(args.out, (args.split,), args.count, args, args.overwrite, exact=True)
 
 
 def _add_all_arguments(p: argparse.ArgumentParser) -> None:
@@ -605,7 +794,8 @@ def _add_all_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _build_missing(root: Path, args: argparse.Namespace) -> None:
-    done = read_manifest(root).get("splits", {})
+    manifest = read_manifest(root)
+    done = manifest.get("splits", {}) if manifest.get("generator_version") == GENERATOR_VERSION else {}
     missing = tuple(s for s in SPLITS if s not in done)
     if not missing:
         print(f"shapes: already built in {root}")
@@ -616,10 +806,12 @@ def _build_missing(root: Path, args: argparse.Namespace) -> None:
 DATASET = Dataset(
     name=DATASET_NAME,
     help="captioned coloured shapes (the compositional benchmark)",
-    description="Render captioned shapes: 4 shapes x 7 colours x 2 sizes x 9 cells; the novel split holds "
-                "held-out colour-shape pairs.",
+    description="Render captioned shapes: 4 shapes x 7 colours x 2 sizes x 9 cells. Splits held out by "
+                "construction: val/test combinations and val/two object pairs never occur in train, novel holds "
+                "unseen colour-shape pairs, heldout-phrasing uses wording training never does.",
     add_arguments=_add_arguments, build=_build, add_all_arguments=_add_all_arguments, build_missing=_build_missing,
-    eval_splits=("test", "novel"),
+    # text → image: one-object prompts (the judge reads one object; two-object prompts need its count)
+    image_splits=("test", "novel", "heldout-phrasing"), caption_splits=("test", "novel", "two"),
     canonical_caption=canonical_caption, grade_caption=grade_caption, judge_image=judge_image,
     caption_groups=(("_1obj", one_object), ("_2obj", lambda meta: not one_object(meta))),
     image_prompt_filter=one_object,

@@ -177,6 +177,8 @@ def update_manifest(root: str | os.PathLike, dataset: str, generator_version: st
     root.mkdir(parents=True, exist_ok=True)
     check_dataset(root, dataset)
     manifest = read_manifest(root)
+    if manifest.get("generator_version") not in (None, generator_version):
+        manifest.pop("splits", None)  # made by another generator: those splits are stale
     manifest.update({"manifest_version": MANIFEST_VERSION, "dataset": dataset,
                      "generator_version": generator_version})
     manifest.update(extra)

@@ -73,7 +73,9 @@ def test_data_all_builds_every_dataset_and_the_tokenizer(tmp_path):
             "--vocab-size", "400", "--doc-chars", "300"]
     assert main(argv) == 0
     shapes = json.loads((root / "shapes" / "manifest.json").read_text())
-    assert {k: v["count"] for k, v in shapes["splits"].items()} == {"train": 40, "val": 4, "test": 4, "novel": 4}
+    assert {k: v["count"] for k, v in shapes["splits"].items()} == {"train": 40, "val": 4, "test": 4, "novel": 4,
+                                                                   "two": 4, "heldout-phrasing": 4}
+    assert all(v["overlap_with_train"]["images"] == 0 for k, v in shapes["splits"].items() if k != "train")
     digits = json.loads((root / "digits" / "manifest.json").read_text())
     assert sum(v["count"] for v in digits["splits"].values()) == 1797
     assert (root / "text" / "manifest.json").is_file()

@@ -13,8 +13,8 @@ import webdataset as wds
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from cola_mm.data.digits import (BACKGROUND, DIGIT_WORDS, INK, PAD_CELLS, TEMPLATES, build_digits,
-                         make_digit_caption, parse_digit_caption, render_digit)
+from cola_mm.data.digits import (BACKGROUND, DIGIT_WORDS, INK, PAD_CELLS, TEMPLATES, build_digits, make_digit_caption,
+                                 parse_digit_caption, parse_strict, render_digit)
 from cola_mm.data.shards import DataError
 
 SOURCE = load_digits()
@@ -36,16 +36,17 @@ def test_manifest_and_split_sizes(built):
     root, manifest = built
     assert manifest == json.loads((root / "manifest.json").read_text())
     assert manifest["dataset"] == "digits"
-    train, test = manifest["splits"]["train"], manifest["splits"]["test"]
-    assert (train["count"], test["count"]) == (1497, 300)
-    assert train["shards"] == ["000000.tar", "000001.tar", "000002.tar"]
-    assert test["shards"] == ["000000.tar"]
+    splits = manifest["splits"]
+    assert {k: v["count"] for k, v in splits.items()} == {"train": 1347, "val": 150, "test": 300,
+                                                          "heldout-phrasing": 300}
+    assert splits["train"]["shards"] == ["000000.tar", "000001.tar", "000002.tar"]
+    assert splits["test"]["shards"] == ["000000.tar"]
 
 
 def test_all_samples_labels_and_captions(built):
     root, _ = built
     seen = {}
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         for s in read_split(root, split):
             meta = json.loads(s["json"])
             index = meta["source_index"]
@@ -53,9 +54,17 @@ def test_all_samples_labels_and_captions(built):
             assert meta["label"] == int(SOURCE.target[index])
             caption = s["txt"].decode("utf-8")
             assert caption == meta["caption"] and parse_digit_caption(caption) == meta["label"]
+            assert parse_strict(caption) == meta["label"], caption
+            assert index not in seen  # no scan in two splits
             seen[index] = split
     assert sorted(seen) == list(range(1797))  # every digit exactly once
     assert [i for i in range(1797) if seen[i] == "test"] == list(range(1497, 1797))
+    assert [i for i in range(1797) if seen[i] == "val"] == list(range(1347, 1497))
+    heldout = read_split(root, "heldout-phrasing")
+    assert [json.loads(s["json"])["source_index"] for s in heldout] == list(range(1497, 1797))
+    for s in heldout:  # the test scans, worded as training never words them
+        caption = s["txt"].decode("utf-8")
+        assert parse_strict(caption) is None and parse_digit_caption(caption) == json.loads(s["json"])["label"]
     test_labels = SOURCE.target[1497:]
     assert set(test_labels) == set(range(10))
 
@@ -116,6 +125,7 @@ def test_caption_templates_round_trip():
                 caption = make_digit_caption(label, random.Random(trial), template=t)
                 texts.add(caption.lower().rstrip("."))
                 assert parse_digit_caption(caption) == label, caption
+                assert parse_strict(caption) == label, caption
     assert len(texts) == 10 * len(TEMPLATES) * 2  # numeral and word forms of every template
 
 

@@ -17,9 +17,11 @@ def test_the_bundled_datasets_are_registered_with_what_they_declare():
     assert list(found) == ["shapes", "digits", "text"]
     for name in ("shapes", "digits"):
         d = found[name]
-        assert d.has_images and d.eval_splits and d.canonical_caption and d.grade_caption
+        assert d.has_images and d.image_splits and d.caption_splits and d.canonical_caption and d.grade_caption
     assert not found["text"].has_images and found["text"].canonical_caption is None
-    assert registry.image_eval_splits() == ("shapes/test", "shapes/novel", "digits/test")
+    assert registry.image_eval_splits("text_to_image") == ("shapes/test", "shapes/novel", "shapes/heldout-phrasing",
+                                                           "digits/test", "digits/heldout-phrasing")
+    assert registry.image_eval_splits("image_to_text") == ("shapes/test", "shapes/novel", "shapes/two", "digits/test")
     assert registry.of_split("digits/test") is found["digits"]
     assert registry.of_sample({"dataset": "shapes"}) is found["shapes"]
     with pytest.raises(DataError, match="unknown dataset 'icons'; registered datasets: shapes, digits, text"):
@@ -59,7 +61,7 @@ def _fake_dataset(built: list) -> registry.Dataset:
         name="fake", help="a dataset added by one module", description="fake",
         add_arguments=add_arguments, build=lambda args: built.append(args.colour),
         build_missing=lambda root, args: built.append(str(root)),
-        eval_splits=("test",), canonical_caption=lambda meta: "a fake",
+        image_splits=("test",), caption_splits=("test",), canonical_caption=lambda meta: "a fake",
         grade_caption=lambda text, meta: {"all": text == "a fake"}, judge_image=lambda pred, meta: {"all": True})
 
 
@@ -76,7 +78,7 @@ def test_a_new_dataset_needs_only_its_module_and_a_registry_entry(monkeypatch, t
     args.func(args)
     assert built == ["red"]
     assert captions.canonical_caption({"dataset": "fake"}) == "a fake"
-    assert "fake/test" in registry.image_eval_splits()
+    assert "fake/test" in registry.image_eval_splits("text_to_image")
     # `data all` asks every registered dataset to build what is missing under ROOT/NAME
     monkeypatch.setattr(registry, "datasets", lambda: {"fake": fake})
     (tmp_path / "tokenizer").mkdir()

@@ -19,6 +19,7 @@ Every function returns a flat ``{name: value}`` dict; :func:`format_table` print
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,18 +33,25 @@ from cola_mm.data.shards import DataError
 PathLike = str | os.PathLike
 
 
-def read_samples(shards: PathLike, limit: int | None = None,
-                 keep: Callable[[dict], bool] | None = None) -> list[dict[str, Any]]:
+def read_samples(shards: PathLike, limit: int | None = None, keep: Callable[[dict], bool] | None = None,
+                 skipped: Counter | None = None, allow_empty: bool = False) -> list[dict[str, Any]]:
     """The first ``limit`` samples (image, txt, json) of held-out shards, in shard order, that
-    pass ``keep(json)`` (e.g. one-object scenes only)."""
+    pass ``keep(json)`` (e.g. one-object scenes only). Bad samples (a corrupt image, a truncated
+    tar …) are skipped and counted into ``skipped`` by reason. A missing split folder is a
+    :class:`DataError` naming it; so is a split with no usable sample unless ``allow_empty``."""
+    if not any(ch in str(shards) for ch in "*?[{:") and not Path(shards).exists():
+        raise DataError(f"missing split {shards}: build it with `cola-mm data all --out {Path(shards).parent.parent}`")
     out = []
-    for s in ShardDataset(shards, required=("image", "json"), epochs=1):
+    dataset = ShardDataset(shards, required=("image", "json"), epochs=1)
+    for s in dataset:
         if keep is not None and not keep(s["json"]):
             continue
         out.append(s)
         if limit is not None and len(out) >= limit:
             break
-    if not out:
+    if skipped is not None:
+        skipped.update(dataset.stats)
+    if not out and not allow_empty:
         raise DataError(f"no usable samples in {shards}")
     return out
 
@@ -88,9 +96,10 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
     root = Path(data_root)
     results: dict[str, float] = {}
     examples = []
-    for split in splits or registry.image_eval_splits():
+    for split in splits or registry.image_eval_splits("text_to_image"):
         dataset = registry.of_split(split)
-        samples = read_samples(root / split, limit, keep=dataset.image_prompt_filter)
+        skipped: Counter = Counter()
+        samples = read_samples(root / split, limit, keep=dataset.image_prompt_filter, skipped=skipped)
         correct: dict[str, int] = {}
         by_size: dict[str, list[int]] = {}  # size name -> [all right, count]
         kept = 0
@@ -116,6 +125,7 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
         for attr, n in correct.items():
             results[f"{name}_{attr}_acc"] = n / len(samples)
         results[f"{name}_n"] = float(len(samples))
+        results[f"{name}_skipped"] = float(sum(skipped.values()))
         for size, (right, count) in sorted(by_size.items()):
             results[f"{name}_{size}_all_acc"] = right / count
             results[f"{name}_{size}_n"] = float(count)
@@ -136,12 +146,12 @@ def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps:
     root = Path(data_root)
     results: dict[str, float] = {}
     examples = []
-    for split in splits or registry.image_eval_splits():
+    for split in splits or registry.image_eval_splits("image_to_text"):
         dataset = registry.of_split(split)
         for suffix, keep_sample in dataset.caption_groups:
-            try:
-                samples = read_samples(root / split, limit, keep=keep_sample)
-            except DataError:
+            skipped: Counter = Counter()
+            samples = read_samples(root / split, limit, keep=keep_sample, skipped=skipped, allow_empty=True)
+            if not samples:  # e.g. no two-object scenes in a one-object split
                 continue
             correct: dict[str, int] = {}
             kept = 0
@@ -162,6 +172,7 @@ def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps:
             for attr, n in correct.items():
                 results[f"{name}_{attr}_acc"] = n / len(samples)
             results[f"{name}_n"] = float(len(samples))
+            results[f"{name}_skipped"] = float(sum(skipped.values()))
     return results, examples
 
 
@@ -171,7 +182,7 @@ def format_table(results: dict[str, float]) -> str:
     for k, v in results.items():
         if k.endswith("_acc"):
             lines.append(f"{k:<{width}}  {100 * v:6.2f} %")
-        elif k.endswith("_n") or k == "images":
+        elif k.endswith("_n") or k.endswith("_skipped") or k == "images":
             lines.append(f"{k:<{width}}  {int(v):6d}")
         else:
             lines.append(f"{k:<{width}}  {v:8.3f}")
