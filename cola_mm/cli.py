@@ -189,6 +189,47 @@ def cmd_eval_caption(args: argparse.Namespace) -> None:
         _grid_png(examples, args.grid, image_first=True)
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return seeds
+
+
+def cmd_eval_suite(args: argparse.Namespace) -> None:
+    import json
+
+    from cola_mm.evaluation import suite
+
+    jobs = tuple(j for j in args.jobs.split(",") if j)
+    unknown = sorted(set(jobs) - set(suite.JOBS))
+    if unknown or not jobs:
+        raise ValueError(f"--jobs: unknown {unknown or 'empty'}; choose from {', '.join(suite.JOBS)}")
+    report = suite.run_suite(args.ckpt or [str(BUNDLED_CKPT)], data_root=args.data,
+                             probe_dir=None if args.probe == "none" else args.probe, seeds=args.seeds,
+                             limit=args.limit, steps=args.steps, ar_dir=args.ar, text_prompts=args.text_prompts,
+                             jobs=jobs, progress=not args.no_progress)
+    report["command"] = suite.command_line()
+    json_path = Path(args.json_dir) / f"suite_{'_'.join(report['checkpoints'])}.json" if args.json_dir else None
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        examples = {n: e.pop("examples", None) for n, e in report["checkpoints"].items()}
+        json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        for name, ex in examples.items():
+            for job, items in (ex or {}).items():
+                if items and args.grid_dir:
+                    _grid_png(items, str(Path(args.grid_dir) / f"suite_{name}_{job}.png"),
+                              image_first=job == "image_to_text")
+        print(f"raw figures -> {json_path}")
+    if args.md:
+        suite.write_markdown(report, args.md, report["command"], json_path)
+        print(f"tables -> {args.md}")
+    print(suite.tables(report))
+
+
 def cmd_probe_train(args: argparse.Namespace) -> None:
     from cola_mm.evaluation.probe import train_probe
 
@@ -439,6 +480,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=500, help="images (default 500)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=cmd_eval_image_vae)
+
+    p = esub.add_parser("suite", help="every job of every checkpoint on every held-out split, over seeds",
+                        description="The evaluation suite: text → image (judged), image → text (strict grader), text "
+                                    "continuation metrics and context use, per held-out split, mean ± std over "
+                                    "--seeds; writes the Markdown tables (--md), the raw JSON and PNG grids.")
+    p.add_argument("--ckpt", action="append", default=[],
+                   help="pipeline folder (repeatable; default: the bundled demo checkpoint)")
+    p.add_argument("--data", default="datasets", help="dataset root (default datasets)")
+    p.add_argument("--probe", default="runs/probe", help="judge folder for text → image ('none': skip; default runs/probe)")
+    p.add_argument("--ar", default=None, help="reference AR folder for generative perplexity (cola-mm train stage ar)")
+    p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--limit", type=_positive_int, default=200, help="samples per split (default 200)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's)")
+    p.add_argument("--text-prompts", type=_positive_int, default=32, help="held-out text prompts (default 32)")
+    p.add_argument("--jobs", default="images,text,context", help="which jobs (default images,text,context)")
+    p.add_argument("--md", default=None, help="write the tables here (e.g. docs/results.md)")
+    p.add_argument("--json-dir", default="bench/results", help="raw JSON folder (default bench/results)")
+    p.add_argument("--grid-dir", default="bench/results", help="PNG grids folder (default bench/results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval_suite)
 
     for name, func, what in (("text-to-image", cmd_eval_text_to_image,
                               "generated images judged by the probe classifier against the prompt's attributes"),

@@ -77,7 +77,8 @@ def test_data_all_builds_every_dataset_and_the_tokenizer(tmp_path):
                                                                    "two": 4, "heldout-phrasing": 4}
     assert all(v["overlap_with_train"]["images"] == 0 for k, v in shapes["splits"].items() if k != "train")
     digits = json.loads((root / "digits" / "manifest.json").read_text())
-    assert sum(v["count"] for v in digits["splits"].values()) == 1797
+    assert sum(digits["splits"][k]["count"] for k in ("train", "val", "test")) == 1797
+    assert digits["splits"]["heldout-phrasing"]["count"] == 300  # the test scans, held-out wording
     assert (root / "text" / "manifest.json").is_file()
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(root / "tokenizer"))

@@ -1,0 +1,344 @@
+"""One evaluation suite: every job of every checkpoint on every held-out split, over seeds.
+
+    cola-mm eval suite --ckpt checkpoints/demo [--ckpt runs/x/model …] [--limit 200] [--seeds 0,1,2]
+                       [--data datasets] [--probe runs/probe] [--ar runs/ar_reference/model]
+                       [--md docs/results.md] [--json-dir bench/results] [--grid-dir bench/results]
+
+For each checkpoint and seed it runs
+
+- **text → image** on each dataset's ``image_splits`` (:mod:`cola_mm.data.registry`), judged by
+  the probe (:mod:`cola_mm.evaluation.probe`) through the dataset's ``judge_image``;
+- **image → text** on each dataset's ``caption_splits``, graded by the dataset's strict
+  ``grade_caption``;
+- **text** continuation of held-out prompts (the first tokens of windows of the held-out plays,
+  ``data/text/val``): the rate of generated words found in the training corpus, unigram
+  entropy, repeated 4-grams, a MAUVE-style score against the true continuations (when the
+  sentence encoder is installed), generative perplexity under a reference AR (``--ar``), and
+  the similarity of continuations of different prompts at one seed (a prior that ignores its
+  prompt scores high);
+- **context use**: the teacher-forced flow loss of held-out text blocks with a foreign context
+  minus with their true one, and the same for caption blocks with a foreign image
+  (:mod:`cola_mm.evaluation.context`).
+
+Each figure is reported as mean ± std over the seeds. The judge's own accuracy (its
+``report.json``) is printed beside every text → image table. A checkpoint without an image VAE
+gets its image rows marked "not available"; a missing split is a one-line error naming it; bad
+samples are skipped and counted (``*_skipped``). :func:`write_markdown` writes the tables, the
+command, the date and the machine; the JSON holds every per-seed figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from cola_mm.data import registry
+
+PathLike = str | os.PathLike
+NOT_AVAILABLE = "not available"
+JOBS = ("images", "text", "context")
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value), NaNs left out."""
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return m, sd
+
+
+def aggregate(per_seed: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """{figure: {"mean", "std", "n"}} over the seeds' flat result dicts."""
+    keys: list[str] = []
+    for r in per_seed:
+        keys += [k for k in r if k not in keys and isinstance(r[k], (int, float))]
+    out = {}
+    for k in keys:
+        m, sd = mean_std([float(r[k]) for r in per_seed if k in r])
+        out[k] = {"mean": m, "std": sd, "n": sum(k in r for r in per_seed)}
+    return out
+
+
+# --------------------------------------------------------------------------- the jobs
+
+
+def _has_images(pipe) -> bool:
+    return getattr(pipe, "image_vae", None) is not None
+
+
+def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: int | None,
+               steps: int | None, progress: bool, grid_examples: int = 0) -> dict[str, Any]:
+    """Text → image and image → text per seed (flat dicts) and a few examples for the grids."""
+    from cola_mm.evaluation.images import evaluate_captions, evaluate_text_to_image
+
+    if not _has_images(pipe):
+        return {"text_to_image": NOT_AVAILABLE, "image_to_text": NOT_AVAILABLE}
+    out: dict[str, Any] = {"text_to_image": {"per_seed": []}, "image_to_text": {"per_seed": []},
+                           "examples": {"text_to_image": [], "image_to_text": []}}
+    for i, seed in enumerate(seeds):
+        keep = grid_examples if i == 0 else 0
+        if probe is not None:
+            t2i, ex = evaluate_text_to_image(pipe, probe, data_root, limit=limit, steps=steps, seed=seed,
+                                             progress=progress, keep=keep)
+            out["text_to_image"]["per_seed"].append(t2i)
+            out["examples"]["text_to_image"] += ex
+        i2t, ex = evaluate_captions(pipe, data_root, limit=limit, steps=steps, seed=seed, progress=progress, keep=keep)
+        out["image_to_text"]["per_seed"].append(i2t)
+        out["examples"]["image_to_text"] += ex
+    if probe is None:
+        out["text_to_image"] = "no judge (--probe)"
+    for job in ("text_to_image", "image_to_text"):
+        if isinstance(out[job], dict):
+            out[job]["summary"] = aggregate(out[job]["per_seed"])
+    return out
+
+
+def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, max_new_tokens: int,
+             steps: int | None, ar=None, encoder=None, progress: bool = True) -> dict[str, Any]:
+    """Continuations of held-out prompts per seed, scored by :mod:`cola_mm.evaluation.text_metrics`."""
+    from tqdm import tqdm
+
+    from cola_mm.evaluation import text_metrics as tm
+    from cola_mm.evaluation.context import prompts_from_windows, read_windows
+
+    root = Path(data_root)
+    val = root / "text" / "val"
+    ids = read_windows(val, pipe.tokenizer, n_prompts, seq_len=2 * max_new_tokens)
+    prompts = prompts_from_windows(pipe.tokenizer, ids, n_tokens=max_new_tokens)
+    references = [pipe.tokenizer.decode(row[max_new_tokens:].tolist(), skip_special_tokens=True).strip() for row in ids]
+    vocabulary = tm.corpus_vocabulary(root / "text" / "train")
+    per_seed, samples = [], {}
+    for seed in seeds:
+        texts = [pipe.generate_text(p, max_new_tokens=max_new_tokens, steps=steps, seed=seed)
+                 for p in tqdm(prompts, desc=f"text seed {seed}", disable=not progress, leave=False)]
+        texts = [t[len(p):] if t.startswith(p) else t for p, t in zip(prompts, texts)]
+        r = {"corpus_word_rate": tm.corpus_word_rate(texts, vocabulary),
+             "unigram_entropy_bits": tm.unigram_entropy(texts, pipe.tokenizer),
+             "repeated_4gram_rate": tm.repeated_ngrams(texts, 4)}
+        overlap = tm.continuation_overlap(texts)
+        r["same_seed_difflib"] = overlap["difflib_ratio"]
+        r["same_seed_3gram"] = overlap["shared_3gram_rate"]
+        if encoder is not None:
+            r["mauve"] = tm.mauve_score(texts, references, encoder)
+        if ar is not None:
+            model, tok = ar
+            r["gen_ppl"] = tm.generative_perplexity(texts, model, tok, prompts=prompts)
+        per_seed.append(r)
+        samples[str(seed)] = [{"prompt": p, "continuation": t} for p, t in zip(prompts[:4], texts[:4])]
+    return {"per_seed": per_seed, "summary": aggregate(per_seed), "samples": samples, "prompts": len(prompts)}
+
+
+def context_job(pipe, data_root: PathLike, seeds: Sequence[int], n_windows: int, caption_rows: int,
+                progress: bool = True) -> dict[str, Any]:
+    """Foreign − true flow loss of held-out text blocks and of caption blocks, per seed."""
+    from cola_mm.evaluation.context import (caption_context_losses, read_windows, summarize,
+                                            text_context_losses)
+    from cola_mm.evaluation.images import read_samples
+
+    root = Path(data_root)
+    ids = read_windows(root / "text" / "val", pipe.tokenizer, n_windows, seq_len=pipe.config.trained_context)
+    caption_samples = []
+    if _has_images(pipe) and caption_rows:
+        for dataset in registry.datasets().values():
+            if dataset.has_images and dataset.caption_splits and dataset.canonical_caption is not None:
+                caption_samples += read_samples(root / dataset.name / dataset.caption_splits[0], caption_rows)
+    per_seed = []
+    for seed in seeds:
+        text = summarize(text_context_losses(pipe.text_vae, pipe.dit, ids, conditions=("true", "foreign"),
+                                             draws=2, seed=seed))
+        r = {"text_true_loss": text["mean"]["true"], "text_foreign_gap": text["gap"]["foreign"],
+             "text_foreign_gap_se": text["gap_se"]["foreign"]}
+        if caption_samples:
+            captions = [registry.of_sample(s["json"]).canonical_caption(s["json"]) for s in caption_samples]
+            cap = summarize(caption_context_losses(pipe, caption_samples, captions, conditions=("true", "foreign"),
+                                                   draws=2, seed=seed))
+            r.update(caption_true_loss=cap["mean"]["true"], caption_foreign_gap=cap["gap"]["foreign"],
+                     caption_foreign_gap_se=cap["gap_se"]["foreign"])
+        per_seed.append(r)
+    return {"per_seed": per_seed, "summary": aggregate(per_seed)}
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+def checkpoint_name(path: PathLike) -> str:
+    p = Path(path).resolve()
+    return p.parent.name if p.name == "model" else p.name
+
+
+def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe_dir: Any = "runs/probe",
+              seeds: Sequence[int] = (0, 1, 2), limit: int | None = 200, steps: int | None = None,
+              ar_dir: PathLike | None = None, text_prompts: int = 32, max_new_tokens: int = 48,
+              context_windows: int = 32, caption_rows: int = 32, jobs: Sequence[str] = ("images", "text", "context"),
+              progress: bool = True, grid_examples: int = 16) -> dict[str, Any]:
+    """Run every job on every checkpoint; returns the report (see the module docstring).
+    ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``."""
+    from cola_mm.data.shards import DataError
+    from cola_mm.pipeline import ColaPipeline
+
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DataError(f"no dataset root {root}: build it with `cola-mm data all --out {root}`")
+    probe, judge_report = None, None
+    if "images" in jobs and probe_dir is not None and hasattr(probe_dir, "predict"):
+        probe, probe_dir = probe_dir, type(probe_dir).__name__  # a judge object (tests, notebooks)
+    elif "images" in jobs and probe_dir is not None:
+        from cola_mm.evaluation.probe import Probe
+
+        probe = Probe.from_pretrained(probe_dir)
+        report_file = Path(probe_dir) / "report.json"
+        judge_report = json.loads(report_file.read_text()).get("metrics") if report_file.is_file() else None
+    ar = None
+    if "text" in jobs and ar_dir is not None:
+        from transformers import LlamaForCausalLM
+
+        from cola_mm.vae_text.tokenizer import load_tokenizer
+
+        ar_path = Path(ar_dir)
+        ar = (LlamaForCausalLM.from_pretrained(ar_path / "ar" if (ar_path / "ar").is_dir() else ar_path).eval(),
+              load_tokenizer(ar_path / "tokenizer" if (ar_path / "tokenizer").is_dir() else ar_path))
+    encoder = None
+    if "text" in jobs:
+        from cola_mm.evaluation import text_metrics as tm
+
+        try:
+            encoder = tm.load_sentence_encoder()
+        except (ImportError, FileNotFoundError, OSError, RuntimeError) as err:
+            print(f"note: no MAUVE score ({str(err).splitlines()[0]})", file=sys.stderr)
+    report: dict[str, Any] = {"suite_version": 1, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                              "machine": machine(), "data": str(root), "seeds": list(seeds), "limit": limit,
+                              "steps": steps, "judge": {"dir": str(probe_dir) if probe else None,
+                                                        "report": judge_report},
+                              "ar": str(ar_dir) if ar else None, "checkpoints": {}}
+    for ckpt in ckpts:
+        torch.manual_seed(0)
+        pipe = ColaPipeline.from_pretrained(ckpt)
+        entry: dict[str, Any] = {"path": str(ckpt)}
+        started = time.time()
+        if "images" in jobs:
+            entry.update(image_jobs(pipe, probe, root, seeds, limit, steps, progress, grid_examples))
+        if "text" in jobs:
+            entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress)
+        if "context" in jobs:
+            entry["context"] = context_job(pipe, root, seeds, context_windows, caption_rows, progress)
+        entry["seconds"] = round(time.time() - started, 1)
+        report["checkpoints"][checkpoint_name(ckpt)] = entry
+    return report
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _cell(stat: dict[str, float] | None, percent: bool) -> str:
+    if stat is None:
+        return "–"
+    m, sd = stat["mean"], stat["std"]
+    if math.isnan(m):
+        return "–"
+    if percent:
+        return f"{100 * m:.1f} ± {100 * sd:.1f} %"
+    return f"{m:.4f} ± {sd:.4f}" if abs(m) < 10 else f"{m:.1f} ± {sd:.1f}"
+
+
+def _rows(summaries: dict[str, Any], suffix: str = "_all_acc") -> list[str]:
+    """Figure names (ending in ``suffix``) present in any checkpoint's summary, in first-seen order."""
+    names: list[str] = []
+    for s in summaries.values():
+        if isinstance(s, dict):
+            names += [k for k in s if k.endswith(suffix) and k not in names]
+    return names
+
+
+def tables(report: dict[str, Any]) -> str:
+    """The report's tables in Markdown: one per job, one column per checkpoint."""
+    names = list(report["checkpoints"])
+    head = "| figure | " + " | ".join(f"`{n}`" for n in names) + " |\n|---|" + "---|" * len(names) + "\n"
+    out = []
+    for job, title in (("text_to_image", "Text → image: all right (judge)"),
+                       ("image_to_text", "Image → text: caption right (strict grammar, exactly the scene)")):
+        summaries = {n: (e.get(job) or {}) for n, e in report["checkpoints"].items()}
+        summaries = {n: (s["summary"] if isinstance(s, dict) else s) for n, s in summaries.items()}
+        lines = [f"### {title}\n", head.rstrip("\n")]
+        if not _rows(summaries):  # nothing measured: say why per checkpoint
+            lines.append("| all splits | " + " | ".join(v if isinstance(v, str) else "see below"
+                                                        for v in summaries.values()) + " |")
+        for row in _rows(summaries):
+            split = row[: -len("_all_acc")]
+            cells = [s if isinstance(s, str) else _cell(s.get(row), True) for s in summaries.values()]
+            n = next((int(s[f"{split}_n"]["mean"]) for s in summaries.values()
+                      if isinstance(s, dict) and f"{split}_n" in s), 0)
+            lines.append(f"| {split} (n={n}) | " + " | ".join(cells) + " |")
+        skipped = sum(int(s[k]["mean"]) for s in summaries.values() if isinstance(s, dict)
+                      for k in s if k.endswith("_skipped"))
+        lines.append("")
+        if skipped:
+            lines.append(f"Bad samples skipped while reading the splits: {skipped}.\n")
+        if job == "text_to_image" and report["judge"]["report"]:
+            judge = report["judge"]["report"]
+            shown = ", ".join(f"{k} {100 * v:.1f} %" for k, v in judge.items()
+                              if isinstance(v, float) and not k.endswith("_count") and v <= 1)
+            lines.append(f"The judge's own accuracy on held-out renders ({report['judge']['dir']}/report.json): "
+                         f"{shown}.\n")
+        out.append("\n".join(lines))
+    for job, title, fields in (
+            ("text", "Text continuation (held-out plays)",
+             ("corpus_word_rate", "unigram_entropy_bits", "repeated_4gram_rate", "same_seed_difflib",
+              "same_seed_3gram", "mauve", "gen_ppl")),
+            ("context", "Context use (teacher-forced flow loss)",
+             ("text_true_loss", "text_foreign_gap", "caption_true_loss", "caption_foreign_gap"))):
+        summaries = {n: (e.get(job) or {}).get("summary", {}) for n, e in report["checkpoints"].items()}
+        present = [f for f in fields if any(f in s for s in summaries.values())]
+        if not present:
+            continue
+        lines = [f"### {title}\n", head.rstrip("\n")]
+        for f in present:
+            lines.append(f"| {f} | " + " | ".join(_cell(s.get(f), False) for s in summaries.values()) + " |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def write_markdown(report: dict[str, Any], path: PathLike, command: str, json_path: PathLike | None) -> None:
+    """``docs/results.md``: what was run, on what, when, and the tables."""
+    names = ", ".join(f"`{n}` ({e['path']})" for n, e in report["checkpoints"].items())
+    text = f"""# Measured results
+
+Written by `cola-mm eval suite` on {report['date']} — do not edit by hand; re-run the command:
+
+    {command}
+
+- Checkpoints: {names}.
+- Machine: {report['machine']}.
+- Seeds {', '.join(map(str, report['seeds']))}: every figure is mean ± std over them. At most {report['limit']}
+  samples per split; sampler steps: {report['steps'] or "the pipeline's default"}.
+- Splits are held out by construction (their combinations never occur in training; every
+  evaluation image and prompt is hashed against the training stream, overlap in each
+  dataset's `manifest.json`). Captions are graded by the strict grammar: exactly the scene.
+- Raw figures, per seed: [{Path(json_path).name if json_path else "–"}](../bench/results/{Path(json_path).name if json_path else ""}).
+
+{tables(report)}"""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
+
+
+def command_line() -> str:
+    return "cola-mm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
