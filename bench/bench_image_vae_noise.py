@@ -5,7 +5,8 @@ of a 64 px canvas) is a few latent cells: a slightly wrong latent can decode to 
 wrong shape or colour. For held-out one-object shapes scenes the posterior mean is mapped to
 prior space (the VAE's stored shift/scale, where the prior works), Gaussian noise of standard
 deviation σ is added, the result is decoded, and the probe classifier (``cola-mm probe train``)
-judges shape, colour and cell, reported apart for small and large objects.
+judges the image (:func:`cola_mm.data.shapes.judge_image`: "all" = exactly one object, with
+shape, colour, size and cell right), reported apart for small and large objects.
 
     python bench/bench_image_vae_noise.py --ckpt checkpoints/demo runs/vae_image_noise/model \\
         --json bench/results/image_vae_noise.json --plot bench/results/image_vae_noise.png
@@ -24,7 +25,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cola_mm.core.images import tensor_to_image  # noqa: E402
 from cola_mm.data.pairs import pixels_from_image  # noqa: E402
-from cola_mm.data.shapes import judge_object, one_object  # noqa: E402
+from cola_mm.data.shapes import judge_image, one_object  # noqa: E402
 from cola_mm.evaluation.images import read_samples  # noqa: E402
 from cola_mm.evaluation.probe import Probe  # noqa: E402
 from cola_mm.vae_image.model import ImageVAE  # noqa: E402
@@ -48,7 +49,7 @@ def accuracy_under_noise(vae: ImageVAE, probe: Probe, tokens: torch.Tensor, obje
         noisy = chunk + sigma * torch.randn(chunk.shape, generator=gen)
         images = [tensor_to_image(img) for img in vae.decode(vae.from_tokens(noisy)).float()]
         for obj, pred in zip(objects[i:i + batch], probe.predict(images)):
-            verdict = judge_object(pred, obj)
+            verdict = judge_image(pred, {"objects": [obj], "relation": None})  # count, size too
             for attr in ("all", "shape", "color"):
                 right.setdefault(f"{obj['size']}_{attr}", []).append(verdict[attr])
     return {k: sum(v) / len(v) for k, v in sorted(right.items())}

@@ -447,8 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="A timm classifier trained here on real renders (shapes, digits).")
     prsub = pr.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = prsub.add_parser("train", help="train the probe on real renders",
-                         description="Train on fresh one-object shape renders (every colour-shape pair) and "
-                                     "the digits train split; writes OUT/report.json with held-out accuracies.")
+                         description="Train the judge (object count and, per grid cell, shape, colour and size) on "
+                                     "fresh 0-3-object renders (every colour-shape pair) and the digits train "
+                                     "split; writes OUT/report.json with its held-out accuracies.")
     p.add_argument("--data", default="datasets", help="dataset root with shapes/ and digits/ (default datasets)")
     p.add_argument("--out", default="runs/probe", help="output folder (default runs/probe)")
     p.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: train_probe's)")

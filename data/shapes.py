@@ -727,23 +727,74 @@ def grade_caption(text: str, truth: dict) -> Grade:
     return out
 
 
-def judge_object(pred: dict, want: dict) -> Grade:
-    """Grade the probe's reading ``pred`` of a 1-object image against a ground-truth object ``want``.
-
-    Returns per-attribute correctness (``shape``, ``color``, ``cell``, and ``size`` when
-    ``want`` has one) and ``all`` = shape, colour and cell right. Size is reported but not part
-    of ``all`` (GenEval's position/colour/counting criteria don't grade size either).
-    """
-    result = {key: pred.get(key) == want[key] for key in ("shape", "color", "cell")}
+def judge_object(pred: dict | None, want: dict) -> Grade:
+    """Grade one object read by the judge, ``pred`` = {shape, color, size, cell} (None: no object
+    read), against a ground-truth object ``want``: a verdict per attribute ``want`` states
+    (``size`` and ``cell`` when it has them) and ``all`` = every one right, size included."""
+    keys = [k for k in ("shape", "color", "size", "cell") if want.get(k) is not None]
+    result = {k: pred is not None and pred.get(k) == want[k] for k in keys}
     result["all"] = all(result.values())
-    if want.get("size") is not None:
-        result["size"] = pred.get("size") == want["size"]
     return result
 
 
+_MATCH_KEYS = ("shape", "color", "size")  # what a two-object prompt states of each object (no cell)
+
+
+def _assignments(objects: list[dict], n: int) -> list[tuple[dict | None, ...]]:
+    """Every way to pick ``n`` of the predicted ``objects`` in order (None fills in when fewer were read)."""
+    from itertools import permutations
+
+    return list(permutations(list(objects) + [None] * max(0, n - len(objects)), n))
+
+
+def _best_assignment(objects: list[dict], want: list[dict], keys: tuple[str, ...]) -> tuple[dict | None, ...]:
+    """The predicted objects, one per wanted object, that get the most attributes ``keys`` right
+    (ties: the first in cell order)."""
+    best, best_score = None, -1
+    for chosen in _assignments(objects, len(want)):
+        score = sum(o is not None and o.get(k) == w.get(k) for o, w in zip(chosen, want) for k in keys)
+        if score > best_score:
+            best, best_score = chosen, score
+    return best
+
+
 def judge_image(pred: dict, truth: dict) -> Grade:
-    """Grade the probe's reading of a generated image against the json of its 1-object prompt."""
-    return judge_object(pred, truth["objects"][0])
+    """Grade the judge's reading of a generated image (:meth:`cola_mm.evaluation.probe.Probe.predict`:
+    ``{"count", "objects": [{cell, shape, color, size}, ...]}``) against the json of its prompt.
+
+    - one object: ``all`` = exactly one object read (``count``) with shape, colour, size and
+      cell right;
+    - two objects and a relation: ``all`` = exactly two objects read (``count``), the two match
+      the prompt's two (shape, colour, size) as a set (``objects``), and the prompt's relation
+      holds between the cells of the matched objects (``relation``, :func:`true_relations`).
+
+    ``count`` needs both the count head and the number of occupied cells to agree with the
+    prompt. Per-attribute verdicts (``shape``, ``color``, ``size``; ``cell`` for one object;
+    right for every prompt object) are read on the best-matching predicted objects whatever the
+    count, so they say what was wrong; ``all`` also requires the count.
+    """
+    want = truth["objects"]
+    objects = list(pred.get("objects") or [])
+    count = len(objects) == len(want) and pred.get("count", len(objects)) == len(want)
+    if len(want) == 1:
+        (chosen,) = _best_assignment(objects, want, _MATCH_KEYS + ("cell",))
+        result = judge_object(chosen, want[0])
+        result["count"] = count
+        result["all"] = count and result["all"]
+        return result
+    keys = tuple(k for k in _MATCH_KEYS if all(w.get(k) is not None for w in want))
+    matched = [c for c in _assignments(objects, len(want))
+               if all(o is not None and all(o.get(k) == w[k] for k in keys) for o, w in zip(c, want))]
+    relation = truth.get("relation")
+    related = [c for c in matched if relation is None or relation in true_relations(c[0]["cell"], c[1]["cell"])]
+    chosen = (related or matched or [_best_assignment(objects, want, keys)])[0]
+    result = {k: all(o is not None and o.get(k) == w[k] for o, w in zip(chosen, want)) for k in keys}
+    result["objects"] = bool(matched)
+    if relation is not None:
+        result["relation"] = bool(related)
+    result["count"] = count
+    result["all"] = count and bool(matched) and (relation is None or bool(related))
+    return result
 
 
 def one_object(meta: dict) -> bool:
@@ -810,9 +861,9 @@ DATASET = Dataset(
                 "construction: val/test combinations and val/two object pairs never occur in train, novel holds "
                 "unseen colour-shape pairs, heldout-phrasing uses wording training never does.",
     add_arguments=_add_arguments, build=_build, add_all_arguments=_add_all_arguments, build_missing=_build_missing,
-    # text → image: one-object prompts (the judge reads one object; two-object prompts need its count)
-    image_splits=("test", "novel", "heldout-phrasing"), caption_splits=("test", "novel", "two"),
+    # text → image: one- and two-object prompts (the judge reads the count and every object)
+    image_splits=("test", "novel", "two", "heldout-phrasing"), caption_splits=("test", "novel", "two"),
     canonical_caption=canonical_caption, grade_caption=grade_caption, judge_image=judge_image,
     caption_groups=(("_1obj", one_object), ("_2obj", lambda meta: not one_object(meta))),
-    image_prompt_filter=one_object,
+    image_prompt_filter=lambda meta: bool(meta.get("objects")),  # every scene, one or two objects
 )

@@ -4,10 +4,12 @@
   held-out images.
 - **Text → image** (GenEval-style, Ghosh et al. 2023): each held-out caption is the prompt; a
   probe classifier trained on real renders (:mod:`cola_mm.evaluation.probe`) judges the generated image.
-  Shapes, one-object scenes: shape, colour and position (grid cell) all right counts as
-  correct (size reported apart, and "all right" also per object size: small objects are where
-  a 64 px model fails first); digits: the digit. The ``novel`` split (colour–shape pairs
-  never seen in training) is reported apart.
+  Shapes (:func:`cola_mm.data.shapes.judge_image`): one-object prompts need exactly one object
+  with shape, colour, size and cell right ("all right" also per object size: small objects
+  are where a 64 px model fails first); two-object prompts (the ``two`` split) need exactly two
+  objects matching the prompt's and the relation between them; digits: the digit (read by an
+  sklearn classifier, :mod:`cola_mm.evaluation.digit_judge`). The ``novel`` split (colour–shape
+  pairs never seen in training) is reported apart.
 - **Image → text**: captions of held-out real images graded against the json ground truth by
   their dataset's ``grade_caption`` (:mod:`cola_mm.data.registry`; shapes: one-object scenes
   shape, colour and cell right, two-object scenes both objects' shape and colour and the
@@ -110,7 +112,7 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
             for s, img, pred in zip(chunk, images, probe.predict(images)):
                 verdict = dataset.judge_image(pred, s["json"])
                 objects = s["json"].get("objects") or [{}]
-                if objects[0].get("size") is not None:  # "all right" per object size as well
+                if len(objects) == 1 and objects[0].get("size") is not None:  # one-object prompts: per size too
                     tally = by_size.setdefault(objects[0]["size"], [0, 0])
                     tally[0] += int(verdict["all"])
                     tally[1] += 1
