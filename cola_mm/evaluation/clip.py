@@ -45,6 +45,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ import open_clip
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from PIL import Image
+from safetensors import SafetensorError
 from torch import nn
 from tqdm import tqdm
 
@@ -259,7 +261,7 @@ def load_open_clip(arch: str, checkpoint_path: PathLike, device: str | torch.dev
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(path), device=device)
         tokenizer = open_clip.get_tokenizer(arch)
-    except (RuntimeError, KeyError, ValueError, OSError) as err:
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"cannot load {path} as open_clip {arch}: {first}") from None
     model.eval()
