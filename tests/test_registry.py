@@ -19,8 +19,9 @@ def test_the_bundled_datasets_are_registered_with_what_they_declare():
         d = found[name]
         assert d.has_images and d.image_splits and d.caption_splits and d.canonical_caption and d.grade_caption
     assert not found["text"].has_images and found["text"].canonical_caption is None
-    assert registry.image_eval_splits("text_to_image") == ("shapes/test", "shapes/novel", "shapes/heldout-phrasing",
-                                                           "digits/test", "digits/heldout-phrasing")
+    assert registry.image_eval_splits("text_to_image") == ("shapes/test", "shapes/novel", "shapes/two",
+                                                           "shapes/heldout-phrasing", "digits/test",
+                                                           "digits/heldout-phrasing")
     assert registry.image_eval_splits("image_to_text") == ("shapes/test", "shapes/novel", "shapes/two", "digits/test")
     assert registry.of_split("digits/test") is found["digits"]
     assert registry.of_sample({"dataset": "shapes"}) is found["shapes"]
@@ -46,9 +47,12 @@ def test_canonical_captions_are_graded_right_by_their_own_dataset():
 def test_judges_read_the_json_of_their_dataset():
     _, _, meta = shapes.generate_sample(0, "test", 0)
     obj = meta["objects"][0]
-    right = {"shape": obj["shape"], "color": obj["color"], "cell": obj["cell"], "size": obj["size"]}
+    seen = {"shape": obj["shape"], "color": obj["color"], "cell": obj["cell"], "size": obj["size"]}
+    right = {"count": 1, "objects": [seen], **seen}
     assert shapes.DATASET.judge_image(right, meta)["all"]
-    assert not shapes.DATASET.judge_image({**right, "color": "not a colour"}, meta)["all"]
+    wrong = {**seen, "color": "not a colour"}
+    assert not shapes.DATASET.judge_image({"count": 1, "objects": [wrong], **wrong}, meta)["all"]
+    assert not shapes.DATASET.judge_image({"count": 2, "objects": [seen, wrong], **seen}, meta)["all"]
     assert digits.DATASET.judge_image({"digit": 3}, {"label": 3}) == {"all": True}
     assert digits.DATASET.judge_image({"digit": 4}, {"label": 3}) == {"all": False}
 
