@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cola_mm.data.registry import Dataset, Grade, positive_int
+from cola_mm.data.registry import Dataset, Grade, normalize_caption, positive_int
 from cola_mm.data.shards import (DataError, ShardWriter, check_generator_args, prepare_split_dir, read_manifest,
                                  update_manifest)
 
@@ -124,8 +124,7 @@ def parse_strict(text: str) -> int | None:
     trailing full stop aside), else None."""
     if not isinstance(text, str):
         return None
-    norm = " ".join(text.strip().split()).lower()
-    norm = norm[:-1].rstrip() if norm.endswith(".") else norm
+    norm = normalize_caption(text)
     for regex in _STRICT_RE:
         m = regex.match(norm)
         if m:

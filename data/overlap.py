@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from cola_mm.data.loader import ShardDataset
+from cola_mm.data.registry import normalize_caption
 
 PathLike = str | os.PathLike
 
@@ -30,10 +31,6 @@ def image_digest(image: Image.Image) -> str:
     return hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
 
 
-def prompt_key(text: str) -> str:
-    """A caption as compared: lower case, single spaces, no trailing full stop."""
-    norm = " ".join(str(text).split()).lower()
-    return norm[:-1].rstrip() if norm.endswith(".") else norm
 
 
 def fingerprints(shards: PathLike, limit: int | None = None, progress: bool = False,
@@ -44,7 +41,7 @@ def fingerprints(shards: PathLike, limit: int | None = None, progress: bool = Fa
         if "image" in sample:
             images.add(image_digest(sample["image"]))
         if sample.get("txt") is not None:
-            prompts.add(prompt_key(sample["txt"]))
+            prompts.add(normalize_caption(sample["txt"]))
         n += 1
         if limit is not None and n >= limit:
             break
@@ -56,7 +53,7 @@ def count_overlap(train: tuple[set[str], set[str], int], images: Iterable[Image.
     """How many of ``images`` / ``prompts`` occur in the training fingerprints ``train``."""
     train_images, train_prompts, _ = train
     return {"images": sum(image_digest(im) in train_images for im in images),
-            "prompts": sum(prompt_key(p) in train_prompts for p in prompts)}
+            "prompts": sum(normalize_caption(p) in train_prompts for p in prompts)}
 
 
 def split_overlap(train_shards: PathLike, eval_shards: PathLike, progress: bool = False,

@@ -25,6 +25,13 @@ from cola_mm.data.shards import DataError
 Grade = dict[str, bool]  # per-attribute verdicts; "all" is the one that counts
 
 
+def normalize_caption(text: str) -> str:
+    """A caption as graders and the overlap check compare it: lower case, single spaces, no
+    trailing full stop."""
+    norm = " ".join(str(text).split()).lower()
+    return norm[:-1].rstrip() if norm.endswith(".") else norm
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1, with a one-line error otherwise."""
     try:

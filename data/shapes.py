@@ -68,7 +68,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from cola_mm.data.registry import Dataset, Grade, positive_int
+from cola_mm.data.registry import Dataset, Grade, normalize_caption, positive_int
 from cola_mm.data.shards import (DataError, ShardWriter, check_generator_args, prepare_split_dir, read_manifest,
                                  update_manifest)
 
@@ -486,11 +486,6 @@ _ONE_RE = tuple(_template_regex(t, False) for t in ONE_OBJECT_TEMPLATES)
 _TWO_RE = tuple(_template_regex(t, True) for t in TWO_OBJECT_TEMPLATES)
 
 
-def _strict_normalize(text: str) -> str:
-    text = " ".join(text.strip().split()).lower()
-    return text[:-1].rstrip() if text.endswith(".") else text
-
-
 def _read_object(m: re.Match, suffix: str = "") -> dict | None:
     groups = m.groupdict()
     obj = {key: _LOOKUP[key][groups[f"{key}{suffix}"]] if groups.get(f"{key}{suffix}") else None
@@ -507,7 +502,7 @@ def parse_strict(text: str) -> dict | None:
     sentence of the training grammar."""
     if not isinstance(text, str):
         return None
-    norm = _strict_normalize(text)
+    norm = normalize_caption(text)
     for regex in _ONE_RE:
         m = regex.match(norm)
         if m:
