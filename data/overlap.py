@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 from typing import Iterable
 
 from PIL import Image
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from cola_mm.data.loader import ShardDataset
 from cola_mm.data.registry import normalize_caption
+from cola_mm.data.shards import read_manifest, write_manifest
 
 PathLike = str | os.PathLike
 
@@ -76,11 +78,6 @@ def record_overlaps(root: PathLike, progress: bool = True, train_split: str = "t
     """Measure every other split of the dataset at ``root`` against its training split and write the
     counts into the manifest (``splits.<split>.overlap_with_train``); returns them. Does nothing
     without a training split."""
-    import json
-    from pathlib import Path
-
-    from cola_mm.data.shards import MANIFEST_NAME, read_manifest
-
     root = Path(root)
     manifest = read_manifest(root)
     splits = manifest.get("splits", {})
@@ -88,10 +85,7 @@ def record_overlaps(root: PathLike, progress: bool = True, train_split: str = "t
         return {}
     train = fingerprints(root / train_split, progress=progress, desc=f"hash {root.name}/{train_split}")
     found = {split: split_overlap(None, root / split, train=train) for split in splits if split != train_split}
-    manifest = read_manifest(root)  # re-read: nothing else writes it meanwhile, but stay atomic
     for split, counts in found.items():
         manifest["splits"][split]["overlap_with_train"] = counts
-    tmp = root / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(root / MANIFEST_NAME)
+    write_manifest(root, manifest)
     return found

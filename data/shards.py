@@ -184,7 +184,12 @@ def update_manifest(root: str | os.PathLike, dataset: str, generator_version: st
     manifest.update(extra)
     splits = manifest.setdefault("splits", {})
     splits[split] = {**split_info, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp = root / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, root / MANIFEST_NAME)
+    write_manifest(root, manifest)
     return manifest
+
+
+def write_manifest(root: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
+    """Write ``root/manifest.json`` atomically (a temporary file renamed over it)."""
+    tmp = Path(root) / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, Path(root) / MANIFEST_NAME)
