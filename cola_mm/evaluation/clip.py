@@ -68,6 +68,7 @@ from cola_mm.data import registry
 from cola_mm.data.captions import canonical_caption
 from cola_mm.data.loader import ShardDataset
 from cola_mm.data.shards import DataError
+from cola_mm.evaluation.images import read_samples
 
 PathLike = str | os.PathLike
 REPORT_NAME = "report.json"
@@ -350,21 +351,6 @@ def retrieval_accuracy(model: ClipEncoder, samples: Sequence[dict], keys: Sequen
     return out
 
 
-def read_split(folder: PathLike, limit: int | None) -> list[dict]:
-    """The first ``limit`` (image, txt, json) samples of a shard folder, in shard order."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"missing split {folder}")
-    out = []
-    for sample in ShardDataset(folder, required=("image", "txt"), epochs=1):
-        out.append(sample)
-        if limit is not None and len(out) >= limit:
-            break
-    if not out:
-        raise DataError(f"no usable samples in {folder}")
-    return out
-
-
 def evaluate_clip(model: ClipEncoder, data_root: PathLike, splits: Sequence[str] = EVAL_SPLITS,
                   limit: int = 200) -> dict[str, dict]:
     """Per held-out split: retrieval accuracies and the CLIPScore of matching vs shuffled pairs
@@ -375,7 +361,7 @@ def evaluate_clip(model: ClipEncoder, data_root: PathLike, splits: Sequence[str]
         folder = Path(data_root).expanduser() / split
         if not folder.is_dir():
             continue
-        samples = read_split(folder, limit)
+        samples = read_samples(folder, limit, required=("image", "txt"))
         images, prompts = [s["image"] for s in samples], [s["txt"] for s in samples]
         shuffled = prompts[1:] + prompts[:1]
         results[split] = {"retrieval": retrieval_accuracy(model, samples),

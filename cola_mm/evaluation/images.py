@@ -36,15 +36,16 @@ PathLike = str | os.PathLike
 
 
 def read_samples(shards: PathLike, limit: int | None = None, keep: Callable[[dict], bool] | None = None,
-                 skipped: Counter | None = None, allow_empty: bool = False) -> list[dict[str, Any]]:
+                 skipped: Counter | None = None, allow_empty: bool = False,
+                 required: tuple[str, ...] = ("image", "json")) -> list[dict[str, Any]]:
     """The first ``limit`` samples (image, txt, json) of held-out shards, in shard order, that
-    pass ``keep(json)`` (e.g. one-object scenes only). Bad samples (a corrupt image, a truncated
+    have the ``required`` fields and pass ``keep(json)`` (e.g. one-object scenes only). Bad samples (a corrupt image, a truncated
     tar …) are skipped and counted into ``skipped`` by reason. A missing split folder is a
     :class:`DataError` naming it; so is a split with no usable sample unless ``allow_empty``."""
     if not any(ch in str(shards) for ch in "*?[{:") and not Path(shards).exists():
         raise DataError(f"missing split {shards}: build it with `cola-mm data all --out {Path(shards).parent.parent}`")
     out = []
-    dataset = ShardDataset(shards, required=("image", "json"), epochs=1)
+    dataset = ShardDataset(shards, required=required, epochs=1)
     for s in dataset:
         if keep is not None and not keep(s["json"]):
             continue
