@@ -108,8 +108,10 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
 
 
 def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, max_new_tokens: int,
-             steps: int | None, ar=None, encoder=None, progress: bool = True) -> dict[str, Any]:
-    """Continuations of held-out prompts per seed, scored by :mod:`cola_mm.evaluation.text_metrics`."""
+             steps: int | None, ar=None, encoder=None, progress: bool = True,
+             vocabulary: frozenset[str] | None = None) -> dict[str, Any]:
+    """Continuations of held-out prompts per seed, scored by :mod:`cola_mm.evaluation.text_metrics`
+    (``vocabulary``: the training corpus's words, read once per suite run)."""
     from tqdm import tqdm
 
     from cola_mm.evaluation import text_metrics as tm
@@ -120,7 +122,8 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
     ids = read_windows(val, pipe.tokenizer, n_prompts, seq_len=2 * max_new_tokens)
     prompts = prompts_from_windows(pipe.tokenizer, ids, n_tokens=max_new_tokens)
     references = [pipe.tokenizer.decode(row[max_new_tokens:].tolist(), skip_special_tokens=True).strip() for row in ids]
-    vocabulary = tm.corpus_vocabulary(root / "text" / "train")
+    if vocabulary is None:
+        vocabulary = tm.corpus_vocabulary(root / "text" / "train")
     per_seed, samples = [], {}
     for seed in seeds:
         texts = [pipe.generate_text(p, max_new_tokens=max_new_tokens, steps=steps, seed=seed)
@@ -211,10 +214,11 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         ar_path = Path(ar_dir)
         ar = (LlamaForCausalLM.from_pretrained(ar_path / "ar" if (ar_path / "ar").is_dir() else ar_path).eval(),
               load_tokenizer(ar_path / "tokenizer" if (ar_path / "tokenizer").is_dir() else ar_path))
-    encoder = None
+    encoder = vocabulary = None
     if "text" in jobs:
         from cola_mm.evaluation import text_metrics as tm
 
+        vocabulary = tm.corpus_vocabulary(root / "text" / "train")
         try:
             encoder = tm.load_sentence_encoder()
         except (ImportError, FileNotFoundError, OSError, RuntimeError) as err:
@@ -232,7 +236,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         if "images" in jobs:
             entry.update(image_jobs(pipe, probe, root, seeds, limit, steps, progress, grid_examples))
         if "text" in jobs:
-            entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress)
+            entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress,
+                                     vocabulary)
         if "context" in jobs:
             entry["context"] = context_job(pipe, root, seeds, context_windows, caption_rows, progress)
         entry["seconds"] = round(time.time() - started, 1)
