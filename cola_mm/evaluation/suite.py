@@ -300,8 +300,8 @@ def tables(report: dict[str, Any]) -> str:
             lines.append(f"Bad samples skipped while reading the splits: {skipped}.\n")
         if job == "text_to_image" and report["judge"]["report"]:
             judge = report["judge"]["report"]
-            shown = ", ".join(f"{k} {100 * v:.1f} %" for k, v in judge.items()
-                              if isinstance(v, float) and not k.endswith("_count") and v <= 1)
+            shown = ", ".join(f"{k} {100 * v:.1f} %" for k, v in judge.items()  # the all-right figures
+                              if isinstance(v, float) and k.endswith("_all") and v <= 1)
             lines.append(f"The judge's own accuracy on held-out renders ({report['judge']['dir']}/report.json): "
                          f"{shown}.\n")
         out.append("\n".join(lines))
