@@ -12,7 +12,8 @@ All measurements are :mod:`cola_mm.evaluation.context` (read its docstring for t
   canonical, as the demo was trained, or original), the image block swapped (bench_condition's "images rolled",
   without a run config: rows are built from the pipeline alone);
 - continuations: the first ``--prompt-tokens`` tokens of ``--prompts`` of those windows,
-  ``--max-new-tokens`` each, at every seed of ``--seeds``.
+  ``--max-new-tokens`` each, at every seed of ``--seeds``; with ``--ar DIR`` an AR baseline's
+  continuations of the same prompts at the same seeds too (``continuations_ar``).
 
     python bench/bench_context_use.py --ckpt checkpoints/demo --data datasets \
         --out bench/results/context_use_demo.json --png bench/results/context_use_demo.png
@@ -32,6 +33,7 @@ import torch
 
 from cola_mm.data.captions import canonical_caption
 from cola_mm.evaluation import context as C
+from cola_mm.evaluation.ar import ARGenerator
 from cola_mm.evaluation.images import read_samples
 from cola_mm.pipeline import ColaPipeline
 
@@ -104,6 +106,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="ODE steps per block (pipeline default)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--seed", type=int, default=0, help="seed of the paired draws")
+    parser.add_argument("--ar", default=None,
+                        help="an AR baseline folder (stage ar): its continuations of the same prompts at the same "
+                             "seeds, for the overlap comparison")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--replot", action="store_true", help="only redraw --png from an existing --out")
     args = parser.parse_args()
@@ -150,6 +155,11 @@ def main() -> None:
         result["continuations"] = {"max_new_tokens": args.max_new_tokens, "seeds": seeds,
                                    **C.continuation_overlap(pipe, prompts, seeds, args.max_new_tokens, args.steps,
                                                             progress="continuations")}
+        if args.ar:
+            result["continuations_ar"] = {"ar": args.ar, "max_new_tokens": args.max_new_tokens, "seeds": seeds,
+                                          **C.continuation_overlap(ARGenerator.from_pretrained(args.ar), prompts,
+                                                                   seeds, args.max_new_tokens,
+                                                                   progress="AR continuations")}
     result["seconds"] = round(time.time() - start, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -163,10 +173,13 @@ def main() -> None:
     if "gap_by_t" in result:
         print("gap by t (foreign − true): " + "  ".join(f"{t:.2f}:{g:+.4f}" for t, g in
                                                         zip(result["gap_by_t"]["t"], result["gap_by_t"]["gap"]["foreign"])))
-    if "continuations" in result:
-        c = result["continuations"]
+    for name in ("continuations", "continuations_ar"):
+        if name not in result:
+            continue
+        c = result[name]
+        print("AR baseline:" if name == "continuations_ar" else "prior:")
         for k in ("same_seed", "same_prompt", "different_both"):
-            print(f"{k:15s} difflib {c[k]['difflib_ratio']:.3f}  shared 3-grams {c[k]['shared_3gram_rate']:.3f}")
+            print(f"  {k:15s} difflib {c[k]['difflib_ratio']:.3f}  shared 3-grams {c[k]['shared_3gram_rate']:.3f}")
     print(f"{result['seconds']} s")
 
 

@@ -32,36 +32,9 @@ from pathlib import Path
 import torch
 
 from cola_mm.evaluation import context as C
+from cola_mm.evaluation.ar import ARGenerator, load_ar
 from cola_mm.evaluation import text_metrics as tm
 from cola_mm.pipeline import ColaPipeline
-from cola_mm.vae_text.tokenizer import load_tokenizer
-
-
-def load_ar(folder: str | Path):
-    """(LlamaForCausalLM, tokenizer) from an ``ar`` run's model folder (``ar/`` + ``tokenizer/``)
-    or from an ``ar/`` folder whose tokenizer lies beside it."""
-    from transformers import LlamaForCausalLM
-
-    folder = Path(folder)
-    model_dir = folder / "ar" if (folder / "ar").is_dir() else folder
-    tok_dir = model_dir.parent / "tokenizer"
-    if not (model_dir / "config.json").is_file() or not tok_dir.is_dir():
-        raise SystemExit(f"{folder}: expected an AR model folder (ar/config.json and tokenizer/)")
-    return LlamaForCausalLM.from_pretrained(model_dir).eval(), load_tokenizer(tok_dir)
-
-
-@torch.no_grad()
-def ar_continue(lm, tok, prompts: list[str], max_new_tokens: int, seed: int) -> list[str]:
-    """Sampled (temperature 1, no top-k/p) continuations of each prompt, one at a time."""
-    out = []
-    for i, p in enumerate(prompts):
-        torch.manual_seed(seed * 100_003 + i)
-        ids = torch.tensor([[tok.bos_token_id] + tok.encode(p, add_special_tokens=False)])
-        gen = lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                          do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        out.append(tok.decode(gen[0, ids.shape[1]:].tolist(), skip_special_tokens=True))
-    return out
 
 
 def measure(texts, prompts, reference_ar, reference_tok, vocab, human, embed) -> dict:
@@ -108,9 +81,9 @@ def main() -> None:
                        for p in prompts]
     seconds = {"cola": round(time.time() - t, 1)}
     if args.baseline:
-        lm, tok = load_ar(args.baseline)
+        baseline = ARGenerator.from_pretrained(args.baseline)
         t = time.time()
-        systems["ar_baseline"] = ar_continue(lm, tok, prompts, args.max_new_tokens, args.seed)
+        systems["ar_baseline"] = [baseline.generate_text(p, args.max_new_tokens, seed=args.seed) for p in prompts]
         seconds["ar_baseline"] = round(time.time() - t, 1)
 
     result = {"command": " ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], *sys.argv]),

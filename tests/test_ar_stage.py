@@ -62,6 +62,19 @@ def test_ar_trains_exports_and_reloads(tiny_datasets, tmp_path):
         nll = [token_nll(lm, b["ids"]) for b in batches]
     assert sum(n.item() for n, _ in nll) / sum(c for _, c in nll) == pytest.approx(val["val_loss"], rel=1e-4)
 
+    # the evaluation wrapper: the pipeline's generate_text signature, seeded like the prior's sampler
+    from cola_mm.evaluation.ar import ARFolderError, ARGenerator
+
+    gen = ARGenerator.from_pretrained(out)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = gen.generate_text("the king", max_new_tokens=8, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is untouched
+    assert isinstance(a, str) and a == gen.generate_text("the king", max_new_tokens=8, steps=4, seed=0)
+    assert len({gen.generate_text("the king", max_new_tokens=8, seed=s) for s in range(4)}) > 1
+    with pytest.raises(ARFolderError, match="expected an AR model folder"):
+        ARGenerator.from_pretrained(tmp_path)
+
 
 def test_ar_config_errors_are_one_line(tiny_datasets, tmp_path):
     from cola_mm.training.stages.ar import ARStage

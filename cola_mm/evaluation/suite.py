@@ -207,13 +207,9 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         judge_report = json.loads(report_file.read_text()).get("metrics") if report_file.is_file() else None
     ar = None
     if "text" in jobs and ar_dir is not None:
-        from transformers import LlamaForCausalLM
+        from cola_mm.evaluation.ar import load_ar
 
-        from cola_mm.vae_text.tokenizer import load_tokenizer
-
-        ar_path = Path(ar_dir)
-        ar = (LlamaForCausalLM.from_pretrained(ar_path / "ar" if (ar_path / "ar").is_dir() else ar_path).eval(),
-              load_tokenizer(ar_path / "tokenizer" if (ar_path / "tokenizer").is_dir() else ar_path))
+        ar = load_ar(ar_dir)
     encoder = vocabulary = None
     if "text" in jobs:
         from cola_mm.evaluation import text_metrics as tm
