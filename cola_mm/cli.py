@@ -211,7 +211,8 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
     report = suite.run_suite(args.ckpt or [str(BUNDLED_CKPT)], data_root=args.data,
                              probe_dir=None if args.probe == "none" else args.probe, seeds=args.seeds,
                              limit=args.limit, steps=args.steps, ar_dir=args.ar, text_prompts=args.text_prompts,
-                             jobs=jobs, progress=not args.no_progress)
+                             jobs=jobs, progress=not args.no_progress, clip=args.clip,
+                             clip_checkpoint=args.clip_checkpoint)
     report["command"] = suite.command_line()
     json_path = Path(args.json_dir) / f"suite_{'_'.join(report['checkpoints'])}.json" if args.json_dir else None
     if json_path:
@@ -483,14 +484,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval_image_vae)
 
     p = esub.add_parser("suite", help="every job of every checkpoint on every held-out split, over seeds",
-                        description="The evaluation suite: text → image (judged), image → text (strict grader), text "
-                                    "continuation metrics and context use, per held-out split, mean ± std over "
-                                    "--seeds; writes the Markdown tables (--md), the raw JSON and PNG grids.")
+                        description="The evaluation suite: text → image (judged; CLIPScore with --clip), image → "
+                                    "text (strict grader), text continuation metrics and context use, per held-out "
+                                    "split, mean ± std over --seeds; writes the Markdown tables (--md), the raw JSON "
+                                    "and PNG grids.")
     p.add_argument("--ckpt", action="append", default=[],
                    help="pipeline folder (repeatable; default: the bundled demo checkpoint)")
     p.add_argument("--data", default="datasets", help="dataset root (default datasets)")
     p.add_argument("--probe", default="runs/probe", help="judge folder for text → image ('none': skip; default runs/probe)")
     p.add_argument("--ar", default=None, help="reference AR folder for generative perplexity (cola-mm train stage ar)")
+    p.add_argument("--clip", default=None,
+                   help="also score text → image by CLIPScore (w = 2.5) with this CLIP: a SmallClip folder "
+                        "(python -m cola_mm.evaluation.clip train; its report.json accuracy is printed beside the "
+                        "table), or with --clip-checkpoint an open_clip arch (e.g. ViT-B-32); default: none")
+    p.add_argument("--clip-checkpoint", default=None,
+                   help="a local open_clip checkpoint file of the arch --clip names (nothing is downloaded)")
     p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--limit", type=_positive_int, default=200, help="samples per split (default 200)")
     p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's)")

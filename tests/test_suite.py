@@ -1,17 +1,25 @@
 """`cola-mm eval suite`: every job on every checkpoint in one run, mean ± std over seeds, the
-Markdown tables, "not available" rows for a checkpoint without an image VAE, one-line errors."""
+Markdown tables, "not available" rows for a checkpoint without an image VAE, one-line errors,
+CLIPScore of text → image with ``--clip`` (and nothing of it without)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
 import sys
 
+import open_clip
 import pytest
+import torch
 
+from cola_mm.cli import main
+from cola_mm.core.components import CheckpointError
 from cola_mm.data.shards import DataError
 from cola_mm.evaluation import suite
+from cola_mm.evaluation.clip import REPORT_NAME, ClipTrainConfig, OpenClip, SmallClip, train_clip
+from test_clip import TINY
 
 
 class FixedJudge:
@@ -86,3 +94,106 @@ def test_missing_split_and_root_are_one_line_errors(tiny_mm_pipeline, tiny_datas
     r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "eval", "suite", "--jobs", "images,typo"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--jobs: unknown ['typo']" in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tiny_datasets, tmp_path_factory):
+    """A SmallClip of test_clip's TINY config, three steps on the tiny datasets, with its report.json."""
+    cfg = ClipTrainConfig(model=TINY, steps=3, batch_size=8, eval_limit=8)
+    return train_clip(tiny_datasets, tmp_path_factory.mktemp("clip") / "clip", progress=False, config=cfg)
+
+
+def _without_clip(report):
+    """The report as a run without --clip would write it: no CLIP, no *_clip_score figures."""
+    report = copy.deepcopy(report)
+    report["clip"] = None
+    for entry in report["checkpoints"].values():
+        if isinstance(entry.get("text_to_image"), dict):
+            t2i = entry["text_to_image"]
+            t2i["per_seed"] = [{k: v for k, v in r.items() if not k.endswith("_clip_score")} for r in t2i["per_seed"]]
+            t2i["summary"] = {k: v for k, v in t2i["summary"].items() if not k.endswith("_clip_score")}
+    return report
+
+
+def test_clip_scores_every_text_to_image_row(tiny_mm_pipeline, text_only, tiny_datasets, tiny_clip, tmp_path):
+    run = dict(data_root=tiny_datasets, probe_dir=FixedJudge(), seeds=(0, 1), limit=2, steps=1, jobs=("images",),
+               progress=False, grid_examples=0)
+    scored = suite.run_suite([tiny_mm_pipeline, text_only], clip=tiny_clip, **run)
+    plain = suite.run_suite([tiny_mm_pipeline, text_only], **run)
+    own = json.loads((tiny_clip / REPORT_NAME).read_text())["results"]
+    assert scored["clip"] == {"dir": str(tiny_clip), "checkpoint": None, "source": REPORT_NAME, "results": own}
+    full, text = scored["checkpoints"].values()
+    t2i = full["text_to_image"]["summary"]
+    rows = [k[: -len("_all_acc")] for k in t2i if k.endswith("_all_acc")]  # splits and per-size rows
+    assert {"shapes_test", "shapes_novel", "digits_test"} <= set(rows)
+    for row in rows:  # every row: mean ± std of the per-seed mean CLIPScore, in [0, 2.5]
+        stat = t2i[f"{row}_clip_score"]
+        assert stat["n"] == 2 and 0 <= stat["mean"] <= 2.5, (row, stat)
+        per_seed = [r[f"{row}_clip_score"] for r in full["text_to_image"]["per_seed"]]
+        assert (stat["mean"], stat["std"]) == suite.mean_std(per_seed)
+    assert text["text_to_image"] == suite.NOT_AVAILABLE
+    # the CLIP changes nothing else: the judge's figures, and the tables once its figures are taken out
+    assert plain["clip"] is None
+    assert not any(k.endswith("_clip_score") for k in plain["checkpoints"][next(iter(plain["checkpoints"]))]
+                   ["text_to_image"]["summary"])
+    assert suite.tables(_without_clip(scored)) == suite.tables(plain)
+    assert "CLIP" not in suite.tables(plain)
+
+    page_file = tmp_path / "results.md"
+    suite.write_markdown(scored, page_file, "cola-mm eval suite --clip X", None)
+    page = page_file.read_text()
+    name = next(iter(scored["checkpoints"]))
+    assert f"| figure | `{name}` | `{name}` CLIPScore | `{text_only.parent.name}` | " in page
+    line = next(x for x in page.splitlines() if x.startswith("| shapes_test (n=2) | "))
+    cells = [c.strip() for c in line.strip("|").split("|")][1:]
+    assert cells == [suite._cell(t2i["shapes_test_all_acc"], True), suite._cell(t2i["shapes_test_clip_score"], False),
+                     suite.NOT_AVAILABLE, suite.NOT_AVAILABLE]
+    retrieval = own["shapes/test"]["retrieval"]
+    assert f"Its own accuracy on held-out real pairs ({tiny_clip}/report.json)" in page
+    assert f"shapes/test {100 * retrieval['t2i_content_top1']:.1f} % (chance " in page
+    assert "matching vs shuffled real pairs: shapes/test " in page
+    # image → text gains no CLIP column
+    i2t_table = page.split("### Image → text")[1]
+    assert "CLIPScore" not in i2t_table
+
+
+def test_clip_without_report_is_measured_and_bad_clip_is_one_line(tiny_mm_pipeline, tiny_datasets, tiny_clip,
+                                                                   tmp_path, capsys):
+    bare = tmp_path / "bare"
+    SmallClip.from_pretrained(tiny_clip).save_pretrained(bare)  # no report.json
+    encoder, info = suite.load_clip_judge(bare, None, tiny_datasets, limit=3)
+    assert isinstance(encoder, SmallClip) and info["source"] == "measured"
+    assert "shapes/test" in info["results"] and info["results"]["shapes/test"]["retrieval"]["n"] == 3
+    assert "(measured by this run)" in suite.clip_note(info)
+
+    # a user's own open_clip: an arch + a local checkpoint file, as load_clip takes them
+    arch = "cola-tiny-suite-clip"
+    spec = {"embed_dim": 16,
+            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / f"{arch}.json").write_text(json.dumps(spec))
+    open_clip.add_model_config(tmp_path / f"{arch}.json")
+    torch.save(open_clip.create_model(arch).state_dict(), tmp_path / "ckpt.pt")
+    encoder, info = suite.load_clip_judge(arch, tmp_path / "ckpt.pt", tiny_datasets, limit=3)
+    assert isinstance(encoder, OpenClip) and info["source"] == "measured" and info["checkpoint"].endswith("ckpt.pt")
+
+    with pytest.raises(CheckpointError, match="not found"):
+        suite.load_clip_judge(tmp_path / "nope", None, tiny_datasets, limit=3)
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_clip, bad)
+    (bad / REPORT_NAME).write_text("{}")
+    with pytest.raises(ValueError, match="not a CLIP report"):
+        suite.load_clip_judge(bad, None, tiny_datasets, limit=3)
+    with pytest.raises(ValueError, match="need a judge"):
+        suite.run_suite([tiny_mm_pipeline], data_root=tiny_datasets, probe_dir=None, clip=tiny_clip, jobs=("images",),
+                        progress=False)
+    base = ["eval", "suite", "--ckpt", str(tiny_mm_pipeline), "--data", str(tiny_datasets), "--jobs", "images",
+            "--json-dir", "", "--no-progress"]
+    for extra, message in ((["--clip", str(tmp_path / "nope")], "checkpoint folder not found"),
+                           (["--clip", str(bad)], "not a CLIP report"),
+                           (["--clip", "no-such-arch", "--clip-checkpoint", str(tmp_path / "ckpt.pt")],
+                            "unknown open_clip arch"),
+                           (["--clip-checkpoint", str(tmp_path / "ckpt.pt")], "--clip-checkpoint needs --clip")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cola-mm: error: ") and err.strip().count("\n") == 0 and message in err, err

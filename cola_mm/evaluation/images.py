@@ -9,7 +9,8 @@
   are where a 64 px model fails first); two-object prompts (the ``two`` split) need exactly two
   objects matching the prompt's and the relation between them; digits: the digit (read by an
   sklearn classifier, :mod:`cola_mm.evaluation.digit_judge`). The ``novel`` split (colour–shape
-  pairs never seen in training) is reported apart.
+  pairs never seen in training) is reported apart. With a CLIP (:mod:`cola_mm.evaluation.clip`),
+  also the CLIPScore of the generated images against their prompts (per split and size).
 - **Image → text**: captions of held-out real images graded against the json ground truth by
   their dataset's ``grade_caption`` (:mod:`cola_mm.data.registry`; shapes: one-object scenes
   shape, colour and cell right, two-object scenes both objects' shape and colour and the
@@ -91,11 +92,17 @@ def evaluate_image_vae(vae, data: PathLike, limit: int | None = 500, batch_size:
 def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None = 200, steps: int | None = None,
                            cfg_scale: float | None = None, seed: int = 0, batch_size: int = 16,
                            splits: tuple[str, ...] | None = None,
-                           progress: bool = True, keep: int = 0) -> tuple[dict[str, float], list]:
+                           progress: bool = True, keep: int = 0, clip=None) -> tuple[dict[str, float], list]:
     """Accuracy of generated images per split (default: every image dataset's evaluation splits,
     :func:`cola_mm.data.registry.image_eval_splits`), each graded by its dataset's
     ``judge_image``; also returns up to ``keep`` (prompt, image, correct) examples per split for
-    sample grids."""
+    sample grids.
+
+    ``clip``: a :class:`cola_mm.evaluation.clip.ClipEncoder` (or None): then also the mean
+    CLIPScore (w = 2.5, in [0, 2.5]) of the generated images against their prompts,
+    ``{split}_clip_score`` and, for one-object prompts, ``{split}_{size}_clip_score``."""
+    if clip is not None:
+        from cola_mm.evaluation.clip import clip_scores
     root = Path(data_root)
     results: dict[str, float] = {}
     examples = []
@@ -105,18 +112,22 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
         samples = read_samples(root / split, limit, keep=dataset.image_prompt_filter, skipped=skipped)
         correct: dict[str, int] = {}
         by_size: dict[str, list[int]] = {}  # size name -> [all right, count]
+        clip_sum, clip_by_size = 0.0, Counter()  # CLIPScore sums: the split, per size
         kept = 0
         bar = tqdm(total=len(samples), desc=f"text→image {split}", disable=not progress)
         for k, chunk in enumerate(_batches(samples, batch_size)):
             prompts = [s["txt"] for s in chunk]
             images = pipe.generate_image(prompts, steps=steps, cfg_scale=cfg_scale, seed=seed + k * batch_size)
-            for s, img, pred in zip(chunk, images, probe.predict(images)):
+            scores = clip_scores(clip, images, prompts).tolist() if clip is not None else [0.0] * len(images)
+            for s, img, pred, score in zip(chunk, images, probe.predict(images), scores):
                 verdict = dataset.judge_image(pred, s["json"])
                 objects = s["json"].get("objects") or [{}]
+                clip_sum += score
                 if len(objects) == 1 and objects[0].get("size") is not None:  # one-object prompts: per size too
                     tally = by_size.setdefault(objects[0]["size"], [0, 0])
                     tally[0] += int(verdict["all"])
                     tally[1] += 1
+                    clip_by_size[objects[0]["size"]] += score
                 for name, ok in verdict.items():
                     correct[name] = correct.get(name, 0) + int(ok)
                 if kept < keep:
@@ -129,9 +140,13 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
             results[f"{name}_{attr}_acc"] = n / len(samples)
         results[f"{name}_n"] = float(len(samples))
         results[f"{name}_skipped"] = float(sum(skipped.values()))
+        if clip is not None:
+            results[f"{name}_clip_score"] = clip_sum / len(samples)
         for size, (right, count) in sorted(by_size.items()):
             results[f"{name}_{size}_all_acc"] = right / count
             results[f"{name}_{size}_n"] = float(count)
+            if clip is not None:
+                results[f"{name}_{size}_clip_score"] = clip_by_size[size] / count
     return results, examples
 
 

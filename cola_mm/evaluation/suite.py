@@ -2,12 +2,17 @@
 
     cola-mm eval suite --ckpt checkpoints/demo [--ckpt runs/x/model …] [--limit 200] [--seeds 0,1,2]
                        [--data datasets] [--probe runs/probe] [--ar runs/ar_reference/model]
+                       [--clip runs/clip | --clip ViT-B-32 --clip-checkpoint FILE]
                        [--md docs/results.md] [--json-dir bench/results] [--grid-dir bench/results]
 
 For each checkpoint and seed it runs
 
 - **text → image** on each dataset's ``image_splits`` (:mod:`cola_mm.data.registry`), judged by
-  the probe (:mod:`cola_mm.evaluation.probe`) through the dataset's ``judge_image``;
+  the probe (:mod:`cola_mm.evaluation.probe`) through the dataset's ``judge_image``; with
+  ``--clip``, also the CLIPScore (Hessel et al. 2021, w = 2.5, in [0, 2.5]) of the generated
+  images against their prompts, per split and object size, by that CLIP
+  (:mod:`cola_mm.evaluation.clip`: a :class:`~cola_mm.evaluation.clip.SmallClip` folder, or a
+  user's open_clip arch + a local checkpoint file);
 - **image → text** on each dataset's ``caption_splits``, graded by the dataset's strict
   ``grade_caption``;
 - **text** continuation of held-out prompts (the first tokens of windows of the held-out plays,
@@ -21,10 +26,15 @@ For each checkpoint and seed it runs
   (:mod:`cola_mm.evaluation.context`).
 
 Each figure is reported as mean ± std over the seeds. The judge's own accuracy (its
-``report.json``) is printed beside every text → image table. A checkpoint without an image VAE
-gets its image rows marked "not available"; a missing split is a one-line error naming it; bad
-samples are skipped and counted (``*_skipped``). :func:`write_markdown` writes the tables, the
-command, the date and the machine; the JSON holds every per-seed figure.
+``report.json``) is printed beside every text → image table, and so is the CLIP's (its
+held-out retrieval accuracy and the CLIPScore of matching vs shuffled real pairs, from the
+``report.json`` that :func:`~cola_mm.evaluation.clip.train_clip` writes beside it, else measured
+by the run on the text → image splits). Without ``--clip`` there is no CLIP column; a bad
+``--clip`` is a one-line error. A checkpoint without an image VAE gets its image rows marked
+"not available"; a missing split is a one-line error naming it; bad samples are skipped and
+counted (``*_skipped``). :func:`write_markdown` writes the tables, the command, the date and
+the machine; the JSON holds every per-seed figure (and ``clip``: the CLIP and its own figures,
+null without ``--clip``).
 """
 
 from __future__ import annotations
@@ -81,8 +91,10 @@ def _has_images(pipe) -> bool:
 
 
 def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: int | None,
-               steps: int | None, progress: bool, grid_examples: int = 0) -> dict[str, Any]:
-    """Text → image and image → text per seed (flat dicts) and a few examples for the grids."""
+               steps: int | None, progress: bool, grid_examples: int = 0, clip=None) -> dict[str, Any]:
+    """Text → image and image → text per seed (flat dicts) and a few examples for the grids;
+    ``clip`` (a :class:`~cola_mm.evaluation.clip.ClipEncoder` or None) adds ``*_clip_score``
+    figures to text → image."""
     from cola_mm.evaluation.images import evaluate_captions, evaluate_text_to_image
 
     if not _has_images(pipe):
@@ -93,7 +105,7 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
         keep = grid_examples if i == 0 else 0
         if probe is not None:
             t2i, ex = evaluate_text_to_image(pipe, probe, data_root, limit=limit, steps=steps, seed=seed,
-                                             progress=progress, keep=keep)
+                                             progress=progress, keep=keep, clip=clip)
             out["text_to_image"]["per_seed"].append(t2i)
             out["examples"]["text_to_image"] += ex
         i2t, ex = evaluate_captions(pipe, data_root, limit=limit, steps=steps, seed=seed, progress=progress, keep=keep)
@@ -178,6 +190,43 @@ def context_job(pipe, data_root: PathLike, seeds: Sequence[int], n_windows: int,
 # --------------------------------------------------------------------------- the suite
 
 
+def load_clip_judge(clip: Any, checkpoint: PathLike | None, data_root: PathLike,
+                    limit: int | None) -> tuple[Any, dict[str, Any]]:
+    """The CLIP that scores text → image and what the report says of it.
+
+    ``clip``: a :class:`~cola_mm.evaluation.clip.SmallClip` folder (``checkpoint`` None), an
+    open_clip arch with a local ``checkpoint`` file (both as
+    :func:`~cola_mm.evaluation.clip.load_clip` takes them), or a ``ClipEncoder`` object (tests,
+    notebooks). Returns ``(encoder, {"dir", "checkpoint", "source", "results"})``: ``results``
+    is ``{split: {"retrieval": {...}, "clip_score": {"matching", "shuffled"}}}`` from the
+    folder's ``report.json`` (``source`` "report.json"), else measured here with
+    :func:`~cola_mm.evaluation.clip.evaluate_clip` on the text → image splits (``source``
+    "measured", at most ``limit`` pairs per split). A bad folder or file is a
+    :class:`CheckpointError`, a report that is not one a :class:`ValueError`."""
+    from cola_mm.evaluation.clip import REPORT_NAME, ClipEncoder, evaluate_clip, load_clip
+
+    if isinstance(clip, ClipEncoder):
+        encoder, name = clip, type(clip).__name__
+    else:
+        encoder, name = load_clip(clip, checkpoint), str(clip)
+    info: dict[str, Any] = {"dir": name, "checkpoint": str(checkpoint) if checkpoint is not None else None}
+    report_file = Path(clip) / REPORT_NAME if checkpoint is None and isinstance(clip, (str, os.PathLike)) else None
+    if report_file is not None and report_file.is_file():
+        try:
+            results = json.loads(report_file.read_text())["results"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            results = None
+        if not isinstance(results, dict) or not all(isinstance(r, dict) and "retrieval" in r
+                                                    for r in results.values()):
+            raise ValueError(f"{report_file} is not a CLIP report (`python -m cola_mm.evaluation.clip train` "
+                             f"writes one)")
+        info.update(source=REPORT_NAME, results=results)
+    else:
+        splits = registry.image_eval_splits("text_to_image")
+        info.update(source="measured", results=evaluate_clip(encoder, data_root, splits, limit))
+    return encoder, info
+
+
 def checkpoint_name(path: PathLike) -> str:
     p = Path(path).resolve()
     return p.parent.name if p.name == "model" else p.name
@@ -187,15 +236,24 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
               seeds: Sequence[int] = (0, 1, 2), limit: int | None = 200, steps: int | None = None,
               ar_dir: PathLike | None = None, text_prompts: int = 32, max_new_tokens: int = 48,
               context_windows: int = 32, caption_rows: int = 32, jobs: Sequence[str] = ("images", "text", "context"),
-              progress: bool = True, grid_examples: int = 16) -> dict[str, Any]:
+              progress: bool = True, grid_examples: int = 16, clip: Any = None,
+              clip_checkpoint: PathLike | None = None) -> dict[str, Any]:
     """Run every job on every checkpoint; returns the report (see the module docstring).
-    ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``."""
+    ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``; ``clip``
+    (None: no CLIPScore) and ``clip_checkpoint`` are what :func:`load_clip_judge` takes."""
     from cola_mm.data.shards import DataError
     from cola_mm.pipeline import ColaPipeline
 
     root = Path(data_root)
     if not root.is_dir():
         raise DataError(f"no dataset root {root}: build it with `cola-mm data all --out {root}`")
+    if clip_checkpoint is not None and clip is None:
+        raise ValueError("--clip-checkpoint needs --clip ARCH (the checkpoint's open_clip arch, e.g. ViT-B-32)")
+    clip_encoder, clip_info = None, None
+    if "images" in jobs and clip is not None:
+        if probe_dir is None:
+            raise ValueError("--clip scores the text → image rows, which need a judge (--probe)")
+        clip_encoder, clip_info = load_clip_judge(clip, clip_checkpoint, root, limit)
     probe, judge_report = None, None
     if "images" in jobs and probe_dir is not None and hasattr(probe_dir, "predict"):
         probe, probe_dir = probe_dir, type(probe_dir).__name__  # a judge object (tests, notebooks)
@@ -223,14 +281,14 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
                               "machine": machine(), "data": str(root), "seeds": list(seeds), "limit": limit,
                               "steps": steps, "judge": {"dir": str(probe_dir) if probe else None,
                                                         "report": judge_report},
-                              "ar": str(ar_dir) if ar else None, "checkpoints": {}}
+                              "clip": clip_info, "ar": str(ar_dir) if ar else None, "checkpoints": {}}
     for ckpt in ckpts:
         torch.manual_seed(0)
         pipe = ColaPipeline.from_pretrained(ckpt)
         entry: dict[str, Any] = {"path": str(ckpt)}
         started = time.time()
         if "images" in jobs:
-            entry.update(image_jobs(pipe, probe, root, seeds, limit, steps, progress, grid_examples))
+            entry.update(image_jobs(pipe, probe, root, seeds, limit, steps, progress, grid_examples, clip_encoder))
         if "text" in jobs:
             entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress,
                                      vocabulary)
@@ -270,22 +328,57 @@ def _rows(summaries: dict[str, Any], suffix: str = "_all_acc") -> list[str]:
     return names
 
 
+def clip_note(clip: dict[str, Any]) -> str:
+    """One sentence on the CLIP's own held-out accuracy (``report["clip"]``), for beside the text →
+    image table: per split, text → image retrieval (an image of the prompt's content ranked first,
+    with its chance level) and the CLIPScore of matching vs shuffled real pairs."""
+    name = clip["dir"] + (f" {clip['checkpoint']}" if clip.get("checkpoint") else "")
+    where = f"{clip['dir']}/report.json" if clip["source"] == "report.json" else "measured by this run"
+    retrieval, scores = [], []
+    for split, r in clip["results"].items():
+        ret = r.get("retrieval") or {}
+        if "t2i_content_top1" in ret:
+            retrieval.append(f"{split} {100 * ret['t2i_content_top1']:.1f} % "
+                             f"(chance {100 * ret.get('content_chance_top1', float('nan')):.1f} %)")
+        if "matching" in (r.get("clip_score") or {}):
+            scores.append(f"{split} {r['clip_score']['matching']:.2f} vs {r['clip_score']['shuffled']:.2f}")
+    text = (f"CLIPScore by the CLIP {name}. Its own accuracy on held-out real pairs ({where}): text → image "
+            f"retrieval, an image of the prompt's content ranked first, {', '.join(retrieval) or '–'}")
+    if scores:
+        text += f"; its CLIPScore of matching vs shuffled real pairs: {', '.join(scores)}"
+    return text + "."
+
+
 def tables(report: dict[str, Any]) -> str:
-    """The report's tables in Markdown: one per job, one column per checkpoint."""
+    """The report's tables in Markdown: one per job, one column per checkpoint (text → image: two
+    with a CLIP, the judge's figure and the CLIPScore)."""
     names = list(report["checkpoints"])
     head = "| figure | " + " | ".join(f"`{n}`" for n in names) + " |\n|---|" + "---|" * len(names) + "\n"
+    clip = report.get("clip")
     out = []
     for job, title in (("text_to_image", "Text → image: all right (judge)"),
                        ("image_to_text", "Image → text: caption right (strict grammar, exactly the scene)")):
         summaries = {n: (e.get(job) or {}) for n, e in report["checkpoints"].items()}
         summaries = {n: (s["summary"] if isinstance(s, dict) else s) for n, s in summaries.items()}
-        lines = [f"### {title}\n", head.rstrip("\n")]
+        with_clip = job == "text_to_image" and bool(clip)
+        per = 2 if with_clip else 1  # columns per checkpoint
+        if with_clip:
+            title += " and CLIPScore (w = 2.5, in [0, 2.5])"
+            job_head = ("| figure | " + " | ".join(f"`{n}` | `{n}` CLIPScore" for n in names) + " |\n|---|"
+                        + "---|" * (2 * len(names)))
+        else:
+            job_head = head.rstrip("\n")
+        lines = [f"### {title}\n", job_head]
         if not _rows(summaries):  # nothing measured: say why per checkpoint
             lines.append("| all splits | " + " | ".join(v if isinstance(v, str) else "see below"
-                                                        for v in summaries.values()) + " |")
+                                                        for v in summaries.values() for _ in range(per)) + " |")
         for row in _rows(summaries):
             split = row[: -len("_all_acc")]
-            cells = [s if isinstance(s, str) else _cell(s.get(row), True) for s in summaries.values()]
+            cells = []
+            for s in summaries.values():
+                cells.append(s if isinstance(s, str) else _cell(s.get(row), True))
+                if with_clip:
+                    cells.append(s if isinstance(s, str) else _cell(s.get(f"{split}_clip_score"), False))
             n = next((int(s[f"{split}_n"]["mean"]) for s in summaries.values()
                       if isinstance(s, dict) and f"{split}_n" in s), 0)
             lines.append(f"| {split} (n={n}) | " + " | ".join(cells) + " |")
@@ -300,6 +393,8 @@ def tables(report: dict[str, Any]) -> str:
                               if isinstance(v, float) and k.endswith("_all") and v <= 1)
             lines.append(f"The judge's own accuracy on held-out renders ({report['judge']['dir']}/report.json): "
                          f"{shown}.\n")
+        if with_clip:
+            lines.append(clip_note(clip) + "\n")
         out.append("\n".join(lines))
     for job, title, fields in (
             ("text", "Text continuation (held-out plays)",
