@@ -43,7 +43,7 @@ MARKERS = {"true": "-o", "foreign": "-s", "noise": "--^", "masked": ":v"}
 
 
 def plot(result: dict, path: str) -> None:
-    """Text: loss per block position per condition; captions: mean caption-block loss per
+    """Text: loss per block position per condition, and the gap per offset inside a block; captions: mean caption-block loss per
     condition (bars); gap_by_t: condition − true along t."""
     import matplotlib
 
@@ -51,6 +51,8 @@ def plot(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     panels = [k for k in ("text", "captions", "gap_by_t") if k in result]
+    if "gap_by_offset" in result.get("text", {}):
+        panels.insert(panels.index("text") + 1, "gap_by_offset")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4))
     axes = list(axes) if hasattr(axes, "__len__") else [axes]
     for ax, key in zip(axes, panels):
@@ -60,6 +62,16 @@ def plot(result: dict, path: str) -> None:
             ax.set_xlabel("block position (block 0 has no context)")
             ax.set_ylabel("teacher-forced flow loss")
             ax.set_title(f"text: {result['windows']} held-out windows of {result['seq_len']}", fontsize=10)
+        elif key == "gap_by_offset":
+            g = result["text"]["gap_by_offset"]
+            for name, ys in g.items():
+                if name != "true":
+                    ax.plot(range(len(ys)), ys, MARKERS.get(name, "-"), color=COLOURS.get(name),
+                            label=f"{name} − true", ms=4)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_xlabel("offset of the latent inside its block")
+            ax.set_ylabel("paired loss gap, text blocks ≥ 1")
+            ax.set_title("text: where inside a block context matters", fontsize=10)
         elif key == "captions":
             r = result["captions"]
             names = list(r["mean"])
@@ -132,6 +144,7 @@ def main() -> None:
                                 time_loc=args.time_loc, time_scale=args.time_scale, progress="text windows")
     result["text"] = C.summarize(raw)
     result["text"]["gap_by_t_law"] = C.gap_by_t(raw)  # binned draws of the training law
+    result["text"]["gap_by_offset"] = C.gap_by_offset(raw, pipe.dit.config.block_size)
     grid = [float(x) for x in args.t_grid.split(",") if x]
     if grid:
         raw_t = C.text_context_losses(pipe.text_vae, pipe.dit, ids, fixed_t=grid, seed=args.seed + 1,
@@ -170,6 +183,9 @@ def main() -> None:
             r = result[key]
             print(f"{key:9s} " + "  ".join(f"{n} {r['mean'][n]:.4f} (gap {r['gap'][n]:+.4f} ± {r['gap_se'][n]:.4f})"
                                            for n in r["mean"]))
+    if "gap_by_offset" in result.get("text", {}):
+        print("gap by offset in the block (foreign − true): "
+              + "  ".join(f"{g:+.4f}" for g in result["text"]["gap_by_offset"]["foreign"]))
     if "gap_by_t" in result:
         print("gap by t (foreign − true): " + "  ".join(f"{t:.2f}:{g:+.4f}" for t, g in
                                                         zip(result["gap_by_t"]["t"], result["gap_by_t"]["gap"]["foreign"])))

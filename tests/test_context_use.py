@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 
-from cola_mm.evaluation.context import CONDITIONS, context_conditions, paired_block_losses, summarize
+from cola_mm.evaluation.context import CONDITIONS, context_conditions, gap_by_offset, paired_block_losses, summarize
 from cola_mm.prior.dit import DiT, preset
 from cola_mm.prior.masks import block_ids_for
 from cola_mm.prior.training import flow_matching_loss
@@ -74,6 +74,24 @@ def test_trained_prior_uses_its_context(trained):
     assert s["mean"]["true"] < 0.7 * s["mean"]["masked"]
     block0 = [s["per_block"][name][0] for name in CONDITIONS]  # block 0 never has a context
     assert max(block0) - min(block0) < 1e-4
+
+
+def test_gap_by_offset_inside_the_block(trained):
+    model, _ = trained
+    z0 = toy_batch(64, torch.Generator().manual_seed(13))
+    blocks, positions, segments = layout(z0.shape[0])
+    raw = paired_block_losses(model, z0, blocks, positions, segments, context_conditions(z0, seed=3),
+                              draws=2, seed=5, time_loc=0.0, batch_size=64)
+    by_offset = gap_by_offset(raw, B)
+    assert set(by_offset) == set(CONDITIONS) and all(len(v) == B for v in by_offset.values())
+    assert by_offset["true"] == [0.0] * B
+    # every latent of block k+1 is its twin in block k rotated: context helps at every offset
+    assert min(by_offset["foreign"]) > 0.1, by_offset["foreign"]
+    # uniform weights: the mean over offsets is the summary's gap
+    s = summarize(raw)
+    assert sum(by_offset["foreign"]) / B == pytest.approx(s["gap"]["foreign"], rel=1e-4)
+    with pytest.raises(ValueError, match="not whole blocks"):
+        gap_by_offset(raw, 5)
 
 
 def test_no_gap_where_the_context_holds_no_information(trained):

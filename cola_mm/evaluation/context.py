@@ -107,7 +107,9 @@ def paired_block_losses(dit, z0: torch.Tensor, block_ids: torch.Tensor, position
     (b, L, A); segments (b, L); weight (b, L) latents that count (default all). ``fixed_t``: one
     time per draw, the same for every block (then ``draws = len(fixed_t)``); else t per block from
     the training law. Same ε and t for every condition. Returns ``{"loss": {name: (D, b, k)},
-    "t": (D, b, k), "block_weight": (b, k)}``; a block without weight has loss NaN."""
+    "t": (D, b, k), "block_weight": (b, k), "latent_loss": {name: (L,)}}``: a block without weight
+    has loss NaN; ``latent_loss`` is each position's loss averaged over draws and the rows that
+    weigh it (NaN where none does), for :func:`gap_by_offset`."""
     device = next(dit.parameters()).device
     b, L, c = z0.shape
     k = int(block_ids.max()) + 1
@@ -120,6 +122,8 @@ def paired_block_losses(dit, z0: torch.Tensor, block_ids: torch.Tensor, position
         draws = len(fixed_t)
     g = torch.Generator().manual_seed(seed)
     losses = {name: torch.empty(draws, b, k) for name in contexts}
+    latent_sum = {name: torch.zeros(L) for name in contexts}
+    latent_count = torch.zeros(L)
     times = torch.empty(draws, b, k)
     steps = [(d, s) for d in range(draws) for s in range(0, b, batch_size)]
     for d, s in tqdm(steps, desc=progress, unit="batch", disable=progress is None, leave=False):
@@ -139,6 +143,7 @@ def paired_block_losses(dit, z0: torch.Tensor, block_ids: torch.Tensor, position
         pos = positions[sl].to(device)
         seg = segments[sl].to(device)
         w = weight[sl].to(device)
+        latent_count += w.sum(0).cpu()
         for name, ctx in contexts.items():
             clean = x0 if isinstance(ctx, str) else ctx[sl].to(device)  # masked: the clean copy is unread
             x = torch.cat([clean, z_t], 1)
@@ -148,7 +153,9 @@ def paired_block_losses(dit, z0: torch.Tensor, block_ids: torch.Tensor, position
             err = (v.float() - target.float()).pow(2).mean(-1) * w  # (n, L)
             per_block = (err @ one_hot) / block_weight[sl]  # (n, k); 0/0 → NaN
             losses[name][d, sl] = per_block.cpu()
-    return {"loss": losses, "t": times, "block_weight": block_weight.cpu()}
+            latent_sum[name] += err.sum(0).cpu()
+    latent_loss = {name: x / latent_count for name, x in latent_sum.items()}  # 0/0 → NaN
+    return {"loss": losses, "t": times, "block_weight": block_weight.cpu(), "latent_loss": latent_loss}
 
 
 def _nanmean(x: torch.Tensor, dim=None) -> torch.Tensor:
@@ -176,6 +183,23 @@ def summarize(raw: dict[str, Any], reference: str = "true", from_block: int = 1)
         out["gap"][name] = float(per_sample.mean())
         out["gap_se"][name] = float(per_sample.std() / math.sqrt(len(per_sample))) if len(per_sample) > 1 else 0.0
         out["gap_per_block"][name] = [float(v) for v in _nanmean(x - ref, (0, 1))]
+    return out
+
+
+def gap_by_offset(raw: dict[str, Any], block_size: int, reference: str = "true", from_block: int = 1
+                  ) -> dict[str, list[float]]:
+    """Gap (name − ``reference``) per offset inside a block, averaged over the blocks from
+    ``from_block`` on, for rows of whole blocks of ``block_size`` from position 0 (text windows):
+    ``{name: [gap at offset 0, …, block_size − 1]}``. Where along the block does context help?
+    At high noise the context can say most about the block's first latents, which follow it
+    directly; later ones also depend on the (noisy) latents before them in the block."""
+    out = {}
+    ref = raw["latent_loss"][reference]
+    if ref.numel() % block_size:
+        raise ValueError(f"{ref.numel()} latents are not whole blocks of {block_size}")
+    for name, x in raw["latent_loss"].items():
+        diff = (x - ref).reshape(-1, block_size)[from_block:]  # (k', B)
+        out[name] = [float(v) for v in _nanmean(diff, 0)]
     return out
 
 
