@@ -13,7 +13,10 @@ All measurements are :mod:`cola_mm.evaluation.context` (read its docstring for t
   without a run config: rows are built from the pipeline alone);
 - continuations: the first ``--prompt-tokens`` tokens of ``--prompts`` of those windows,
   ``--max-new-tokens`` each, at every seed of ``--seeds``; with ``--ar DIR`` an AR baseline's
-  continuations of the same prompts at the same seeds too (``continuations_ar``).
+  continuations of the same prompts at the same seeds too (``continuations_ar``); each with the
+  share of its words found in the training corpus (``corpus_word_rate``: does steering cost
+  word-level quality?). ``--cfg-scale`` sets the continuations' guidance, ``--continuations-only``
+  skips the teacher-forced losses.
 
     python bench/bench_context_use.py --ckpt checkpoints/demo --data datasets \
         --out bench/results/context_use_demo.json --png bench/results/context_use_demo.png
@@ -33,6 +36,7 @@ import torch
 
 from cola_mm.data.captions import canonical_caption
 from cola_mm.evaluation import context as C
+from cola_mm.evaluation import text_metrics as tm
 from cola_mm.evaluation.ar import ARGenerator
 from cola_mm.evaluation.images import read_samples
 from cola_mm.pipeline import ColaPipeline
@@ -95,6 +99,25 @@ def plot(result: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def text_losses(result: dict, pipe, ids: torch.Tensor, args) -> None:
+    """The teacher-forced text figures (``text``, ``gap_by_t``) of held-out windows ``ids``."""
+    raw = C.text_context_losses(pipe.text_vae, pipe.dit, ids, draws=args.draws, seed=args.seed,
+                                time_loc=args.time_loc, time_scale=args.time_scale, progress="text windows")
+    result["text"] = C.summarize(raw)
+    result["text"]["gap_by_t_law"] = C.gap_by_t(raw)  # binned draws of the training law
+    result["text"]["gap_by_offset"] = C.gap_by_offset(raw, pipe.dit.config.block_size)
+    grid = [float(x) for x in args.t_grid.split(",") if x]
+    if grid:
+        raw_t = C.text_context_losses(pipe.text_vae, pipe.dit, ids, fixed_t=grid, seed=args.seed + 1,
+                                      progress="text windows, fixed t")
+        per_t = [C.summarize({"loss": {n: x[d:d + 1] for n, x in raw_t["loss"].items()}, "t": raw_t["t"][d:d + 1]})
+                 for d in range(len(grid))]
+        result["gap_by_t"] = {"t": grid,
+                              "loss": {n: [s["mean"][n] for s in per_t] for n in raw_t["loss"]},
+                              "gap": {n: [s["gap"][n] for s in per_t] for n in raw_t["loss"]},
+                              "gap_se": {n: [s["gap_se"][n] for s in per_t] for n in raw_t["loss"]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="pipeline folder")
@@ -116,6 +139,10 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=48)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--steps", type=int, default=None, help="ODE steps per block (pipeline default)")
+    parser.add_argument("--cfg-scale", type=float, default=None,
+                        help="classifier-free guidance of the continuations (pipeline default)")
+    parser.add_argument("--continuations-only", action="store_true",
+                        help="skip the teacher-forced losses: only the continuation overlaps")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--seed", type=int, default=0, help="seed of the paired draws")
     parser.add_argument("--ar", default=None,
@@ -140,21 +167,10 @@ def main() -> None:
                     "note": "gap = condition − true, paired (same t and noise), over blocks >= 1; "
                             "gap_se: standard error over windows/rows"}
     ids = C.read_windows(data / "text" / "val", pipe.tokenizer, args.windows, L)
-    raw = C.text_context_losses(pipe.text_vae, pipe.dit, ids, draws=args.draws, seed=args.seed,
-                                time_loc=args.time_loc, time_scale=args.time_scale, progress="text windows")
-    result["text"] = C.summarize(raw)
-    result["text"]["gap_by_t_law"] = C.gap_by_t(raw)  # binned draws of the training law
-    result["text"]["gap_by_offset"] = C.gap_by_offset(raw, pipe.dit.config.block_size)
-    grid = [float(x) for x in args.t_grid.split(",") if x]
-    if grid:
-        raw_t = C.text_context_losses(pipe.text_vae, pipe.dit, ids, fixed_t=grid, seed=args.seed + 1,
-                                      progress="text windows, fixed t")
-        per_t = [C.summarize({"loss": {n: x[d:d + 1] for n, x in raw_t["loss"].items()}, "t": raw_t["t"][d:d + 1]})
-                 for d in range(len(grid))]
-        result["gap_by_t"] = {"t": grid,
-                              "loss": {n: [s["mean"][n] for s in per_t] for n in raw_t["loss"]},
-                              "gap": {n: [s["gap"][n] for s in per_t] for n in raw_t["loss"]},
-                              "gap_se": {n: [s["gap_se"][n] for s in per_t] for n in raw_t["loss"]}}
+    if args.continuations_only:
+        args.t_grid, args.captions = "", 0
+    else:
+        text_losses(result, pipe, ids, args)
     if args.captions and pipe.image_vae is not None:
         samples = read_samples(data / "shapes" / "val", args.captions)
         texts = [canonical_caption(s["json"]) if args.caption_targets == "canonical" else s["txt"] for s in samples]
@@ -164,15 +180,21 @@ def main() -> None:
         result["captions"] = {"rows": len(samples), "targets": args.caption_targets,
                               "shards": str(data / "shapes" / "val"), **C.summarize(raw_c)}
     if args.prompts:
+        vocab = tm.corpus_vocabulary(data / "text" / "train")
         prompts = C.prompts_from_windows(pipe.tokenizer, ids[:args.prompts], args.prompt_tokens)
         result["continuations"] = {"max_new_tokens": args.max_new_tokens, "seeds": seeds,
+                                   "cfg_scale": args.cfg_scale,
                                    **C.continuation_overlap(pipe, prompts, seeds, args.max_new_tokens, args.steps,
-                                                            progress="continuations")}
+                                                            args.cfg_scale, progress="continuations")}
         if args.ar:
             result["continuations_ar"] = {"ar": args.ar, "max_new_tokens": args.max_new_tokens, "seeds": seeds,
                                           **C.continuation_overlap(ARGenerator.from_pretrained(args.ar), prompts,
                                                                    seeds, args.max_new_tokens,
                                                                    progress="AR continuations")}
+        for name in ("continuations", "continuations_ar"):  # does steering cost word-level quality?
+            if name in result:
+                texts = [t for ts in result[name]["texts"].values() for t in ts]
+                result[name]["corpus_word_rate"] = tm.corpus_word_rate(texts, vocab)
     result["seconds"] = round(time.time() - start, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -194,6 +216,7 @@ def main() -> None:
             continue
         c = result[name]
         print("AR baseline:" if name == "continuations_ar" else "prior:")
+        print(f"  corpus word rate {c['corpus_word_rate']:.3f}")
         for k in ("same_seed", "same_prompt", "different_both"):
             print(f"  {k:15s} difflib {c[k]['difflib_ratio']:.3f}  shared 3-grams {c[k]['shared_3gram_rate']:.3f}")
     print(f"{result['seconds']} s")
