@@ -126,13 +126,19 @@ def test_trains_on_the_bundled_layout(tmp_path):
     assert report["config"]["steps"] == 3 and report["open_clip_version"] == open_clip.__version__
 
 
-def test_users_open_clip_from_a_local_checkpoint(tmp_path):
-    arch = "cola-tiny-clip-test"
-    spec = {"embed_dim": 32,
+def register_tiny_open_clip(folder, arch: str, embed_dim: int = 32) -> str:
+    """Register a tiny open_clip architecture ``arch`` (its JSON written to ``folder``): a user's
+    own open_clip model, built locally, nothing downloaded."""
+    spec = {"embed_dim": embed_dim,
             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (tmp_path / f"{arch}.json").write_text(json.dumps(spec))
-    open_clip.add_model_config(tmp_path / f"{arch}.json")
+    (folder / f"{arch}.json").write_text(json.dumps(spec))
+    open_clip.add_model_config(folder / f"{arch}.json")
+    return arch
+
+
+def test_users_open_clip_from_a_local_checkpoint(tmp_path):
+    arch = register_tiny_open_clip(tmp_path, "cola-tiny-clip-test")
     torch.manual_seed(0)
     reference = open_clip.create_model(arch)  # randomly initialised: nothing is downloaded
     torch.save(reference.state_dict(), tmp_path / "ckpt.pt")

@@ -19,7 +19,7 @@ from cola_mm.core.components import CheckpointError
 from cola_mm.data.shards import DataError
 from cola_mm.evaluation import suite
 from cola_mm.evaluation.clip import REPORT_NAME, ClipTrainConfig, OpenClip, SmallClip, train_clip
-from test_clip import TINY
+from test_clip import TINY, register_tiny_open_clip
 
 
 class FixedJudge:
@@ -167,12 +167,7 @@ def test_clip_without_report_is_measured_and_bad_clip_is_one_line(tiny_mm_pipeli
     assert "(measured by this run)" in suite.clip_note(info)
 
     # a user's own open_clip: an arch + a local checkpoint file, as load_clip takes them
-    arch = "cola-tiny-suite-clip"
-    spec = {"embed_dim": 16,
-            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (tmp_path / f"{arch}.json").write_text(json.dumps(spec))
-    open_clip.add_model_config(tmp_path / f"{arch}.json")
+    arch = register_tiny_open_clip(tmp_path, "cola-tiny-suite-clip", embed_dim=16)
     torch.save(open_clip.create_model(arch).state_dict(), tmp_path / "ckpt.pt")
     encoder, info = suite.load_clip_judge(arch, tmp_path / "ckpt.pt", tiny_datasets, limit=3)
     assert isinstance(encoder, OpenClip) and info["source"] == "measured" and info["checkpoint"].endswith("ckpt.pt")
