@@ -2,8 +2,8 @@
 
 The share of the latent's variance (in the prior's normalised space) that the own token, the
 previous token and the previous block explain on held-out windows, with predictors fitted on
-training windows: the ceiling of what reading the context can save the flow loss at t = 1
-(:mod:`cola_mm.evaluation.latent_predictability` says why). Also the posterior's own noise over
+training windows: a lower bound on how much reading the context can save the flow loss at
+t = 1 (:mod:`cola_mm.evaluation.latent_predictability` says why). Also the posterior's own noise over
 the latent's variance, and, for scale, the previous token's R² on one-hot tokens.
 
     python bench/bench_latent_predictability.py --vae checkpoints/demo --data datasets \

@@ -52,9 +52,10 @@ class ARGenerator:
     def generate_text(self, prompt: str, max_new_tokens: int = 48, steps: int | None = None,
                       cfg_scale: float | None = None, seed: int = 0) -> str:
         tok = self.tokenizer
-        ids = torch.tensor([[tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        device = next(self.lm.parameters()).device
+        ids = torch.tensor([[tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)], device=device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)  # seeds CUDA too: its state is forked above and restored after
             gen = self.lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                    do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)

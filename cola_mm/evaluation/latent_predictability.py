@@ -1,11 +1,14 @@
-"""How much of a Text VAE's latent its context can predict, at best (issue 24).
+"""How much of a Text VAE's latent its context can predict (issue 24).
 
 At flow time t = 1 the prior sees pure noise in the block it generates, so the best velocity it
 can output is ε − E[z0 | context] and its loss there is the variance of z0 that the context
-leaves. The most a perfect prior gains from reading the context at t = 1 is the share of the
-latent's variance the context explains (R²). These functions estimate that share with simple
-predictors fitted on training windows and scored on held-out ones, in the prior's own
-(normalised) latent space (``bench/bench_latent_predictability.py`` runs them):
+leaves: reading the true context instead of none saves at most R²·Var(z0), where R² is the share
+of the latent's variance the context explains, and a model that reads another document's context
+instead of the true one loses up to 2·R²·Var(z0) (it predicts E[z0 | c′], which is off by as much
+again). These functions estimate R² with simple predictors fitted on training windows and scored
+on held-out ones, in the prior's own (normalised) latent space
+(``bench/bench_latent_predictability.py`` runs them). Simple predictors explain less than the
+best one could, so each estimate is a **lower bound** on the true R² (a floor under the ceiling):
 
 - :func:`bigram_r2`: R² of z_i from its own token (≈ 1 for a lookup-table latent) and from the
   previous token (a bigram predictor of z0);
