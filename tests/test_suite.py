@@ -71,6 +71,19 @@ def test_suite_runs_every_job_on_two_checkpoints(tiny_mm_pipeline, text_only, ti
     assert "| shapes_test (n=3) | " in page and " ± " in page
 
 
+def test_markdown_of_a_text_only_run_has_no_image_tables(tiny_mm_pipeline, tiny_datasets, tmp_path):
+    """--jobs text,context: the image jobs were not run, so their tables are left out (this used to
+    raise KeyError while writing the Markdown)."""
+    report = suite.run_suite([tiny_mm_pipeline], data_root=tiny_datasets, probe_dir=None, seeds=(0,), limit=2,
+                             steps=2, text_prompts=2, context_windows=2, caption_rows=2, jobs=("text", "context"),
+                             progress=False)
+    md = tmp_path / "results.md"
+    suite.write_markdown(report, md, "cola-mm eval suite --jobs text,context", None)
+    page = md.read_text()
+    assert "Text continuation" in page and "Context use" in page
+    assert "Text → image" not in page and "Image → text" not in page
+
+
 def test_mean_std_and_aggregate():
     assert suite.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
     assert suite.mean_std([0.5]) == (0.5, 0.0)
