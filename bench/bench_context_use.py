@@ -167,11 +167,9 @@ def main() -> None:
                     "note": "gap = condition − true, paired (same t and noise), over blocks >= 1; "
                             "gap_se: standard error over windows/rows"}
     ids = C.read_windows(data / "text" / "val", pipe.tokenizer, args.windows, L)
-    if args.continuations_only:
-        args.t_grid, args.captions = "", 0
-    else:
+    if not args.continuations_only:
         text_losses(result, pipe, ids, args)
-    if args.captions and pipe.image_vae is not None:
+    if args.captions and pipe.image_vae is not None and not args.continuations_only:
         samples = read_samples(data / "shapes" / "val", args.captions)
         texts = [canonical_caption(s["json"]) if args.caption_targets == "canonical" else s["txt"] for s in samples]
         raw_c = C.caption_context_losses(pipe, samples, texts,

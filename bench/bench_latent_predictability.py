@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-from cola_mm.evaluation.context import read_windows
-from cola_mm.evaluation.latent_predictability import (bigram_r2, encode, ridge_prev_block_r2,
-                                                      token_space_prev_r2)
+from cola_mm.evaluation.context import encode_text, read_windows
+from cola_mm.evaluation.latent_predictability import bigram_r2, ridge_prev_block_r2, token_space_prev_r2
 from cola_mm.vae_text.model import TextVAE
 from cola_mm.vae_text.tokenizer import load_tokenizer
 
@@ -61,8 +60,8 @@ def main(argv=None) -> int:
         vae = TextVAE.from_pretrained(p / "text_vae" if (p / "text_vae").is_dir() else p).float().eval()
         if vae.config.vocab_size != n_vocab:
             raise SystemExit(f"error: {path} has a vocabulary of {vae.config.vocab_size}, the tokenizer {n_vocab}")
-        z_tr, _ = encode(vae, ids_tr, desc=f"encode train ({path})")
-        z_va, var_va = encode(vae, ids_va, desc=f"encode val ({path})")
+        z_tr = encode_text(vae, ids_tr, progress=f"encode train ({path})")
+        z_va, var_va = encode_text(vae, ids_va, with_variance=True, progress=f"encode val ({path})")
         row = {"latent_var": float(z_va.var(dim=(0, 1)).mean()),
                "posterior_noise": float(var_va.mean() / z_va.var(dim=(0, 1)).mean()),
                **bigram_r2(ids_tr, ids_va, z_tr, z_va, n_vocab),

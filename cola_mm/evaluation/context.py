@@ -237,14 +237,18 @@ def read_windows(shards: str | os.PathLike, tokenizer, n: int, seq_len: int = 12
 
 
 @torch.no_grad()
-def encode_text(text_vae, ids: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """Token ids (b, T) → prior-space latents (b, T, c): posterior means, normalised."""
+def encode_text(text_vae, ids: torch.Tensor, batch_size: int = 16, with_variance: bool = False,
+                progress: str | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (b, T) → prior-space latents (b, T, c): posterior means, normalised; with
+    ``with_variance`` also the posterior variances in prior units (b, T, c)."""
     device = next(text_vae.parameters()).device
-    out = []
-    for s in range(0, ids.shape[0], batch_size):
-        mean, _ = text_vae.encode(ids[s:s + batch_size].to(device))
-        out.append(text_vae.to_prior(mean).float().cpu())
-    return torch.cat(out)
+    means, variances = [], []
+    for s in tqdm(range(0, ids.shape[0], batch_size), desc=progress, disable=progress is None, leave=False):
+        mean, logvar = text_vae.encode(ids[s:s + batch_size].to(device))
+        means.append(text_vae.to_prior(mean).float().cpu())
+        if with_variance:
+            variances.append(logvar.float().exp().cpu() * text_vae.config.latent_scale ** 2)
+    return (torch.cat(means), torch.cat(variances)) if with_variance else torch.cat(means)
 
 
 def text_context_losses(text_vae, dit, ids: torch.Tensor, conditions: Sequence[str] = CONDITIONS,

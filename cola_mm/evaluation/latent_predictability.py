@@ -21,19 +21,6 @@ Legend: ``b`` windows, ``T`` tokens per window, ``c`` latent channels.
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
-
-
-@torch.no_grad()
-def encode(vae, ids: torch.Tensor, batch_size: int = 16, desc: str = "encode"):
-    """A Text VAE's prior-space posterior means (b, T, c) and posterior variances in prior units
-    (b, T, c) of token ids (b, T)."""
-    means, variances = [], []
-    for s in tqdm(range(0, ids.shape[0], batch_size), desc=desc, leave=False):
-        mean, logvar = vae.encode(ids[s:s + batch_size])
-        means.append(vae.to_prior(mean).float())
-        variances.append(logvar.float().exp() * vae.config.latent_scale ** 2)
-    return torch.cat(means), torch.cat(variances)
 
 
 def r2(pred: torch.Tensor, target: torch.Tensor, base: torch.Tensor) -> float:

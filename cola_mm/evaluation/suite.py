@@ -361,8 +361,7 @@ def tables(report: dict[str, Any]) -> str:
         summaries = {n: e.get(job) for n, e in report["checkpoints"].items()}
         if all(s is None for s in summaries.values()):  # the job was not run (--jobs): no table
             continue
-        summaries = {n: (s.get("summary", {}) if isinstance(s, dict) else s or "not run")
-                     for n, s in summaries.items()}
+        summaries = {n: (s["summary"] if isinstance(s, dict) else s) for n, s in summaries.items()}
         with_clip = job == "text_to_image" and bool(clip)
         per = 2 if with_clip else 1  # columns per checkpoint
         if with_clip:
