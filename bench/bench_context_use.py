@@ -47,8 +47,8 @@ MARKERS = {"true": "-o", "foreign": "-s", "noise": "--^", "masked": ":v"}
 
 
 def plot(result: dict, path: str) -> None:
-    """Text: loss per block position per condition, and the gap per offset inside a block; captions: mean caption-block loss per
-    condition (bars); gap_by_t: condition − true along t."""
+    """Text: loss per block position per condition, and the gap per offset inside a block;
+    captions: mean caption-block loss per condition (bars); gap_by_t: condition − true along t."""
     import matplotlib
 
     matplotlib.use("Agg")
