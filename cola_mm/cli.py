@@ -212,9 +212,10 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
                              probe_dir=None if args.probe == "none" else args.probe, seeds=args.seeds,
                              limit=args.limit, steps=args.steps, ar_dir=args.ar, text_prompts=args.text_prompts,
                              jobs=jobs, progress=not args.no_progress, clip=args.clip,
-                             clip_checkpoint=args.clip_checkpoint)
+                             clip_checkpoint=args.clip_checkpoint, split_set=args.splits)
     report["command"] = suite.command_line()
-    json_path = Path(args.json_dir) / f"suite_{'_'.join(report['checkpoints'])}.json" if args.json_dir else None
+    tag = "" if args.splits == "test" else f"_{args.splits}"
+    json_path = Path(args.json_dir) / f"suite_{'_'.join(report['checkpoints'])}{tag}.json" if args.json_dir else None
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         examples = {n: e.pop("examples", None) for n, e in report["checkpoints"].items()}
@@ -222,7 +223,7 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
         for name, ex in examples.items():
             for job, items in (ex or {}).items():
                 if items and args.grid_dir:
-                    _grid_png(items, str(Path(args.grid_dir) / f"suite_{name}_{job}.png"),
+                    _grid_png(items, str(Path(args.grid_dir) / f"suite_{name}{tag}_{job}.png"),
                               image_first=job == "image_to_text")
         print(f"raw figures -> {json_path}")
     if args.md:
@@ -504,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's)")
     p.add_argument("--text-prompts", type=_positive_int, default=32, help="held-out text prompts (default 32)")
     p.add_argument("--jobs", default="images,text,context", help="which jobs (default images,text,context)")
+    p.add_argument("--splits", choices=("test", "val"), default="test",
+                   help="test: the held-out splits, for reported figures (default); val: each image dataset's "
+                        "val split, for choosing models and settings (files get a _val suffix)")
     p.add_argument("--md", default=None, help="write the tables here (e.g. docs/results.md)")
     p.add_argument("--json-dir", default="bench/results", help="raw JSON folder (default bench/results)")
     p.add_argument("--grid-dir", default="bench/results", help="PNG grids folder (default bench/results)")

@@ -84,6 +84,26 @@ def test_markdown_of_a_text_only_run_has_no_image_tables(tiny_mm_pipeline, tiny_
     assert "Text → image" not in page and "Image → text" not in page
 
 
+def test_val_split_set_reads_only_the_val_splits(tiny_mm_pipeline, tiny_datasets, tmp_path):
+    """--splits val (model selection) grades the image jobs on each image dataset's val split and
+    on nothing of test; test stays the default; a bad split set fails before any model loads."""
+    assert suite.eval_splits("val", "text_to_image") == ("shapes/val", "digits/val")
+    assert suite.eval_splits("val", "image_to_text") == ("shapes/val", "digits/val")
+    assert "shapes/test" in suite.eval_splits("test", "text_to_image")
+    with pytest.raises(ValueError, match="split set"):
+        suite.run_suite([tmp_path / "no_model"], data_root=tiny_datasets, probe_dir=None, split_set="train")
+    report = suite.run_suite([tiny_mm_pipeline], data_root=tiny_datasets, probe_dir=FixedJudge(), seeds=(0,),
+                             limit=2, steps=1, jobs=("images",), progress=False, split_set="val")
+    entry = next(iter(report["checkpoints"].values()))
+    figures = set(entry["text_to_image"]["summary"]) | set(entry["image_to_text"]["summary"])
+    assert report["split_set"] == "val" and figures
+    assert all(k.startswith(("shapes_val", "digits_val")) for k in figures), sorted(figures)
+    md = tmp_path / "val.md"
+    suite.write_markdown(report, md, "cola-mm eval suite --splits val", None)
+    page = md.read_text()
+    assert "Model-selection splits" in page and "| shapes_val" in page and "test (n=" not in page
+
+
 def test_mean_std_and_aggregate():
     assert suite.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
     assert suite.mean_std([0.5]) == (0.5, 0.0)

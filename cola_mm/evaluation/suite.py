@@ -56,6 +56,20 @@ from cola_mm.data import registry
 PathLike = str | os.PathLike
 NOT_AVAILABLE = "not available"
 JOBS = ("images", "text", "context")
+SPLIT_SETS = ("test", "val")  # the held-out splits reported, or the val splits models are chosen on
+
+
+def eval_splits(split_set: str, job: str) -> tuple[str, ...]:
+    """The image splits of ``job`` (``text_to_image`` or ``image_to_text``) for a split set: ``test``,
+    each dataset's held-out evaluation splits (touched only for reported figures); ``val``, each
+    image dataset's ``val`` split (for choosing models and settings). Text has one held-out split,
+    the val plays, which both sets read."""
+    if split_set not in SPLIT_SETS:
+        raise ValueError(f"split set must be one of {', '.join(SPLIT_SETS)}, got {split_set!r}")
+    if split_set == "test":
+        return registry.image_eval_splits(job)
+    return tuple(f"{d.name}/val" for d in registry.datasets().values()
+                 if d.has_images and getattr(d, registry.JOB_SPLITS[job]))
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -91,10 +105,11 @@ def _has_images(pipe) -> bool:
 
 
 def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: int | None,
-               steps: int | None, progress: bool, grid_examples: int = 0, clip=None) -> dict[str, Any]:
+               steps: int | None, progress: bool, grid_examples: int = 0, clip=None,
+               split_set: str = "test") -> dict[str, Any]:
     """Text → image and image → text per seed (flat dicts) and a few examples for the grids;
     ``clip`` (a :class:`~cola_mm.evaluation.clip.ClipEncoder` or None) adds ``*_clip_score``
-    figures to text → image."""
+    figures to text → image; ``split_set`` is :func:`eval_splits`'."""
     from cola_mm.evaluation.images import evaluate_captions, evaluate_text_to_image
 
     if not _has_images(pipe):
@@ -105,10 +120,12 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
         keep = grid_examples if i == 0 else 0
         if probe is not None:
             t2i, ex = evaluate_text_to_image(pipe, probe, data_root, limit=limit, steps=steps, seed=seed,
-                                             progress=progress, keep=keep, clip=clip)
+                                             progress=progress, keep=keep, clip=clip,
+                                             splits=eval_splits(split_set, "text_to_image"))
             out["text_to_image"]["per_seed"].append(t2i)
             out["examples"]["text_to_image"] += ex
-        i2t, ex = evaluate_captions(pipe, data_root, limit=limit, steps=steps, seed=seed, progress=progress, keep=keep)
+        i2t, ex = evaluate_captions(pipe, data_root, limit=limit, steps=steps, seed=seed, progress=progress, keep=keep,
+                                    splits=eval_splits(split_set, "image_to_text"))
         out["image_to_text"]["per_seed"].append(i2t)
         out["examples"]["image_to_text"] += ex
     if probe is None:
@@ -237,8 +254,9 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
               ar_dir: PathLike | None = None, text_prompts: int = 32, max_new_tokens: int = 48,
               context_windows: int = 32, caption_rows: int = 32, jobs: Sequence[str] = ("images", "text", "context"),
               progress: bool = True, grid_examples: int = 16, clip: Any = None,
-              clip_checkpoint: PathLike | None = None) -> dict[str, Any]:
+              clip_checkpoint: PathLike | None = None, split_set: str = "test") -> dict[str, Any]:
     """Run every job on every checkpoint; returns the report (see the module docstring).
+    ``split_set``: ``test`` (reported figures) or ``val`` (model selection), see :func:`eval_splits`.
     ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``; ``clip``
     (None: no CLIPScore) and ``clip_checkpoint`` are what :func:`load_clip_judge` takes."""
     from cola_mm.data.shards import DataError
@@ -247,6 +265,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
     root = Path(data_root)
     if not root.is_dir():
         raise DataError(f"no dataset root {root}: build it with `cola-mm data all --out {root}`")
+    eval_splits(split_set, "text_to_image")  # a bad split set fails before any model loads
     if clip_checkpoint is not None and clip is None:
         raise ValueError("--clip-checkpoint needs --clip ARCH (the checkpoint's open_clip arch, e.g. ViT-B-32)")
     clip_encoder, clip_info = None, None
@@ -278,7 +297,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         except (ImportError, FileNotFoundError, OSError, RuntimeError) as err:
             print(f"note: no MAUVE score ({str(err).splitlines()[0]})", file=sys.stderr)
     report: dict[str, Any] = {"suite_version": 1, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                              "machine": machine(), "data": str(root), "seeds": list(seeds), "limit": limit,
+                              "machine": machine(), "data": str(root), "split_set": split_set,
+                              "seeds": list(seeds), "limit": limit,
                               "steps": steps, "judge": {"dir": str(probe_dir) if probe else None,
                                                         "report": judge_report},
                               "clip": clip_info, "ar": str(ar_dir) if ar else None, "checkpoints": {}}
@@ -288,7 +308,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         entry: dict[str, Any] = {"path": str(ckpt)}
         started = time.time()
         if "images" in jobs:
-            entry.update(image_jobs(pipe, probe, root, seeds, limit, steps, progress, grid_examples, clip_encoder))
+            entry.update(image_jobs(pipe, probe, root, seeds, limit, steps, progress, grid_examples, clip_encoder,
+                                    split_set))
         if "text" in jobs:
             entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress,
                                      vocabulary)
@@ -415,6 +436,15 @@ def tables(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+SPLIT_NOTES = {
+    "test": "Splits are held out by construction (their combinations never occur in training; every\n"
+            "  evaluation image and prompt is hashed against the training stream, overlap in each\n"
+            "  dataset's `manifest.json`).",
+    "val": "**Model-selection splits** (`--splits val`: each image dataset's `val` split, held out by\n"
+           "  construction like test); choose models and settings on these, report on test.",
+}
+
+
 def write_markdown(report: dict[str, Any], path: PathLike, command: str, json_path: PathLike | None) -> None:
     """``docs/results.md``: what was run, on what, when, and the tables."""
     names = ", ".join(f"`{n}` ({e['path']})" for n, e in report["checkpoints"].items())
@@ -428,9 +458,8 @@ Written by `cola-mm eval suite` on {report['date']} — do not edit by hand; re-
 - Machine: {report['machine']}.
 - Seeds {', '.join(map(str, report['seeds']))}: every figure is mean ± std over them. At most {report['limit']}
   samples per split; sampler steps: {report['steps'] or "the pipeline's default"}.
-- Splits are held out by construction (their combinations never occur in training; every
-  evaluation image and prompt is hashed against the training stream, overlap in each
-  dataset's `manifest.json`). Captions are graded by the strict grammar: exactly the scene.
+- {SPLIT_NOTES[report.get("split_set", "test")]} Captions are graded by the strict grammar:
+  exactly the scene.
 - Raw figures, per seed: [{Path(json_path).name if json_path else "–"}](../bench/results/{Path(json_path).name if json_path else ""}).
 
 {tables(report)}"""
