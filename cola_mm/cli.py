@@ -22,6 +22,17 @@ from cola_mm.core.components import CheckpointError
 from cola_mm.core.config import ConfigError
 from cola_mm.data import registry
 from cola_mm.data.registry import positive_int as _positive_int
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0, with a one-line error otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 from cola_mm.data.shards import DataError
 from cola_mm.prior.flow import SOLVERS
 from cola_mm.training.loop import TrainingDiverged
@@ -73,6 +84,7 @@ DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16":
 
 def cmd_export(args: argparse.Namespace) -> None:
     """Copy a pipeline folder, optionally storing its weights in half precision."""
+    import dataclasses
     import shutil
 
     import torch
@@ -82,9 +94,17 @@ def cmd_export(args: argparse.Namespace) -> None:
     src, dst = Path(args.src), Path(args.dst)
     if src.resolve() == dst.resolve():
         raise CheckpointError(f"export: source and destination are the same folder ({src})")
+    card = Path(args.card) if args.card else src / "README.md"
+    if args.card and not card.is_file():
+        raise FileNotFoundError(f"--card: no file {card}")
     pipe = ColaPipeline.from_pretrained(src)
+    defaults = {name: value for name, value in (("default_cfg_scale", args.text_cfg),
+                                                ("default_image_cfg_scale", args.image_cfg),
+                                                ("default_caption_cfg_scale", args.caption_cfg),
+                                                ("default_steps", args.steps)) if value is not None}
+    if defaults:  # the sampler settings chosen on val travel with the weights (pipeline.json)
+        pipe.config = dataclasses.replace(pipe.config, **defaults)
     pipe.save_pretrained(dst, dtype=getattr(torch, DTYPES[args.dtype]))
-    card = src / "README.md"
     if card.is_file():
         shutil.copyfile(card, dst / "README.md")
     files = [f for f in dst.rglob("*") if f.is_file()]
@@ -389,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="pipeline folder, e.g. runs/demo/model")
     p.add_argument("dst", help="destination folder (replaced component by component)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="storage precision (default float32)")
+    p.add_argument("--text-cfg", type=_positive_float, default=None,
+                   help="set the text guidance default in pipeline.json (default: keep SRC's)")
+    p.add_argument("--image-cfg", type=_positive_float, default=None, help="set the text → image guidance default")
+    p.add_argument("--caption-cfg", type=_positive_float, default=None, help="set the captioning guidance default")
+    p.add_argument("--steps", type=_positive_int, default=None, help="set the default ODE steps per block")
+    p.add_argument("--card", default=None, help="model card to ship as README.md (default: SRC's)")
     p.set_defaults(func=cmd_export)
 
     # ---- generate

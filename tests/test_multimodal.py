@@ -619,3 +619,29 @@ def test_export_fp16_halves_the_folder_and_loads_as_float32(mm_pipeline, tmp_pat
     r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "export", str(out), str(out)],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode != 0 and "same folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_sets_the_sampler_defaults_and_the_card(mm_pipeline, tmp_path):
+    """`cola-mm export --text-cfg/--image-cfg/--caption-cfg/--steps/--card`: the settings chosen on val
+    travel in pipeline.json with the weights; bad values are one-line errors and write nothing."""
+    card = tmp_path / "card.md"
+    card.write_text("# A described model\n")
+    out = tmp_path / "tuned"
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "export", str(mm_pipeline), str(out), "--text-cfg", "3",
+                        "--image-cfg", "4.5", "--caption-cfg", "2", "--steps", "8", "--card", str(card)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((out / "pipeline.json").read_text())
+    assert (cfg["default_cfg_scale"], cfg["default_image_cfg_scale"], cfg["default_caption_cfg_scale"],
+            cfg["default_steps"]) == (3.0, 4.5, 2.0, 8)
+    before = json.loads((mm_pipeline / "pipeline.json").read_text())
+    assert {k: v for k, v in cfg.items() if not k.startswith("default_")} == \
+        {k: v for k, v in before.items() if not k.startswith("default_")}
+    assert (out / "README.md").read_text() == "# A described model\n"
+    assert ColaPipeline.from_pretrained(out).config.default_image_cfg_scale == 4.5
+    for bad in (["--text-cfg", "0"], ["--image-cfg", "nan"], ["--steps", "-1"], ["--card", str(tmp_path / "none.md")]):
+        dst = tmp_path / f"bad{len(bad[1])}"
+        r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "export", str(mm_pipeline), str(dst), *bad],
+                           capture_output=True, text=True, cwd=REPO)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "error" in r.stderr.strip().splitlines()[-1], r.stderr
+        assert not dst.exists()
