@@ -259,3 +259,31 @@ def test_two_processes_on_cpu(tiny_datasets, tmp_path, deepspeed):
     vae = TextVAE.from_pretrained(run / "model" / "text_vae")
     assert all(torch.isfinite(p).all() for p in vae.parameters())
     assert len(losses(run)) == 4
+
+
+def test_ema_warms_up_so_no_initial_weights_remain():
+    """With the step passed, the EMA is the plain mean of the weights until the decay is reached:
+    after 2,100 updates at decay 0.999 towards constant weights nothing of the initial (untrained)
+    weights is left; the constant-decay EMA keeps 0.999**2100 ≈ 12 % of them."""
+    from cola_mm.training.loop import EMA
+
+    module = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(10.0)  # the initial weights
+    warm, plain = EMA(module, 0.999), EMA(module, 0.999)
+    with torch.no_grad():
+        module.weight.fill_(1.0)  # the trained weights
+    for step in range(1, 2101):
+        warm.update(module, step)
+        plain.update(module)
+    assert torch.allclose(warm.shadow["weight"], torch.ones(1, 3))
+    assert plain.shadow["weight"][0, 0].item() == pytest.approx(1 + 9 * 0.999 ** 2100, rel=1e-3)
+    # the warm-up is the running mean, then the configured decay
+    ema = EMA(module, 0.9)
+    values = [2.0, 4.0, 6.0]
+    for step, value in enumerate(values, 1):
+        with torch.no_grad():
+            module.weight.fill_(value)
+        ema.update(module, step)
+    assert ema.shadow["weight"][0, 0].item() == pytest.approx(4.0)
+    assert ema.decay_at(1) == 0.0 and ema.decay_at(5) == 0.8 and ema.decay_at(100) == 0.9

@@ -94,18 +94,28 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
 
 
 class EMA:
-    """Exponential moving average of a module's floating-point parameters (fp32 copies)."""
+    """Exponential moving average of a module's floating-point parameters (fp32 copies).
+
+    With ``step`` (the number of this update, from 1), the decay warms up as ``min(decay,
+    (step − 1) / step)``: the average is the plain mean of the weights so far until that reaches
+    ``decay`` (step 1 / (1 − decay)), so nothing of the initial weights is left in it. A constant
+    decay from the start keeps ``decay**steps`` of the initial, untrained weights: 12 % after
+    2,100 steps at 0.999, which spoilt a GPU run's images (docs/experiments.md §12)."""
 
     def __init__(self, module: torch.nn.Module, decay: float):
         self.decay = decay
         self.shadow = {k: v.detach().float().clone() for k, v in module.state_dict().items()
                        if v.is_floating_point()}
 
+    def decay_at(self, step: int | None) -> float:
+        return self.decay if step is None else min(self.decay, (step - 1) / step)
+
     @torch.no_grad()
-    def update(self, module: torch.nn.Module) -> None:
+    def update(self, module: torch.nn.Module, step: int | None = None) -> None:
+        decay = self.decay_at(step)
         for k, v in module.state_dict().items():
             if k in self.shadow:
-                self.shadow[k].lerp_(v.detach().float(), 1 - self.decay)
+                self.shadow[k].lerp_(v.detach().float(), 1 - decay)
 
     def state_dict(self, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: self.shadow[k].to(v.dtype) if k in self.shadow else v for k, v in like.items()}
@@ -265,7 +275,7 @@ def train(cfg: TrainConfig, resume: bool | str = False, progress: bool = True) -
         scheduler.step()
         step += 1
         if ema is not None:
-            ema.update(accelerator.unwrap_model(model))
+            ema.update(accelerator.unwrap_model(model), step)
         bar.update(1)
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
