@@ -10,11 +10,12 @@ demo:  ## the app on the bundled demo checkpoint (http://localhost:8501; another
 	@venv=$(VENV) && HF_HUB_OFFLINE=1 $$venv/bin/cola-mm app --ckpt checkpoints/demo --port $(PORT)
 
 # The bundled checkpoint's recipe (docs/experiments.md §12). The two VAEs train on the CPU; the prior's
-# two legs took 3 min 32 s + 2 min 21 s on one H200 (bench/gpu_demo.sh) and would take about
-# 10 h on this 2-core CPU (measured rate, §12). Sampler defaults chosen on val (--splits val).
+# two legs trained for 198 s + 122 s on one H200 (bench/gpu_demo.sh) and would take about 5.8 h
+# on this 2-core CPU (10.5 rows/s measured, bench/results/demo_cpu_rate.json). Sampler defaults
+# chosen on val (--splits val).
 DEMO_PRIOR = --config configs/demo_gpu.yaml --set model.vae=runs/demo_vae_text/model \
 	--set model.image_vae=runs/vae_image_small/model --set data.tokenizer=datasets/tokenizer
-demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed recipe (GPU: ~10 min; CPU: ~11 h)
+demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed recipe (GPU: ~1 h with the VAEs on CPU; CPU: ~6.6 h)
 	@venv=$(VENV) && set -e && export HF_HUB_OFFLINE=1 && c=$$venv/bin/cola-mm \
 	&& $$c data all --out datasets \
 	&& $$c train --resume-if-any --config configs/vae_image_small.yaml \
