@@ -15,8 +15,8 @@ digits are not centred exactly). Nothing is pickled; fitting is deterministic (~
 Its accuracy on the 300 held-out ``digits/test`` scans rendered at 64 px is checked (≥ 95 %) by
 ``tests/test_digit_judge.py``.
 
-Wiring (next step, not done yet): the probe's ``predict`` is to fill ``"digit"`` from this judge
-for images it reads as digits, so that ``digits.judge_image`` grades digits by it.
+Wiring: the probe's ``predict`` fills ``"digit"`` from this judge for the images its CNN reads
+as digits, so ``digits.judge_image`` grades generated digits by this SVC, not by the CNN.
 
     from cola_mm.evaluation.digit_judge import DigitJudge
     DigitJudge.shared().predict([image])   # → [7]
