@@ -123,10 +123,11 @@ def text_to_image_tab(pipe) -> None:
             if step % max(1, steps // 6) == 0:
                 frames.append(z[:1].clone())
 
-    images = pipe.generate_image(text, steps=ctl["steps"], cfg_scale=ctl["cfg_scale"], seed=ctl["seed"],
-                                 n=ctl["n"], on_step=on_step)
+    result = pipe.generate_image(text, steps=ctl["steps"], cfg_scale=ctl["cfg_scale"], seed=ctl["seed"],
+                                 n=ctl["n"], on_step=on_step, return_result=True)
+    images = result.outputs
     bar.progress(1.0, text="done")
-    for notice in notices + pipe.notices:
+    for notice in notices + result.notices:
         st.info(notice)
     grid = make_grid([im.resize((192, 192)) for im in images], cols=min(4, len(images)))
     st.image(grid, caption=text)
@@ -192,12 +193,13 @@ def text_tab(pipe) -> None:
     bar = st.progress(0.0, text="generating")
     out = st.empty()
     shown = ""
-    for j, deltas in enumerate(pipe.stream_text(text, max_new_tokens=max_new, steps=steps, cfg_scale=cfg, seed=seed)):
+    stream = pipe.stream_text(text, max_new_tokens=max_new, steps=steps, cfg_scale=cfg, seed=seed)
+    for j, deltas in enumerate(stream):
         shown += deltas[0]
         out.markdown(f"**{text}**{shown}")
         bar.progress(min((j + 1) / blocks, 1.0), text=f"block {j + 1}")
     bar.progress(1.0, text="done")
-    for notice in notices + pipe.notices:
+    for notice in notices + stream.notices:
         st.info(notice)
 
 

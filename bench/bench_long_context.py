@@ -68,9 +68,9 @@ def block_losses(pipe: ColaPipeline, ids: list[int], window: int, seed: int) -> 
 def generation(pipe: ColaPipeline, prompts: list[str], new_tokens: int, steps: int, seed: int,
                past: int) -> dict:
     start = time.perf_counter()
-    pipe.generate_text(prompts, max_new_tokens=new_tokens, steps=steps, seed=seed)
+    result = pipe.generate_text(prompts, max_new_tokens=new_tokens, steps=steps, seed=seed, return_result=True)
     seconds = time.perf_counter() - start
-    tokens = [list(t) for t in pipe.last_tokens]
+    tokens = result.tokens
     late = [t[past:] for t in tokens]  # generated tokens that lie past the trained context
     return {"tokens_per_s": round(sum(map(len, tokens)) / seconds, 1),
             "mean_new_tokens": round(sum(map(len, tokens)) / len(tokens), 1),

@@ -113,15 +113,16 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_generate_text(args: argparse.Namespace) -> None:
-    from cola_mm.pipeline import ColaPipeline
+    from cola_mm.pipeline import ColaPipeline, clean_text
 
     pipe = ColaPipeline.from_pretrained(args.ckpt)
-    print(args.prompt, end="", flush=True)
-    for deltas in pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
-                                   cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver):
+    stream = pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
+                              cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver)
+    print(clean_text(args.prompt, []), end="", flush=True)  # invalid UTF-8 in argv: shown as U+FFFD
+    for deltas in stream:
         print(deltas[0], end="", flush=True)
     print()
-    for notice in pipe.notices:
+    for notice in stream.notices:
         print(f"note: {notice}", file=sys.stderr)
 
 
@@ -130,12 +131,13 @@ def cmd_generate_image(args: argparse.Namespace) -> None:
     from cola_mm.pipeline import ColaPipeline
 
     pipe = ColaPipeline.from_pretrained(args.ckpt)
-    images = pipe.generate_image(args.prompt, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, n=args.n,
-                                 solver=args.solver)
+    result = pipe.generate_image(args.prompt, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, n=args.n,
+                                 solver=args.solver, return_result=True)
+    images = result.outputs
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     (images[0] if len(images) == 1 else make_grid(images)).save(out)
-    for notice in pipe.notices:
+    for notice in result.notices:
         print(f"note: {notice}", file=sys.stderr)
     print(f"{len(images)} image(s) -> {out}")
 

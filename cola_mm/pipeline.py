@@ -2,8 +2,14 @@
 
     pipe = ColaPipeline.from_pretrained("runs/prior_small/model")
     pipe.generate_text("To be, or not to be", max_new_tokens=48, steps=16, cfg_scale=3.0, seed=0)
-    for delta in pipe.stream_text("Now is the winter"):  # text appears block by block
-        print(delta, end="")
+    for deltas in pipe.stream_text("Now is the winter"):  # text appears block by block
+        print(deltas[0], end="")
+    result = pipe.generate_image("a red circle", return_result=True)  # .outputs, .notices
+
+Nothing about one call is kept on the pipeline: every call returns its own notices and token
+ids (:class:`Result`, :class:`TextStream`), so one pipeline can serve several threads at once.
+Text enters the pipeline in one place, :func:`clean_text`: characters that are not valid
+Unicode (lone surrogates, what Python makes of invalid UTF-8 in ``argv``) are replaced.
 
 A pipeline folder holds ``pipeline.json`` (this file's :class:`PipelineConfig`), ``text_vae/``,
 ``dit/`` and ``tokenizer/``. Text continuation (Cola DLM §3.3): the prompt ``<bos> text`` is
@@ -18,7 +24,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -29,12 +36,35 @@ from cola_mm.core.config import Config, ConfigError, check
 from cola_mm.core.layers import KVCache
 from cola_mm.core.sequence import SEGMENT_TYPES
 from cola_mm.prior.dit import DiT
-from cola_mm.prior.sampler import BlockSampler, SamplerConfig, iter_blocks
+from cola_mm.prior.sampler import BlockSampler, SamplerConfig
 from cola_mm.vae_text.model import TextVAE
 from cola_mm.vae_text.tokenizer import load_tokenizer, save_tokenizer
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_VERSION = 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass
+class Result:
+    """What one generation call made: ``outputs`` (texts, or PIL images), ``notices`` (what the
+    call changed about its input, e.g. a truncated prompt) and, for text jobs, ``tokens`` (the
+    generated token ids per output)."""
+
+    outputs: list
+    notices: list[str] = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
+
+
+def clean_text(text, notices: list[str], what: str = "a prompt") -> str:
+    """The one door text comes in by: a ``str`` or a clear ``ValueError``; lone surrogates
+    (unencodable in UTF-8) become U+FFFD, with a notice."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a string, got {type(text).__name__}")
+    text, n = _SURROGATE.subn("\ufffd", text)
+    if n:
+        notices.append(f"{n} character(s) of the prompt were not valid Unicode and became U+FFFD")
+    return text
 
 
 @dataclass(frozen=True)
@@ -85,14 +115,15 @@ class TextDecoder:
     """Turns generated text blocks into text, per sample: the Text VAE decoder with its own
     key/value cache, ``<eos>`` stopping, a token budget, and multi-byte-safe text deltas."""
 
-    def __init__(self, pipe: "ColaPipeline", n: int, max_new_tokens: int, skip_first: Sequence[int] = (),
-                 drop_bos: bool = False):
+    def __init__(self, pipe: "ColaPipeline", n: int, max_new_tokens: int | Sequence[int],
+                 skip_first: Sequence[int] = (), drop_bos: bool = False):
         self.vae, self.tokenizer = pipe.text_vae, pipe.tokenizer
         self.caches = [KVCache() for _ in range(n)]
         self.tokens: list[list[int]] = [[] for _ in range(n)]
         self.shown = [""] * n  # text already returned per sample
         self.finished = [False] * n
-        self.max_new_tokens = max_new_tokens
+        budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        self.max_new_tokens = budgets
         self.skip_first = list(skip_first) or [0] * n  # leading tokens of the first block to skip (prompt tail)
         self.drop_bos = drop_bos  # generated text starts with <bos> (captions)
         self.blocks_seen = 0
@@ -103,12 +134,14 @@ class TextDecoder:
         """Run sample ``i``'s clean prompt latents (n, c) (prior space) through the decoder cache."""
         self.vae.decode(self.vae.from_prior(latents[None]), self.caches[i], update_cache=True, window=self.window)
 
-    def add_block(self, z: torch.Tensor) -> list[str]:
-        """Decode one block (b, B, c) for every sample; returns the new text of each."""
+    def add_block(self, z: torch.Tensor, rows: Sequence[int] | None = None) -> list[str]:
+        """Decode one block (b, B, c) of the samples ``rows`` (default: all, in order); returns
+        the new text of each."""
         eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
+        rows = range(z.shape[0]) if rows is None else rows
         out = []
-        for i in range(z.shape[0]):
-            logits = self.vae.decode(self.vae.from_prior(z[i:i + 1]), self.caches[i], update_cache=True,
+        for k, i in enumerate(rows):
+            logits = self.vae.decode(self.vae.from_prior(z[k:k + 1]), self.caches[i], update_cache=True,
                                      window=self.window)[0]
             tokens = logits.argmax(-1).tolist()
             if self.blocks_seen == 0:
@@ -122,7 +155,7 @@ class TextDecoder:
                     self.finished[i] = True
                 else:
                     self.tokens[i].append(tok)
-                    self.finished[i] = len(self.tokens[i]) >= self.max_new_tokens
+                    self.finished[i] = len(self.tokens[i]) >= self.max_new_tokens[i]
             # decode everything so far: byte-level BPE splits characters across tokens, so a
             # block boundary may fall inside one; hold back a trailing replacement character
             text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
@@ -136,6 +169,80 @@ class TextDecoder:
     @property
     def done(self) -> bool:
         return all(self.finished)
+
+
+class TextStream:
+    """One text generation in progress (a continuation or a caption), owned by its caller.
+
+    Iterate it: after every generated block it yields the new text of each sample (a list of
+    deltas, ``""`` for a sample with nothing new). ``texts``, ``tokens`` and ``notices`` are this
+    call's own. A sample that finished (``<eos>``, its token budget) or was :meth:`cancel`-ed
+    leaves the batch, so later blocks cost nothing for it; the others' outputs do not change."""
+
+    def __init__(self, sampler: BlockSampler, next_block: Callable[[int, list], torch.Tensor],
+                 decoder: TextDecoder, generators: list[torch.Generator], max_blocks: int, notices: list[str]):
+        self._sampler, self._next_block, self._decoder = sampler, next_block, decoder
+        self._generators = generators
+        self._max_blocks = max_blocks
+        self._active = list(range(len(generators)))  # original sample index of each batch row
+        self._cancelled: set[int] = set()
+        self._j = 0
+        self.notices = notices
+
+    @property
+    def texts(self) -> list[str]:
+        """The text of every sample so far."""
+        return list(self._decoder.shown)
+
+    @property
+    def tokens(self) -> list[list[int]]:
+        """The generated token ids of every sample so far."""
+        return [list(t) for t in self._decoder.tokens]
+
+    @property
+    def finished(self) -> list[bool]:
+        return list(self._decoder.finished)
+
+    def cancel(self, i: int) -> None:
+        """Stop sample ``i``: it costs nothing from the next block on (its text stays as it is)."""
+        self._cancelled.add(i)
+
+    def __iter__(self) -> "TextStream":
+        return self
+
+    @torch.no_grad()
+    def __next__(self) -> list[str]:
+        self._drop_stopped()
+        if not self._active or self._j >= self._max_blocks:
+            raise StopIteration
+        z = self._next_block(self._j, [self._generators[i] for i in self._active])
+        deltas = [""] * len(self._generators)
+        for i, d in zip(self._active, self._decoder.add_block(z, self._active)):
+            deltas[i] = d
+        self._j += 1
+        return deltas
+
+    def _drop_stopped(self) -> None:
+        keep = [k for k, i in enumerate(self._active) if not self._decoder.finished[i] and i not in self._cancelled]
+        if len(keep) < len(self._active):
+            if keep:
+                self._sampler.keep(keep)
+            self._active = [self._active[k] for k in keep]
+
+    def run(self) -> Result:
+        """Generate to the end; the texts, notices and token ids."""
+        for _ in self:
+            pass
+        return Result(self.texts, self.notices, self.tokens)
+
+
+def _seeds(seed: int, seeds: Sequence[int] | None, n: int) -> list[int]:
+    if seeds is None:
+        return [seed + i for i in range(n)]
+    seeds = [int(x) for x in seeds]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds given for {n} samples")
+    return seeds
 
 
 class ColaPipeline:
@@ -157,8 +264,6 @@ class ColaPipeline:
         self.image_vae = image_vae.eval() if image_vae is not None else None
         self.tokenizer = tokenizer
         self.config = config
-        self.notices: list[str] = []  # what the last call changed about its input (truncation…)
-        self.last_tokens: list[list[int]] = []  # token ids the last call generated, per prompt
 
     @property
     def device(self) -> torch.device:
@@ -223,91 +328,100 @@ class ColaPipeline:
             raise CheckpointError("this pipeline has no image VAE: it was trained for text only")
 
     # ---- text continuation
-    def _prompt_ids(self, prompt: str) -> list[int]:
-        if not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+    def _prompt_ids(self, prompt: str, notices: list[str]) -> list[int]:
+        prompt = clean_text(prompt, notices)
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         limit = self.config.max_prompt_tokens - 1
         if len(ids) > limit:
-            self.notices.append(f"prompt truncated to its last {limit} tokens (of {len(ids)})")
+            notices.append(f"prompt truncated to its last {limit} tokens (of {len(ids)})")
             ids = ids[-limit:]
         return [self.tokenizer.bos_token_id] + ids
 
     @torch.no_grad()
-    def stream_text(self, prompts: str | Sequence[str], max_new_tokens: int = 64, steps: int | None = None,
-                    cfg_scale: float | None = None, seed: int = 0, solver: str | None = None
-                    ) -> Iterator[list[str]]:
-        """Yield, after every generated block, the new text of each prompt (a list of deltas)."""
-        single = isinstance(prompts, str)
-        prompts = [prompts] if single else list(prompts)
+    def stream_text(self, prompts: str | Sequence[str], max_new_tokens: int | Sequence[int] = 64,
+                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
+                    solver: str | None = None, seeds: Sequence[int] | None = None) -> TextStream:
+        """Continue each prompt; iterate the returned :class:`TextStream` for the new text of
+        each prompt after every block. Prompt ``i`` uses seed ``seed + i`` (or ``seeds[i]``);
+        ``max_new_tokens`` may be one budget per prompt."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompt given")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        self.notices = []
+        budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        if len(budgets) != len(prompts) or any(not isinstance(m, int) or m < 1 for m in budgets):
+            raise ValueError(f"max_new_tokens must be >= 1 (one int, or one per prompt), got {max_new_tokens}")
+        notices: list[str] = []
+        seed_list = _seeds(seed, seeds, len(prompts))
         cfg = self._sampler_config(steps, self.config.default_cfg_scale if cfg_scale is None else cfg_scale, solver)
         device, B, vae = self.device, self.dit.config.block_size, self.text_vae
-        ids = [self._prompt_ids(p) for p in prompts]
+        ids = [self._prompt_ids(p, notices) for p in prompts]
         prefixes = []
         for seq in ids:
             mean, _ = vae.encode(torch.tensor([seq], device=device))
             prefixes.append(vae.to_prior(mean[0]))  # (P, c)
         lengths = [len(s) for s in ids]
-        max_blocks = max(math.ceil((n + max_new_tokens) / B) - n // B for n in lengths)
-        decoder = TextDecoder(self, len(prompts), max_new_tokens, skip_first=[n % B for n in lengths])
+        max_blocks = max(math.ceil((n + m) / B) - n // B for n, m in zip(lengths, budgets))
+        decoder = TextDecoder(self, len(prompts), budgets, skip_first=[n % B for n in lengths])
         for i, (p, n) in enumerate(zip(prefixes, lengths)):  # decoder caches hold the prompt's whole blocks
             if n // B:
                 decoder.prefill(i, p[:(n // B) * B])
-        self.last_tokens = decoder.tokens  # the generated token ids per prompt (filled as blocks finish)
-        generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(len(prompts))]
-        for z in iter_blocks(self.dit, prefixes, max_blocks, cfg, generators, SEGMENT_TYPES["text"]):
-            yield decoder.add_block(z)
-            if decoder.done:
-                break
+        padded = torch.zeros(len(prompts), max(lengths), self.dit.config.d_latent, device=device)
+        for i, p in enumerate(prefixes):
+            padded[i, :p.shape[0]] = p
+        sampler = BlockSampler(self.dit, cfg, SEGMENT_TYPES["text"])
+        sampler.prefill(padded, torch.tensor(lengths, device=device))
+        generators = [torch.Generator(device=device).manual_seed(s) for s in seed_list]
+        return TextStream(sampler, sampler.denoise_block, decoder, generators, max_blocks, notices)
 
-    def generate_text(self, prompts: str | Sequence[str], max_new_tokens: int = 64, steps: int | None = None,
-                      cfg_scale: float | None = None, seed: int = 0, solver: str | None = None) -> str | list[str]:
-        single = isinstance(prompts, str)
-        n = 1 if single else len(prompts)
-        texts = [""] * n
-        for deltas in self.stream_text(prompts, max_new_tokens, steps, cfg_scale, seed, solver):
-            texts = [t + d for t, d in zip(texts, deltas)]
-        return texts[0] if single else texts
+    def generate_text(self, prompts: str | Sequence[str], max_new_tokens: int | Sequence[int] = 64,
+                      steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
+                      solver: str | None = None, seeds: Sequence[int] | None = None,
+                      return_result: bool = False) -> str | list[str] | Result:
+        """The continuation of a prompt (a str), of several (a list), or with ``return_result``
+        a :class:`Result` (texts, notices, token ids)."""
+        result = self.stream_text(prompts, max_new_tokens, steps, cfg_scale, seed, solver, seeds).run()
+        if return_result:
+            return result
+        return result.outputs[0] if isinstance(prompts, str) else result.outputs
 
     # ---- text → image
-    def _caption_context(self, prompt: str) -> tuple[list[int], torch.Tensor]:
+    def _caption_context(self, prompt: str, notices: list[str]) -> tuple[list[int], torch.Tensor]:
         """A text prompt as the caption segment the prior was trained on: ids and latents (P, c)."""
         from cola_mm.core.sequence import caption_ids
 
-        if not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+        prompt = clean_text(prompt, notices)
         ids, n_kept = caption_ids(self.tokenizer, prompt, self.config.caption_tokens, self.dit.config.block_size)
         if n_kept == self.config.caption_tokens:  # <bos> + limit + <eos>: the prompt may have been cut
             n = len(self.tokenizer.encode(prompt, add_special_tokens=False))
             if n > n_kept - 2:
-                self.notices.append(f"prompt truncated to its first {n_kept - 2} tokens (of {n})")
+                notices.append(f"prompt truncated to its first {n_kept - 2} tokens (of {n})")
         mean, _ = self.text_vae.encode(torch.tensor([ids], device=self.device))
         return ids, self.text_vae.to_prior(mean[0])
 
     @torch.no_grad()
     def generate_image_tokens(self, prompts: Sequence[str], steps: int | None = None, cfg_scale: float | None = None,
                               seed: int = 0, solver: str | None = None,
-                              on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Prior tokens (b, n, c) of one image per prompt; image ``i`` uses seed ``seed + i``."""
+                              on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+                              seeds: Sequence[int] | None = None, notices: list[str] | None = None) -> torch.Tensor:
+        """Prior tokens (b, n, c) of one image per prompt; image ``i`` uses seed ``seed + i``
+        (or ``seeds[i]``). What the call changed about a prompt is appended to ``notices``."""
         from cola_mm.core.sequence import layout_row, text_to_image
 
         self._need_images()
+        notices = [] if notices is None else notices
+        seed_list = _seeds(seed, seeds, len(prompts))
         scale = self.config.default_image_cfg_scale if cfg_scale is None else cfg_scale
         cfg = self._sampler_config(steps, scale, solver)
         g = self.image_vae.config.grid
         contexts, rows = [], []
         cache: dict[str, tuple] = {}
         for p in prompts:
-            if p not in cache:
-                ids, latents = self._caption_context(p)
-                cache[p] = (latents, layout_row([text_to_image(len(ids), (g, g))]))
-            contexts.append(cache[p][0])
-            rows.append(cache[p][1])
+            key = p if isinstance(p, str) else id(p)
+            if key not in cache:
+                ids, latents = self._caption_context(p, notices)
+                cache[key] = (latents, layout_row([text_to_image(len(ids), (g, g))]))
+            contexts.append(cache[key][0])
+            rows.append(cache[key][1])
         b, P = len(prompts), max(c.shape[0] for c in contexts)  # prompts of different lengths: right-pad
         ctx = torch.zeros(b, P, contexts[0].shape[1], device=self.device)
         for i, c in enumerate(contexts):
@@ -326,24 +440,27 @@ class ColaPipeline:
         sampler = BlockSampler(self.dit, cfg)
         sampler.on_step = on_step
         sampler.start(ctx, pos, seg, blk, valid)
-        generators = [torch.Generator(device=self.device).manual_seed(seed + i) for i in range(b)]
+        generators = [torch.Generator(device=self.device).manual_seed(s) for s in seed_list]
         return sampler.denoise(torch.stack(img_pos).to(self.device), torch.stack(img_seg).to(self.device), generators)
 
     def generate_image(self, prompt: str | Sequence[str], steps: int | None = None, cfg_scale: float | None = None,
                        seed: int = 0, n: int = 1, solver: str | None = None,
-                       on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> list:
-        """``n`` images (PIL, RGB) per prompt; image ``i`` of the flat list uses seed ``seed + i``."""
+                       on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+                       seeds: Sequence[int] | None = None, return_result: bool = False) -> list | Result:
+        """``n`` images (PIL, RGB) per prompt; image ``i`` of the flat list uses seed ``seed + i``
+        (or ``seeds[i]``). With ``return_result`` a :class:`Result` (images and notices)."""
         from cola_mm.core.images import tensor_to_image
 
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("no prompt given")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        self.notices = []
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n}")
+        notices: list[str] = []
         flat = [p for p in prompts for _ in range(n)]
-        tokens = self.generate_image_tokens(flat, steps, cfg_scale, seed, solver, on_step)
-        return [tensor_to_image(x) for x in self.image_vae.tokens_to_images(tokens).float().cpu()]
+        tokens = self.generate_image_tokens(flat, steps, cfg_scale, seed, solver, on_step, seeds, notices)
+        images = [tensor_to_image(x) for x in self.image_vae.tokens_to_images(tokens).float().cpu()]
+        return Result(images, notices) if return_result else images
 
     def decode_image_tokens(self, tokens: torch.Tensor) -> list:
         """Prior tokens (b, n, c) → PIL images (e.g. a denoising trajectory's intermediate states)."""
@@ -354,11 +471,13 @@ class ColaPipeline:
 
     # ---- image → text
     @torch.no_grad()
-    def caption(self, images: Sequence, steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
-                solver: str | None = None, max_tokens: int | None = None,
-                on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> list[str]:
-        """One caption per image (paths, bytes, file objects or PIL images of any mode/size —
-        :func:`cola_mm.core.images.load_image`); caption ``i`` uses seed ``seed + i``."""
+    def stream_captions(self, images: Sequence, steps: int | None = None, cfg_scale: float | None = None,
+                        seed: int = 0, solver: str | None = None, max_tokens: int | None = None,
+                        on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+                        seeds: Sequence[int] | None = None) -> TextStream:
+        """Caption each image (paths, bytes, file objects or PIL images of any mode/size —
+        :func:`cola_mm.core.images.load_image`); iterate the :class:`TextStream` for the new
+        text after every block. Caption ``i`` uses seed ``seed + i`` (or ``seeds[i]``)."""
         from cola_mm.core.images import image_to_tensor, load_image
         from cola_mm.core.sequence import image_to_text, layout_row
 
@@ -368,7 +487,9 @@ class ColaPipeline:
         images = list(images)
         if not images:
             raise ValueError("no image given")
-        self.notices = []
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens}")
+        seed_list = _seeds(seed, seeds, len(images))
         c = self.image_vae.config
         pixels = torch.stack([image_to_tensor(load_image(im, c.image_size)) for im in images]).to(self.device)
         context = self.image_vae.images_to_tokens(pixels).float()  # posterior means (b, n, c)
@@ -384,13 +505,21 @@ class ColaPipeline:
         sampler.start(context, row.positions[:n].expand(b, -1, -1).to(dev), row.segments[:n].expand(b, -1).to(dev),
                       row.block_ids[:n].expand(b, -1).to(dev), torch.ones(b, n, dtype=torch.bool, device=dev))
         decoder = TextDecoder(self, b, T - 2, drop_bos=True)
-        generators = [torch.Generator(device=dev).manual_seed(seed + i) for i in range(b)]
-        for j in range(n_text // B):
+        generators = [torch.Generator(device=dev).manual_seed(s) for s in seed_list]
+
+        def next_block(j: int, gens: list) -> torch.Tensor:
             sl = slice(n + j * B, n + (j + 1) * B)
-            z = sampler.denoise(row.positions[sl].expand(b, -1, -1).to(dev), row.segments[sl].expand(b, -1).to(dev),
-                                generators)
-            decoder.add_block(z)
-            if decoder.done:
-                break
-        self.last_tokens = decoder.tokens
-        return list(decoder.shown)
+            k = len(gens)
+            return sampler.denoise(row.positions[sl].expand(k, -1, -1).to(dev), row.segments[sl].expand(k, -1).to(dev),
+                                   gens)
+
+        return TextStream(sampler, next_block, decoder, generators, n_text // B, [])
+
+    def caption(self, images: Sequence, steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
+                solver: str | None = None, max_tokens: int | None = None,
+                on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+                seeds: Sequence[int] | None = None, return_result: bool = False) -> list[str] | Result:
+        """One caption per image (see :meth:`stream_captions`); with ``return_result`` a
+        :class:`Result` (captions, notices, token ids)."""
+        result = self.stream_captions(images, steps, cfg_scale, seed, solver, max_tokens, on_step, seeds).run()
+        return result if return_result else result.outputs

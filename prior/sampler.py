@@ -232,6 +232,20 @@ class BlockSampler:
         self._cfg_cache = None
         self._visible = None
 
+    def keep(self, rows: Sequence[int]) -> None:
+        """Go on with only these batch rows (indices into the current batch, in order): the
+        others (finished, or their caller went away) cost nothing from the next block on. A kept
+        row's output does not change: every row has its own cache slice, mask and noise."""
+        idx = torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
+        self.cache.keys = [None if k is None else k.index_select(0, idx) for k in self.cache.keys]
+        self.cache.values = [None if v is None else v.index_select(0, idx) for v in self.cache.values]
+        for name in ("history", "cache_valid", "cache_positions", "cache_segments", "cache_blocks", "cache_start",
+                     "lengths", "prefix", "first_block"):  # the last three: the text path's (prefill)
+            if hasattr(self, name):
+                setattr(self, name, getattr(self, name).index_select(0, idx))
+        self._visible = None
+        self._cfg_cache = None
+
     def _segments(self, b: int, n: int) -> torch.Tensor:
         return torch.full((b, n), self.segment, dtype=torch.long, device=self.device)
 

@@ -105,3 +105,19 @@ def test_job_commands_default_to_the_bundled_checkpoint(tmp_path):
     example = repo / "apps" / "examples" / "digit_3.png"
     r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "caption", str(example)], **common)
     assert r.returncode == 0 and r.stdout.startswith(f"{example}\t") and r.stdout.split("\t")[1].strip(), r.stderr
+
+
+def test_regression_invalid_utf8_in_argv(tmp_path):
+    """Invalid UTF-8 bytes in a prompt reach Python as lone surrogates; they once crashed
+    `generate text|image` with a tokenizer traceback."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LC_ALL": "C.UTF-8"}
+    common = dict(capture_output=True, timeout=180, cwd=tmp_path, env=env)
+    cli = [sys.executable.encode(), b"-m", b"cola_mm.cli", b"generate"]
+    r = subprocess.run(cli + [b"text", b"--prompt", b"ROMEO\xff\xfe. ", b"--max-new-tokens", b"4"], **common)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert r.stdout.decode().startswith("ROMEO\ufffd\ufffd. ")
+    assert b"not valid Unicode" in r.stderr and b"Traceback" not in r.stderr
+    out = tmp_path / "img.png"
+    r = subprocess.run(cli + [b"image", b"--prompt", b"a red \xc3 circle", b"--out", str(out).encode()], **common)
+    assert r.returncode == 0 and out.is_file(), r.stderr.decode(errors="replace")
+    assert b"not valid Unicode" in r.stderr

@@ -89,8 +89,10 @@ def test_generate_text_and_stream(joint):
     assert text == again  # a seed gives the same output
     deltas = list(pipe.stream_text("the king", max_new_tokens=20, steps=4, seed=0))
     assert len(deltas) >= 1 and "".join(d[0] for d in deltas) == text
-    assert 0 < len(pipe.last_tokens[0]) <= 20
-    assert pipe.tokenizer.decode(pipe.last_tokens[0], skip_special_tokens=True) == text
+    result = pipe.generate_text("the king", max_new_tokens=20, steps=4, seed=0, return_result=True)
+    assert result.outputs == [text] and result.notices == []
+    assert 0 < len(result.tokens[0]) <= 20
+    assert pipe.tokenizer.decode(result.tokens[0], skip_special_tokens=True) == text
 
 
 def test_batched_prompts_match_one_by_one(joint):
@@ -123,8 +125,9 @@ def test_generation_past_the_trained_context_slides_a_window(joint):
 
     pipe.dit.forward, pipe.text_vae.decode = dit_spy, vae_spy
     kw = dict(max_new_tokens=64, steps=3, seed=11)
-    together = pipe.generate_text(prompts, **kw)
-    assert len(pipe.last_tokens[0]) >= 8  # ran past position 32 (28 + 8 > 32)
+    result = pipe.generate_text(prompts, **kw, return_result=True)
+    together = result.outputs
+    assert len(result.tokens[0]) >= 8  # ran past position 32 (28 + 8 > 32)
     assert max(spans) == 32 and max(decoder_keys) <= 32 + 16 - 4  # window + one block − a VAE block
     assert pipe.generate_text(prompts[0], **kw) == together[0]
     assert pipe.generate_text(prompts[1], **{**kw, "seed": 12}) == together[1]
@@ -144,8 +147,9 @@ def test_save_load_round_trip_gives_identical_outputs(joint, tmp_path):
 
 def test_long_prompt_is_truncated_with_notice_and_bad_input(joint):
     pipe = ColaPipeline.from_pretrained(joint)
-    pipe.generate_text("the dog " * 400, max_new_tokens=4, steps=2)
-    assert pipe.notices and "truncated" in pipe.notices[0]
+    result = pipe.generate_text("the dog " * 400, max_new_tokens=4, steps=2, return_result=True)
+    assert result.notices and "truncated" in result.notices[0]
+    assert not hasattr(pipe, "notices")  # nothing about one call is kept on the shared pipeline
     with pytest.raises(ValueError):
         pipe.generate_text("x", max_new_tokens=0)
     with pytest.raises(ValueError):
