@@ -317,6 +317,19 @@ def cmd_app(args: argparse.Namespace) -> None:
     st_cli.main(args=["run", str(script), *flags, "--", "--ckpt", str(ckpt.resolve())], prog_name="streamlit")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from cola_mm.serve import serve
+
+    ckpt = Path(args.ckpt)
+    if not (ckpt / "pipeline.json").is_file():
+        raise CheckpointError(f"no pipeline at {ckpt} (no pipeline.json): pass --ckpt DIR, a pipeline folder")
+    for folder in args.allow_files:
+        if not Path(folder).is_dir():
+            raise NotADirectoryError(f"--allow-files: no folder {folder}")
+    serve(ckpt, args.host, args.port, args.api_key or os.environ.get("COLA_MM_API_KEY") or None,
+          args.max_batch, args.max_wait_ms, args.allow_files)
+
+
 def cmd_eval_text_vae(args: argparse.Namespace) -> None:
     import json
 
@@ -471,6 +484,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not open a browser (none is opened without a desktop session anyway); the app never "
                         "asks a question on start, with or without a terminal")
     p.set_defaults(func=cmd_app)
+
+    # ---- serve
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP API for the three jobs",
+                       description="POST /v1/completions, /v1/chat/completions (text, or an image_url part to "
+                                   "caption), /v1/images/generations; GET /v1/models, /health. Streaming "
+                                   "(server-sent events) and request batching; see docs/serve.md.")
+    ckpt_option(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only; "
+                                                       "0.0.0.0 = every interface)")
+    p.add_argument("--port", type=_positive_int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/* "
+                                                   "(default: $COLA_MM_API_KEY, else no key)")
+    p.add_argument("--max-batch", type=_positive_int, default=8,
+                   help="most samples gathered into one sampler call (default 8)")
+    p.add_argument("--max-wait-ms", type=float, default=20.0,
+                   help="how long a request waits for others to batch with (default 20 ms)")
+    p.add_argument("--allow-files", action="append", default=[], metavar="DIR",
+                   help="a folder whose images may be named by local path in image_url parts (repeatable; "
+                        "default none: images come as base64 data URLs)")
+    p.set_defaults(func=cmd_serve)
 
     # ---- probe
     pr = sub.add_parser("probe", help="the probe classifier that judges generated images",

@@ -15,7 +15,7 @@ from cola_mm.data.loader import ShardDataset
 
 SUBCOMMANDS = [["data"], ["data", "shapes"], ["data", "digits"], ["data", "text"], ["data", "all"],
                ["train"], ["generate"], ["generate", "text"], ["eval"], ["eval", "text-vae"],
-               ["tokenizer"], ["tokenizer", "train"]]
+               ["tokenizer"], ["tokenizer", "train"], ["serve"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
