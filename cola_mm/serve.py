@@ -215,6 +215,7 @@ class Batcher:
             spans.append(range(start, start + job.rows))
             start += job.rows
         cancelled: set[int] = set()
+        answered: set[int] = set()  # jobs already sent their result
         while True:
             for job, span in zip(batch, spans):
                 if job.cancelled and span.start not in cancelled:
@@ -230,12 +231,21 @@ class Batcher:
             self.stats["blocks"] += 1
             self.stats["row_blocks"] += running
             finished = stream.finished
-            for job, span in zip(batch, spans):
-                if not job.cancelled:
-                    job.emit(("delta", [deltas[i] for i in span], [finished[i] for i in span]))
+            for k, (job, span) in enumerate(zip(batch, spans)):
+                if job.cancelled or k in answered:
+                    continue
+                job.emit(("delta", [deltas[i] for i in span], [finished[i] for i in span]))
+                if all(finished[i] for i in span):  # answer now, not when the whole batch is done
+                    self._finish(job, stream, span)
+                    answered.add(k)
+        for k, (job, span) in enumerate(zip(batch, spans)):
+            if k not in answered:
+                self._finish(job, stream, span)
+
+    @staticmethod
+    def _finish(job: Job, stream, span: range) -> None:
         texts, tokens, finished = stream.texts, stream.tokens, stream.finished
-        for job, span in zip(batch, spans):
-            job.emit(("done", [texts[i] for i in span], [tokens[i] for i in span], [finished[i] for i in span]))
+        job.emit(("done", [texts[i] for i in span], [tokens[i] for i in span], [finished[i] for i in span]))
 
     def _run_image(self, batch: list[Job]) -> None:
         _, steps, cfg, solver = batch[0].key
