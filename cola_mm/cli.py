@@ -43,6 +43,15 @@ BUNDLED_CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"  # t
 
 def ckpt_option(p: argparse.ArgumentParser, what: str = "pipeline folder") -> None:
     p.add_argument("--ckpt", default=str(BUNDLED_CKPT), help=f"{what} (default: the bundled demo checkpoint)")
+    p.add_argument("--trust-pickle-files", action="store_true",
+                   help="load a pipeline folder that also holds pickle files (*.bin, *.pt, *.pkl, *.ckpt); they are "
+                        "never unpickled, but by default such a folder is refused")
+
+
+def load_pipeline(args: argparse.Namespace):
+    from cola_mm.pipeline import ColaPipeline
+
+    return ColaPipeline.from_pretrained(args.ckpt, trust_pickle_files=getattr(args, "trust_pickle_files", False))
 
 
 def solver_option(p: argparse.ArgumentParser) -> None:
@@ -113,9 +122,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_generate_text(args: argparse.Namespace) -> None:
-    from cola_mm.pipeline import ColaPipeline, clean_text
+    from cola_mm.pipeline import clean_text
 
-    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    pipe = load_pipeline(args)
     stream = pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
                               cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver)
     print(clean_text(args.prompt, []), end="", flush=True)  # invalid UTF-8 in argv: shown as U+FFFD
@@ -128,9 +137,8 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
 
 def cmd_generate_image(args: argparse.Namespace) -> None:
     from cola_mm.core.images import make_grid
-    from cola_mm.pipeline import ColaPipeline
 
-    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    pipe = load_pipeline(args)
     result = pipe.generate_image(args.prompt, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, n=args.n,
                                  solver=args.solver, return_result=True)
     images = result.outputs
@@ -143,9 +151,8 @@ def cmd_generate_image(args: argparse.Namespace) -> None:
 
 
 def cmd_caption(args: argparse.Namespace) -> None:
-    from cola_mm.pipeline import ColaPipeline
 
-    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    pipe = load_pipeline(args)
     captions = pipe.caption(args.images, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver)
     for path, text in zip(args.images, captions):
         print(f"{path}\t{text}")
@@ -185,10 +192,9 @@ def _grid_png(examples: list, out: str, image_first: bool) -> None:
 
 def cmd_eval_text_to_image(args: argparse.Namespace) -> None:
     from cola_mm.evaluation.images import evaluate_text_to_image, format_table
-    from cola_mm.pipeline import ColaPipeline
     from cola_mm.evaluation.probe import Probe
 
-    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    pipe = load_pipeline(args)
     probe = Probe.from_pretrained(args.probe)
     results, examples = evaluate_text_to_image(pipe, probe, args.data, limit=args.limit, steps=args.steps,
                                                cfg_scale=args.cfg_scale, seed=args.seed, keep=8 if args.grid else 0)
@@ -200,9 +206,8 @@ def cmd_eval_text_to_image(args: argparse.Namespace) -> None:
 
 def cmd_eval_caption(args: argparse.Namespace) -> None:
     from cola_mm.evaluation.images import evaluate_captions, format_table
-    from cola_mm.pipeline import ColaPipeline
 
-    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    pipe = load_pipeline(args)
     results, examples = evaluate_captions(pipe, args.data, limit=args.limit, steps=args.steps,
                                           cfg_scale=args.cfg_scale, seed=args.seed, keep=8 if args.grid else 0)
     print(format_table(results))
@@ -327,7 +332,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         if not Path(folder).is_dir():
             raise NotADirectoryError(f"--allow-files: no folder {folder}")
     serve(ckpt, args.host, args.port, args.api_key or os.environ.get("COLA_MM_API_KEY") or None,
-          args.max_batch, args.max_wait_ms, args.allow_files)
+          args.max_batch, args.max_wait_ms, args.allow_files, args.trust_pickle_files)
 
 
 def cmd_eval_text_vae(args: argparse.Namespace) -> None:
@@ -409,10 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML run config (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=1e-3 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest complete checkpoint. The run folder must be trusted: resuming "
+                        "unpickles accelerate's optimizer, scheduler and RNG state (exported pipelines never do)")
     p.add_argument("--resume-if-any", action="store_true",
                    help="continue from the latest complete checkpoint if there is one, else start fresh "
-                        "(a finished run just exports again)")
+                        "(a finished run just exports again); the run folder must be trusted, as for --resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

@@ -42,6 +42,7 @@ from cola_mm.vae_text.tokenizer import load_tokenizer, save_tokenizer
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_VERSION = 1
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # formats that unpickle on load
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -270,10 +271,23 @@ class ColaPipeline:
         return next(self.dit.parameters()).device
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "ColaPipeline":
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        trust_pickle_files: bool = False) -> "ColaPipeline":
+        """Load a pipeline folder. Only safetensors and JSON are read: nothing is unpickled.
+        A folder that also holds pickle files (``*.bin``, ``*.pt``, ``*.pkl``, ``*.ckpt`` …) is
+        refused unless ``trust_pickle_files`` — they are still never loaded, but their presence
+        says the folder came from somewhere that expected them to be (and unpickling runs code)."""
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"pipeline folder not found: {path}")
+        if not trust_pickle_files:
+            found = sorted(f for f in path.rglob("*") if f.suffix.lower() in PICKLE_SUFFIXES and f.is_file())
+            if found:
+                raise CheckpointError(
+                    f"{path} holds pickle files ({found[0].relative_to(path)}"
+                    f"{f' and {len(found) - 1} more' if len(found) > 1 else ''}): cola-mm never unpickles, but "
+                    "such a folder may come from a source that expects them to run; remove them, or pass "
+                    "trust_pickle_files=True (CLI: --trust-pickle-files)")
         config = load_pipeline_config(path)
         vae = TextVAE.from_pretrained(path / "text_vae", device)
         dit = DiT.from_pretrained(path / "dit", device)

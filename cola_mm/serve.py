@@ -612,12 +612,13 @@ def create_app(pipe, model_id: str = "cola-mm", api_key: str | None = None, max_
 
 
 def serve(ckpt: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_batch: int = 8, max_wait_ms: float = 20.0, allow_files: list[str] = ()) -> None:
+          max_batch: int = 8, max_wait_ms: float = 20.0, allow_files: list[str] = (),
+          trust_pickle_files: bool = False) -> None:
     import uvicorn
 
     from cola_mm.pipeline import ColaPipeline
 
-    pipe = ColaPipeline.from_pretrained(ckpt)
+    pipe = ColaPipeline.from_pretrained(ckpt, trust_pickle_files=trust_pickle_files)
     model_id = f"cola-mm-{Path(ckpt).resolve().name}"
     app = create_app(pipe, model_id, api_key, max_batch, max_wait_ms, allow_files)
     print(f"Cola-MM API ({model_id}) on http://{host}:{port}/v1 (Ctrl+C stops it)", flush=True)

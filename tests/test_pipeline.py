@@ -183,3 +183,25 @@ def test_pipeline_refuses_inconsistent_parts(joint):
         ColaPipeline(pipe.text_vae, pipe.dit, pipe.tokenizer, PipelineConfig(block_size=pipe.dit.config.block_size * 2))
     with pytest.raises(ConfigError, match="max_prompt_tokens"):
         PipelineConfig(max_prompt_tokens=1)
+
+
+def test_pipeline_folder_with_pickle_files_is_refused_unless_trusted(joint, tmp_path):
+    """The trust boundary: loading reads safetensors and JSON only; a folder that also carries
+    pickle files is refused (one line) unless the user says so, and even then they are not read."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(joint, folder)
+    (folder / "dit" / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(CheckpointError, match=r"holds pickle files \(dit/pytorch_model.bin\)") as err:
+        ColaPipeline.from_pretrained(folder)
+    assert "\n" not in str(err.value) and "trust_pickle_files=True" in str(err.value)
+    pipe = ColaPipeline.from_pretrained(folder, trust_pickle_files=True)  # the bogus pickle is never opened
+    assert pipe.generate_text("love", max_new_tokens=2, steps=1) is not None
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "generate", "text", "--ckpt", str(folder), "--prompt", "x",
+                        "--max-new-tokens", "2", "--steps", "1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--trust-pickle-files" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "generate", "text", "--ckpt", str(folder), "--prompt", "x",
+                        "--max-new-tokens", "2", "--steps", "1", "--trust-pickle-files"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

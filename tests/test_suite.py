@@ -82,6 +82,12 @@ def test_markdown_of_a_text_only_run_has_no_image_tables(tiny_mm_pipeline, tiny_
     page = md.read_text()
     assert "Text continuation" in page and "Context use" in page
     assert "Text → image" not in page and "Image → text" not in page
+    # hand-written bench figures below the marker survive a rewrite; the tables above it do not
+    md.write_text("stale tables\n\n" + suite.KEPT_MARKER + "\n\n## Serving\n\nkept figures\n")
+    suite.write_markdown(report, md, "cola-mm eval suite --jobs text,context", None)
+    page = md.read_text()
+    assert "stale tables" not in page and page.endswith(suite.KEPT_MARKER + "\n\n## Serving\n\nkept figures\n")
+    assert page.index("Context use") < page.index(suite.KEPT_MARKER)
 
 
 def test_val_split_set_reads_only_the_val_splits(tiny_mm_pipeline, tiny_datasets, tmp_path):

@@ -2,7 +2,7 @@
 
 This is the transformers/diffusers ``save_pretrained`` convention: a folder per component, a
 JSON config that names the component class and a format version, and the weights as
-safetensors. Loading never unpickles. Every failure (missing folder or file, corrupt weights,
+safetensors. Loading never unpickles (training resume does: see `--resume`). Every failure (missing folder or file, corrupt weights,
 a config of another class, weights that do not fit the config) is a :class:`CheckpointError`
 with one clear line.
 """

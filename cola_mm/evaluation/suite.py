@@ -445,6 +445,9 @@ SPLIT_NOTES = {
 }
 
 
+KEPT_MARKER = "<!-- below: bench figures, kept when the suite rewrites this file -->"
+
+
 def write_markdown(report: dict[str, Any], path: PathLike, command: str, json_path: PathLike | None) -> None:
     """``docs/results.md``: what was run, on what, when, and the tables."""
     names = ", ".join(f"`{n}` ({e['path']})" for n, e in report["checkpoints"].items())
@@ -464,6 +467,9 @@ Written by `cola-mm eval suite` on {report['date']} — do not edit by hand; re-
 
 {tables(report)}"""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    old = Path(path).read_text() if Path(path).is_file() else ""
+    if KEPT_MARKER in old:  # figures of the benches (serving, fuzzing …), written by hand with their commands
+        text = text.rstrip("\n") + "\n\n" + old[old.index(KEPT_MARKER):]
     Path(path).write_text(text)
 
 
