@@ -102,10 +102,21 @@ def load_pipeline_config(folder: str | os.PathLike) -> PipelineConfig:
     path = Path(folder) / PIPELINE_FILE
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a pipeline folder (no {PIPELINE_FILE})")
-    raw = json.loads(path.read_text())
-    raw.pop("_class", None)
-    if raw.pop("_format_version", 0) > PIPELINE_VERSION:
-        raise CheckpointError(f"{path} was written by a newer cola-mm")
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(raw).__name__}")
+    found = raw.pop("_class", "ColaPipeline")
+    if found != "ColaPipeline":
+        raise CheckpointError(f"{path} describes a {found!r}, not a ColaPipeline")
+    version = raw.pop("_format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: _format_version must be an integer, got {version!r}")
+    if version > PIPELINE_VERSION:
+        raise CheckpointError(f"{path} was written by a newer cola-mm (format {version}; this one reads "
+                              f"{PIPELINE_VERSION})")
     try:
         return PipelineConfig.from_dict(raw, where=str(path))
     except ConfigError as err:

@@ -11,8 +11,9 @@ basename up to its first dot, as webdataset does). The reader
 - shuffles the shard order per epoch and the samples through a shuffle buffer, both from
   ``seed`` and the epoch, so an epoch's order is a pure function of (seed, epoch, consumer);
 - decodes ``txt`` (UTF-8), ``json`` and images (png/jpg/jpeg/webp → RGB ``PIL.Image``);
-- skips bad samples (corrupt image, truncated tar, missing field, wrong encoding, bad json)
-  with a counted warning, never a crash (:attr:`ShardDataset.stats`);
+- skips bad samples (corrupt image, truncated or damaged tar, missing field, wrong encoding,
+  bad json) with a counted warning, never a crash (:attr:`ShardDataset.stats`); after damage
+  inside a tar it reads on from the next valid header;
 - keeps its position: ``state_dict()`` → ``{"epoch", "consumed", "shard", "offset", ...}``;
   ``load_state_dict()`` makes the next iteration continue exactly where it stopped (the epoch
   is replayed from its start without decoding and the first ``consumed`` samples dropped).
@@ -114,36 +115,111 @@ def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None 
                      ) -> Iterator[dict[str, Any]]:
     """Yield undecoded samples ``{"__key__", "__url__", ext: bytes}`` of one tar, in order.
 
-    A truncated or unreadable tar ends the shard early; the error is reported through
-    ``on_error(reason, url, detail)`` (a complete last sample before the damage is still yielded).
+    Damage does not end an uncompressed shard: after a broken header or a short member the
+    reader looks for the next valid tar header (tar headers sit on 512-byte boundaries and
+    carry a checksum) and goes on from there, reporting ``on_error("damaged_tar", url, detail)``.
+    When no valid header follows (a truncated file) it reports ``"truncated_tar"``. The sample
+    being read when the damage was met is dropped (it may be incomplete); a complete sample
+    before it is still yielded.
     """
-    current: dict[str, Any] | None = None
+    offset = 0
+    while True:
+        current: dict[str, Any] | None = None
+        tar = None
+        try:
+            with open(url, "rb") as f:
+                f.seek(offset)
+                with tarfile.open(fileobj=f, mode="r|*") as tar:
+                    for member in tar:
+                        if not member.isfile():
+                            continue
+                        parsed = split_member_name(member.name)
+                        if parsed is None:
+                            continue
+                        key, ext = parsed
+                        if os.path.basename(key).startswith("__"):
+                            continue
+                        data = tar.extractfile(member).read()
+                        if len(data) != member.size:
+                            raise tarfile.ReadError(f"{member.name}: {len(data)} of {member.size} bytes")
+                        if current is not None and current["__key__"] != key:
+                            yield current
+                            current = None
+                        if current is None:
+                            current = {"__key__": key, "__url__": url}
+                        current[ext] = data
+            # tarfile ends an archive quietly at a header that fails its checksum: look past it
+            end = offset + tar.offset
+            resume = _next_tar_header(url, end + 512) if _is_plain_tar(url) else None
+            if resume is not None or _has_data(url, end):
+                if on_error is not None:
+                    on_error("damaged_tar", url, f"invalid tar header at byte {end}" +
+                             ("; the rest of the shard is lost" if resume is None else f"; resumed at byte {resume}"))
+                if resume is not None:
+                    if current is not None:  # complete, or missing the damaged member (then counted later)
+                        yield current
+                    offset = resume
+                    continue
+        except (tarfile.TarError, OSError, EOFError) as err:
+            failed = offset + (tar.offset if tar is not None else 0)
+            resume = _next_tar_header(url, failed + 512) if _is_plain_tar(url) else None
+            if on_error is not None:
+                on_error("truncated_tar" if resume is None else "damaged_tar", url,
+                         f"{err} (at byte {failed}" + ("" if resume is None else f"; resumed at byte {resume}") + ")")
+            if resume is not None and resume > offset:
+                offset = resume
+                continue
+            current = None  # the sample being read when the tar broke may be incomplete
+        if current is not None:
+            yield current
+        return
+
+
+def _is_plain_tar(url: str) -> bool:
+    """Not gzip/bzip2/xz/zstd-compressed (those cannot be resynchronised)."""
     try:
-        with tarfile.open(url, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                parsed = split_member_name(member.name)
-                if parsed is None:
-                    continue
-                key, ext = parsed
-                if os.path.basename(key).startswith("__"):
-                    continue
-                data = tar.extractfile(member).read()
-                if len(data) != member.size:
-                    raise tarfile.ReadError(f"{member.name}: {len(data)} of {member.size} bytes")
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                current[ext] = data
-    except (tarfile.TarError, OSError, EOFError) as err:
-        if on_error is not None:
-            on_error("truncated_tar", url, str(err))
-        current = None  # the sample being read when the tar broke may be incomplete
-    if current is not None:
-        yield current
+        with open(url, "rb") as f:
+            magic = f.read(6)
+    except OSError:
+        return False
+    return not magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd"))
+
+
+def _has_data(url: str, start: int, chunk: int = 1 << 20) -> bool:
+    """Whether anything but zero bytes (the end-of-archive padding) follows ``start``."""
+    try:
+        with open(url, "rb") as f:
+            f.seek(start)
+            while buf := f.read(chunk):
+                if buf.count(0) != len(buf):
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _next_tar_header(url: str, start: int, chunk: int = 512 * 2048) -> int | None:
+    """The offset of the first 512-aligned valid tar header at or after ``start``, if any."""
+    pos = -(-start // 512) * 512
+    try:
+        with open(url, "rb") as f:
+            while True:
+                f.seek(pos)
+                buf = f.read(chunk)
+                if len(buf) < 512:
+                    return None
+                for i in range(0, len(buf) - 511, 512):
+                    block = buf[i:i + 512]
+                    if block.count(0) == 512:
+                        continue
+                    try:
+                        tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+                    except tarfile.HeaderError:
+                        continue
+                    return pos + i
+                pos += len(buf) // 512 * 512
+    except OSError:
+        return None
 
 
 # --------------------------------------------------------------------------- decoding

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
+
+# Fuzzing budgets (tests/test_fuzz.py): "ci" (the default) keeps the suite within its time limit
+# and is derandomized (the same cases every run); `--hypothesis-profile fuzz` runs 30x more,
+# from random seeds.
+settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True, database=None)
+settings.register_profile("fuzz", max_examples=300, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+FUZZ_COUNTS: Counter = Counter()
+
+
+def fuzz_budget(n: int) -> int:
+    """``n`` cases under the ci profile, 30 n under fuzz (read when the test module is imported,
+    after pytest has loaded the profile)."""
+    return n * max(1, settings.default.max_examples // 10)
+
+
+def count_case(surface: str) -> None:
+    FUZZ_COUNTS[surface] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get("COLA_MM_FUZZ_COUNTS")
+    if out and FUZZ_COUNTS:
+        failed = session.testsfailed
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({"profile": settings.default.max_examples, "cases": dict(FUZZ_COUNTS),
+                                         "tests_failed": failed}, indent=2) + "\n")
 
 WORDS = ("the quick brown fox jumps over a lazy dog and cat sat on mat while king queen "
          "speak of love war death night day my lord good sir what say you").split()

@@ -228,6 +228,10 @@ class KLAutoencoder(nn.Module):
         path = Path(path)
         model = cls(json.loads((path / "config.json").read_text()))
         state = load_file(str(path / WEIGHTS))
+        for name, value in state.items():
+            if not value.is_floating_point() or not torch.isfinite(value).all():
+                raise ValueError(f"weight {name} is {value.dtype}" if not value.is_floating_point()
+                                 else f"weight {name} has non-finite values")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:  # e.g. a pre-0.14 diffusers attention naming
             raise KeyError(f"weights do not match: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")

@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from cola_mm.core.components import CheckpointError
+from cola_mm.core.components import CheckpointError, read_json
 from cola_mm.core.config import Config, check
 from cola_mm.vae_image.kl import DEFAULTS as KL_DEFAULTS, KLAutoencoder, unsupported
 
@@ -236,11 +237,11 @@ class ImageVAE(nn.Module):
             path = path / "image_vae"
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path} is not an image VAE folder (no config.json)")
-        raw = json.loads((path / "config.json").read_text())
+        raw = read_json(path / "config.json")
         if raw.get("_class_name") != "AutoencoderKL":
             raise CheckpointError(f"{path} holds a {raw.get('_class_name') or raw.get('_class') or 'unknown'} "
                                   f"model, expected a diffusers AutoencoderKL")
-        side = json.loads((path / SIDECAR).read_text()) if (path / SIDECAR).is_file() else {}
+        side = read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
         ae = None
         if backend != "diffusers" and (path / "diffusion_pytorch_model.safetensors").is_file() and not unsupported(raw):
             try:
@@ -248,8 +249,10 @@ class ImageVAE(nn.Module):
             except KeyError as err:
                 if backend == "torch":
                     raise CheckpointError(f"{path}: {err.args[0]}") from None
-            except (OSError, ValueError, RuntimeError) as err:
-                raise CheckpointError(f"{path}: cannot load the AutoencoderKL ({str(err).splitlines()[0]})") from None
+            except (OSError, ValueError, RuntimeError, TypeError, AttributeError, ZeroDivisionError,
+                    SafetensorError) as err:
+                raise CheckpointError(f"{path}: cannot load the AutoencoderKL "
+                                      f"({(str(err).splitlines() or [type(err).__name__])[0]})") from None
         elif backend == "torch":
             raise CheckpointError(f"{path}: the torch backend cannot load this VAE "
                                   f"({unsupported(raw) or 'no diffusion_pytorch_model.safetensors'})")

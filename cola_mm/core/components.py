@@ -65,14 +65,13 @@ def read_component_config(path: str | os.PathLike, kind: str, config_cls: type[C
     cfg_file = path / CONFIG_NAME
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} has no {CONFIG_NAME}: not a {kind} checkpoint")
-    try:
-        raw = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({err.msg})") from None
+    raw = read_json(cfg_file)
     found = raw.pop("_class", None)
     if found != kind:
         raise CheckpointError(f"{path} holds a {found or 'unknown'} component, expected {kind}")
     version = raw.pop("_format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{cfg_file}: _format_version must be an integer, got {version!r}")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer cola-mm (format {version})")
     fields = set(config_cls.__dataclass_fields__)
@@ -82,6 +81,22 @@ def read_component_config(path: str | os.PathLike, kind: str, config_cls: type[C
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
     return config, extra
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from ``path``, or a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err.msg})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not valid JSON (not UTF-8 text)") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(raw).__name__}")
+    return raw
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -106,6 +121,10 @@ def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], w
         if own[k].shape != v.shape:
             raise CheckpointError(f"{where}: weight {k} has shape {tuple(v.shape)}, "
                                   f"the config needs {tuple(own[k].shape)}")
+        if own[k].is_floating_point() != v.is_floating_point() or (v.is_floating_point() and not
+                                                                   torch.isfinite(v).all()):
+            what = f"dtype {v.dtype}" if own[k].is_floating_point() != v.is_floating_point() else "non-finite values"
+            raise CheckpointError(f"{where}: weight {k} has {what} (the model needs finite {own[k].dtype})")
     module.load_state_dict(state_dict, strict=True)
 
 
