@@ -48,7 +48,9 @@ def load_pipeline(path: str):
     from cola_mm.apps import preload
     from cola_mm.pipeline import ColaPipeline
 
-    return preload.take(path) or ColaPipeline.from_pretrained(path)
+    pipe = preload.take(path) or ColaPipeline.from_pretrained(path)
+    print(f"cola-mm app: pipeline ready ({path}); every browser session shares it", file=sys.stderr, flush=True)
+    return pipe
 
 
 def clean_prompt(text: str) -> tuple[str | None, list[str]]:

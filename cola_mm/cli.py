@@ -48,6 +48,11 @@ def ckpt_option(p: argparse.ArgumentParser, what: str = "pipeline folder") -> No
                         "never unpickled, but by default such a folder is refused")
 
 
+def _prompt(value) -> str:
+    """argparse reads ``--prompt=--`` as an empty list (it drops a ``--`` value): that prompt is "--"."""
+    return value if isinstance(value, str) else "--"
+
+
 def load_pipeline(args: argparse.Namespace):
     from cola_mm.pipeline import ColaPipeline
 
@@ -125,6 +130,7 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
     from cola_mm.pipeline import clean_text
 
     pipe = load_pipeline(args)
+    args.prompt = _prompt(args.prompt)
     stream = pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
                               cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver)
     print(clean_text(args.prompt, []), end="", flush=True)  # invalid UTF-8 in argv: shown as U+FFFD
@@ -139,7 +145,7 @@ def cmd_generate_image(args: argparse.Namespace) -> None:
     from cola_mm.core.images import make_grid
 
     pipe = load_pipeline(args)
-    result = pipe.generate_image(args.prompt, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, n=args.n,
+    result = pipe.generate_image(_prompt(args.prompt), steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, n=args.n,
                                  solver=args.solver, return_result=True)
     images = result.outputs
     out = Path(args.out)

@@ -150,8 +150,14 @@ def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None 
                         current[ext] = data
             # tarfile ends an archive quietly at a header that fails its checksum: look past it
             end = offset + tar.offset
-            resume = _next_tar_header(url, end + 512) if _is_plain_tar(url) else None
-            if resume is not None or _has_data(url, end):
+            plain = _is_plain_tar(url)
+            resume = _next_tar_header(url, end + 512) if plain else None
+            if plain and resume is None and os.path.getsize(url) - end < 512:
+                # a whole tar ends with zero blocks; a file cut on a member boundary does not
+                if on_error is not None:
+                    on_error("truncated_tar", url, f"the file ends at byte {end} without the end-of-archive "
+                                                   "blocks: it was cut short")
+            elif resume is not None or _has_data(url, end):
                 if on_error is not None:
                     on_error("damaged_tar", url, f"invalid tar header at byte {end}" +
                              ("; the rest of the shard is lost" if resume is None else f"; resumed at byte {resume}"))

@@ -48,8 +48,10 @@ class DiTConfig(Config):
 
     def __post_init__(self):
         check(self.d_latent >= 1, f"d_latent must be >= 1, got {self.d_latent}")
+        check(self.d_model >= 1 and self.n_heads >= 1, f"d_model ({self.d_model}) and n_heads ({self.n_heads}) "
+                                                        f"must be >= 1")
         check(self.d_model % self.n_heads == 0 and (self.d_model // self.n_heads) % 2 == 0,
-              f"d_model ({self.d_model}) must split into an even head width over {self.n_heads} heads")
+              f"n_heads ({self.n_heads}) must split d_model ({self.d_model}) into an even head width")
         check(self.n_layers >= 1, "n_layers must be >= 1")
         check(self.n_segment_types >= 1, "n_segment_types must be >= 1")
         check(self.freq_dim % 2 == 0, "freq_dim must be even")

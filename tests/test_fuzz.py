@@ -437,3 +437,100 @@ def test_fuzz_checkpoint_folders(tiny_mm_pipeline, tmp_path_factory, rel, kind, 
     # sidecar is optional (a plain diffusers folder has none)
     assert kind in ("flip", "truncate") or kind.startswith("json") or rel == "image_vae/cola_mm.json"
     assert isinstance(pipe.generate_text("love", max_new_tokens=2, **FAST), str)
+
+
+# --------------------------------------------------------------------------- what the fuzzing found
+
+
+def test_regression_tar_cut_on_member_boundary_is_counted(shard_pair, tmp_path):
+    """A shard cut exactly between two members once read as a complete, shorter shard: the lost
+    samples were not counted. A whole tar ends with zero blocks; without them it is truncated."""
+    damaged, _ = shard_pair
+    with tarfile.open(damaged) as tar:
+        cut = next(m for m in tar.getmembers() if m.name.startswith("000001.")).offset
+    bad = tmp_path / "000000.tar"
+    bad.write_bytes(damaged.read_bytes()[:cut])
+    samples, stats = _read([bad])
+    assert [s["__key__"] for s in samples] == ["000000"] and stats == {"truncated_tar": 1}
+
+
+def _copy(tiny_mm_pipeline, tmp_path) -> Path:
+    folder = tmp_path / "p"
+    shutil.copytree(tiny_mm_pipeline, folder)
+    return folder
+
+
+@pytest.mark.parametrize("content", [b"\xfb\x00{", b'{"block_size": 16,,}', b"[1, 2]", b""])
+def test_regression_corrupt_pipeline_json_is_one_line(tiny_mm_pipeline, tmp_path, content):
+    """A flipped byte in pipeline.json once crashed with a JSONDecodeError/UnicodeDecodeError traceback."""
+    folder = _copy(tiny_mm_pipeline, tmp_path)
+    (folder / "pipeline.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match="pipeline.json") as err:
+        ColaPipeline.from_pretrained(folder)
+    assert one_line(err.value)
+    (folder / "pipeline.json").write_bytes(b"\xfb")
+    (folder / "dit" / "config.json").write_bytes(b"\xfb\xfe")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        ColaPipeline.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("rel", ["dit/model.safetensors", "image_vae/diffusion_pytorch_model.safetensors"])
+@pytest.mark.parametrize("kind", ["dtype", "nan"])
+def test_regression_integer_or_nan_weights_are_refused(tiny_mm_pipeline, tmp_path, rel, kind):
+    """Integer weights once loaded silently (cast to float by load_state_dict)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(tiny_mm_pipeline, tmp_path)
+    weights = load_file(str(folder / rel))
+    name = sorted(weights)[0]
+    weights[name] = weights[name].to(torch.int32) if kind == "dtype" else weights[name].fill_(float("nan"))
+    save_file(weights, str(folder / rel))
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")) as err:
+        ColaPipeline.from_pretrained(folder)
+    assert one_line(err.value)
+
+
+def test_regression_truncated_image_vae_safetensors(tiny_mm_pipeline, tmp_path):
+    """A truncated image VAE weights file once escaped as a SafetensorError traceback."""
+    folder = _copy(tiny_mm_pipeline, tmp_path)
+    path = folder / "image_vae" / "diffusion_pytorch_model.safetensors"
+    path.write_bytes(path.read_bytes()[:5])
+    with pytest.raises(CheckpointError, match="cannot load the AutoencoderKL") as err:
+        ColaPipeline.from_pretrained(folder)
+    assert one_line(err.value)
+
+
+def test_regression_corrupt_tokenizer_json(tiny_mm_pipeline, tmp_path):
+    """A flipped byte in tokenizer.json once escaped as a bare Exception from the tokenizers library."""
+    folder = _copy(tiny_mm_pipeline, tmp_path)
+    path = folder / "tokenizer" / "tokenizer.json"
+    text = path.read_text()
+    i = text.index('"vocab"') + 40
+    path.write_text(text[:i] + "\x00" + text[i + 1:])
+    with pytest.raises(CheckpointError, match="cannot load the tokenizer") as err:
+        ColaPipeline.from_pretrained(folder)
+    assert one_line(err.value)
+
+
+@pytest.mark.parametrize("layer,key,value", [("model.dit", "n_heads", 3), ("model.dit", "n_heads", 0),
+                                             ("model (image VAE)", "norm_num_groups", 0),
+                                             ("model (Text VAE)", "n_heads", 3)])
+def test_regression_config_checks_name_their_keys(layer, key, value):
+    """n_heads 3 or 0 once gave "d_model (256) must split into …" (the key not named) or a
+    ZeroDivisionError traceback."""
+    cls, base = CONFIG_LAYERS[layer]
+    with pytest.raises(ConfigError, match=key) as err:
+        cls.from_dict({**base, key: value})
+    assert one_line(err.value)
+
+
+def test_regression_cli_prompt_double_dash(tiny_mm_pipeline):
+    """argparse reads --prompt=-- as an empty list; the CLI once answered "no prompt given"."""
+    from cola_mm import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["generate", "text", "--ckpt", str(tiny_mm_pipeline), "--prompt=--", "--max-new-tokens", "2",
+                         "--steps", "1"]) == 0
+    assert out.getvalue().startswith("--")

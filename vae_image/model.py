@@ -65,8 +65,12 @@ class ImageVAEConfig(Config):
 
     def __post_init__(self):
         check(len(self.block_out_channels) >= 1, "block_out_channels needs at least one level")
+        check(self.norm_num_groups >= 1 and all(c >= 1 for c in self.block_out_channels),
+              f"norm_num_groups ({self.norm_num_groups}) and every block_out_channels width "
+              f"{list(self.block_out_channels)} must be >= 1")
         check(all(c % self.norm_num_groups == 0 for c in self.block_out_channels),
-              f"norm_num_groups ({self.norm_num_groups}) must divide every width {self.block_out_channels}")
+              f"norm_num_groups ({self.norm_num_groups}) must divide every block_out_channels width "
+              f"{list(self.block_out_channels)}")
         check(self.latent_channels >= 1 and self.patch_size >= 1, "latent_channels and patch_size must be >= 1")
         check(self.latent_scale > 0, f"latent_scale must be > 0, got {self.latent_scale}")
         side = self.image_size // self.downsample

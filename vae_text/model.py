@@ -51,7 +51,8 @@ class TextVAEConfig(Config):
         check(self.vocab_size >= 8, f"vocab_size must be >= 8, got {self.vocab_size}")
         check(self.d_model > 0 and self.n_heads > 0 and self.d_model % self.n_heads == 0,
               f"d_model ({self.d_model}) must be a positive multiple of n_heads ({self.n_heads})")
-        check((self.d_model // self.n_heads) % 2 == 0, "head width must be even for RoPE")
+        check((self.d_model // self.n_heads) % 2 == 0,
+              f"n_heads ({self.n_heads}) must split d_model ({self.d_model}) into an even head width (RoPE)")
         check(self.enc_layers >= 1 and self.dec_layers >= 1, "enc_layers and dec_layers must be >= 1")
         check(1 <= self.d_latent <= 1024, f"d_latent must be in 1..1024, got {self.d_latent}")
         check(self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}")

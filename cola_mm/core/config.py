@@ -133,10 +133,10 @@ class Config:
             raise ConfigError(f"{where}: missing required key {missing[0]!r}")
         try:
             return cls(**kwargs)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, ArithmeticError) as err:  # a check that assumed a sane value
             if isinstance(err, ConfigError):
                 raise
-            raise ConfigError(f"{where}: {err}") from None
+            raise ConfigError(f"{where}: invalid values ({type(err).__name__}: {err})") from None
 
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)
