@@ -38,7 +38,7 @@ def pytest_sessionfinish(session, exitstatus):
     if out and FUZZ_COUNTS:
         failed = session.testsfailed
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps({"profile": settings.default.max_examples, "cases": dict(FUZZ_COUNTS),
+        Path(out).write_text(json.dumps({"max_examples": settings.default.max_examples, "cases": dict(FUZZ_COUNTS),
                                          "tests_failed": failed}, indent=2) + "\n")
 
 WORDS = ("the quick brown fox jumps over a lazy dog and cat sat on mat while king queen "

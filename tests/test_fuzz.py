@@ -361,10 +361,10 @@ def test_fuzz_config_values(data):
 def test_fuzz_config_unknown_keys(key, where):
     from cola_mm.training.config import TrainConfig
 
-    count_case("configs: unknown keys")
     cfg = json.loads(json.dumps(BASE_CONFIGS["demo"]))
     node = cfg[where] if where else cfg
     assume(key not in node and isinstance(node, dict))
+    count_case("configs: unknown keys")
     node[key] = 1
     with pytest.raises(ConfigError) as err:
         TrainConfig.from_dict(cfg)
@@ -417,11 +417,11 @@ def _retype_weights(folder: Path, rel: str, kind: str) -> None:
                                                                   "json-version", "dtype", "shape"]),
        where=st.floats(0, 1), value=st.integers(0, 255))
 def test_fuzz_checkpoint_folders(tiny_mm_pipeline, tmp_path_factory, rel, kind, where, value):
-    count_case("checkpoint folders")
     if kind.startswith("json"):
         assume(rel.endswith("config.json") or rel == "pipeline.json")
     if kind in ("dtype", "shape"):
         assume(rel.endswith(".safetensors"))
+    count_case("checkpoint folders")
     folder = tmp_path_factory.mktemp("ckpt") / "p"
     shutil.copytree(tiny_mm_pipeline, folder)
     if kind in ("dtype", "shape"):

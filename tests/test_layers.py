@@ -3,7 +3,7 @@
 Floors, top to bottom (``|`` separates siblings, which must not import each other either)::
 
     cola_mm.cli                                 the command line (it starts the app)
-    cola_mm.apps                                the Streamlit app
+    cola_mm.apps | cola_mm.serve                the Streamlit app; the HTTP API
     cola_mm.evaluation | cola_mm.training       evaluation; the training loop and its stages
     cola_mm.pipeline                            inference: one pipeline for the three jobs
     cola_mm.vae_text | cola_mm.vae_image        the two VAEs
@@ -27,7 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = (
     ("cola_mm.cli",),
-    ("cola_mm.apps",),
+    ("cola_mm.apps", "cola_mm.serve"),
     ("cola_mm.evaluation", "cola_mm.training"),
     ("cola_mm.pipeline",),
     ("cola_mm.vae_text", "cola_mm.vae_image"),
