@@ -49,11 +49,11 @@ async def page_errors(page) -> list[str]:
 
 async def image_job(page, prompt: str, timeout_ms: int) -> tuple[float, str, list[str]]:
     await page.get_by_role("tab", name="Text → Image").click()
-    box = page.get_by_label("Prompt").first
+    panel = page.get_by_role("tabpanel", name="Text → Image")
+    box = panel.get_by_label("Prompt")
     await box.fill(prompt)
     await box.press("Enter")
     await settled(page, timeout_ms)
-    panel = page.get_by_role("tabpanel", name="Text → Image")
     start = time.perf_counter()
     await panel.get_by_role("button", name="Generate images").click()
     await panel.locator('[data-testid="stImage"] img').first.wait_for(state="visible", timeout=timeout_ms)
@@ -86,6 +86,7 @@ async def text_job(page, prompt: str, timeout_ms: int) -> tuple[float, str]:
     await settled(page, timeout_ms)
     start = time.perf_counter()
     await panel.get_by_role("button", name="Continue").click()
+    await panel.locator("strong", has_text=prompt).first.wait_for(state="visible", timeout=timeout_ms)
     await settled(page, timeout_ms)
     seconds = time.perf_counter() - start
     shown = " ".join(await panel.locator("strong").all_inner_texts())
@@ -94,6 +95,7 @@ async def text_job(page, prompt: str, timeout_ms: int) -> tuple[float, str]:
 
 async def session(browser, url: str, i: int, rounds: int, timeout_ms: int, bar) -> dict:
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(timeout_ms)
     page = await context.new_page()
     out = {"session": i, "image_s": [], "caption_s": [], "text_s": [], "errors": [], "checks_failed": []}
     try:
