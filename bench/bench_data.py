@@ -7,6 +7,10 @@ DataLoader workers.
 
     python bench/bench_data.py                       # default: 10,000 samples
     python bench/bench_data.py --count 20000 --json bench/results/data.json
+    python bench/bench_data.py --http --json bench/results/data_http.json   # also through loopback HTTP
+
+With ``--http`` the same shards are also served by a standard-library HTTP server on loopback
+and read through ``http://127.0.0.1:PORT/{000000..NNNNNN}.tar`` (webdataset's gopen: curl).
 
 Target (issue "Foundation"): the loader delivers >= 2,000 decoded samples/s on 2 cores.
 """
@@ -39,7 +43,23 @@ def collate(samples: list[dict]) -> dict:
     return {"image": images, "txt": [s["txt"] for s in samples]}
 
 
-def measure_loader(shards: Path, workers: int, batch_size: int) -> tuple[float, int]:
+def serve_folder(folder: Path):
+    """A loopback HTTP server of ``folder`` in a thread; returns (server, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def measure_loader(shards, workers: int, batch_size: int) -> tuple[float, int]:
     ds = ShardDataset(shards, required=("txt", "image"), shuffle_buffer=1000,
                       shuffle_shards=True, seed=0, epochs=1, transform=to_arrays)
     loader = make_loader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate)
@@ -56,6 +76,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image side")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--http", action="store_true", help="also read the shards through loopback HTTP")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="cola-mm-bench-"))
@@ -72,6 +93,18 @@ def main() -> None:
             rate, n = measure_loader(shards, workers, args.batch_size)
             assert n == args.count, f"read {n} of {args.count} samples"
             results[f"read_samples_per_s_{workers}_workers"] = round(rate)
+        if args.http:
+            server, base = serve_folder(shards)
+            names = sorted(p.name for p in shards.glob("*.tar"))
+            url = f"{base}/{{{names[0][:-4]}..{names[-1][:-4]}}}.tar"
+            results["http_url"] = url.replace(base, "http://127.0.0.1:PORT")
+            try:
+                for workers in (0, 1, 2):
+                    rate, n = measure_loader(url, workers, args.batch_size)
+                    assert n == args.count, f"read {n} of {args.count} samples over HTTP"
+                    results[f"http_read_samples_per_s_{workers}_workers"] = round(rate)
+            finally:
+                server.shutdown()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for key, value in results.items():

@@ -26,12 +26,14 @@ Shapes: samples are dicts ``{"__key__": str, "__url__": str, "txt": str, "json":
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import json
 import logging
 import os
 import random
+import re
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -68,6 +70,11 @@ def list_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[s
     shards: list[str] = []
     for part in parts:
         found: list[str] = []
+        if is_remote(part):  # http(s)://, pipe:, gs:// …: opened by webdataset's gopen; nothing to list
+            shards.extend(braceexpand(part))
+            continue
+        if part.startswith("file:"):
+            part = part[len("file:"):]
         for pattern in braceexpand(part):
             path = Path(pattern).expanduser()
             if path.is_dir():
@@ -88,6 +95,13 @@ def list_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[s
             raise DataError(f"no shards match {part!r}")
         shards.extend(found)
     return shards
+
+
+def is_remote(url: str) -> bool:
+    """A URL webdataset's ``gopen`` opens (``http(s)://``, ``pipe:``, ``gs://``, ``s3``-style
+    ``pipe:aws …``), rather than a local path (``file:`` and Windows drive letters are local)."""
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]+):", url)
+    return m is not None and m.group(1).lower() != "file"
 
 
 def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -122,6 +136,9 @@ def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None 
     being read when the damage was met is dropped (it may be incomplete); a complete sample
     before it is still yielded.
     """
+    if is_remote(url):
+        yield from _iter_remote(url, on_error)
+        return
     offset = 0
     while True:
         current: dict[str, Any] | None = None
@@ -130,24 +147,9 @@ def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None 
             with open(url, "rb") as f:
                 f.seek(offset)
                 with tarfile.open(fileobj=f, mode="r|*") as tar:
-                    for member in tar:
-                        if not member.isfile():
-                            continue
-                        parsed = split_member_name(member.name)
-                        if parsed is None:
-                            continue
-                        key, ext = parsed
-                        if os.path.basename(key).startswith("__"):
-                            continue
-                        data = tar.extractfile(member).read()
-                        if len(data) != member.size:
-                            raise tarfile.ReadError(f"{member.name}: {len(data)} of {member.size} bytes")
-                        if current is not None and current["__key__"] != key:
-                            yield current
-                            current = None
-                        if current is None:
-                            current = {"__key__": key, "__url__": url}
-                        current[ext] = data
+                    for current, done in _group(tar, url):
+                        if done is not None:
+                            yield done
             # tarfile ends an archive quietly at a header that fails its checksum: look past it
             end = offset + tar.offset
             plain = _is_plain_tar(url)
@@ -179,6 +181,101 @@ def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None 
         if current is not None:
             yield current
         return
+
+
+def _group(tar: tarfile.TarFile, url: str) -> Iterator[tuple[dict | None, dict | None]]:
+    """Group a tar stream's members into samples by key. Yields (the sample being filled, a
+    finished sample or None) after each member, so a caller that meets damage knows both."""
+    current: dict[str, Any] | None = None
+    for member in tar:
+        if not member.isfile():
+            continue
+        parsed = split_member_name(member.name)
+        if parsed is None:
+            continue
+        key, ext = parsed
+        if os.path.basename(key).startswith("__"):
+            continue
+        data = tar.extractfile(member).read()
+        if len(data) != member.size:
+            raise tarfile.ReadError(f"{member.name}: {len(data)} of {member.size} bytes")
+        done = None
+        if current is not None and current["__key__"] != key:
+            done, current = current, None
+        if current is None:
+            current = {"__key__": key, "__url__": url}
+        current[ext] = data
+        yield current, done
+
+
+def _iter_remote(url: str, on_error: Callable[[str, str, str], None] | None) -> Iterator[dict[str, Any]]:
+    """One shard opened by webdataset's ``gopen`` (``curl`` for http(s), a shell for ``pipe:``).
+    A stream cannot be searched for the next header: damage ends the shard (counted)."""
+    from webdataset.gopen import gopen
+
+    current: dict[str, Any] | None = None
+    stream = None
+    reason = "unreadable_shard"
+    try:
+        stream = gopen(url, "rb")
+        tail = _TailReader(stream)
+        with tarfile.open(fileobj=tail, mode="r|*") as tar:
+            reason = "truncated_tar"
+            for current, done in _group(tar, url):
+                if done is not None:
+                    yield done
+            end = tar.offset
+        tail.drain()
+        stream.close()  # a pipe's exit status is checked here (curl -f: 22 for an HTTP error)
+        stream = None
+        if tail.compressed is False and on_error is not None:  # tarfile stops quietly at a cut or a bad header
+            block = tail.at(end, 512)  # the sample being filled is still yielded: the loader checks its fields
+            if block is None or len(block) < 512:
+                on_error("truncated_tar", url, f"the stream ends at byte {end} without the end-of-archive blocks")
+            elif block.count(0) != 512:
+                on_error("damaged_tar", url, f"invalid tar header at byte {end}; the rest of the stream is lost")
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        detail = " ".join(str(err).split())[:300] or type(err).__name__
+        if on_error is not None:
+            on_error(reason, url, detail)
+        current = None
+    finally:
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+    if current is not None:
+        yield current
+
+
+class _TailReader:
+    """A read-only stream wrapper that remembers the last bytes read (to look at where tarfile
+    stopped) and whether the stream is a plain (uncompressed) tar."""
+
+    KEEP = 1 << 16
+
+    def __init__(self, stream):
+        self.stream, self.pos, self.buf = stream, 0, b""
+        self.compressed: bool | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        if self.compressed is None and data:
+            self.compressed = data.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd"))
+        self.pos += len(data)
+        self.buf = (self.buf + data)[-self.KEEP:]
+        return data
+
+    def drain(self, limit: int = 1 << 20) -> None:
+        """Read what follows (the end-of-archive padding), up to ``limit`` bytes."""
+        while limit > 0 and (data := self.read(min(65536, limit))):
+            limit -= len(data)
+
+    def at(self, offset: int, n: int) -> bytes | None:
+        """Bytes ``offset`` … ``offset + n`` if still held (None if they were never read or dropped)."""
+        start = self.pos - len(self.buf)
+        if offset < start or offset >= self.pos:
+            return None
+        return self.buf[offset - start:offset - start + n]
 
 
 def _is_plain_tar(url: str) -> bool:
