@@ -82,6 +82,29 @@ def cmd_data_all(args: argparse.Namespace) -> None:
                                                out=str(tok_dir)))
 
 
+def cmd_data_import(args: argparse.Namespace) -> None:
+    from cola_mm.data import importer
+
+    if args.source == "folder":
+        rows = importer.folder_rows(args.images, args.captions)
+        settings = {"source": "folder", "images": str(Path(args.images).resolve()),
+                    "captions": str(Path(args.captions).resolve())}
+    elif args.source == "coco":
+        rows = importer.coco_rows(args.annotations, args.images)
+        settings = {"source": "coco", "annotations": str(Path(args.annotations).resolve()),
+                    "images": str(Path(args.images).resolve())}
+    else:
+        rows = importer.hf_rows(args.folder, args.image_column, args.caption_column)
+        settings = {"source": "hf", "folder": str(Path(args.folder).resolve()), "image_column": args.image_column,
+                    "caption_column": args.caption_column}
+    entry = importer.import_rows(rows, None, args.out, args.split, settings, size=args.size,
+                                 shard_size=args.shard_size, fmt=args.format, overwrite=args.overwrite,
+                                 limit=args.limit, progress=not args.no_progress)
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(entry["skipped"].items())) or "none"
+    print(f"imported {entry['count']} samples of {entry['source_rows']} source rows into "
+          f"{Path(args.out) / args.split} ({len(entry['shards'])} shards); skipped: {skipped}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from cola_mm.training.loop import train
     from cola_mm.training.config import load_train_config
@@ -397,6 +420,35 @@ def build_parser() -> argparse.ArgumentParser:
         common(p, "dataset root; shards go to OUT/<split>/")
         dataset.add_arguments(p)
         p.set_defaults(func=dataset.build)
+
+    imp = dsub.add_parser("import", help="real image-caption data (a folder, COCO, a datasets folder) as shards",
+                          description="Write img2dataset-format shards (jpg + txt + json) from your own "
+                                      "image-caption data: each image RGB, resized and centre-cropped to "
+                                      "--size; unreadable images and empty captions skipped and counted; "
+                                      "rerunning the same command continues after the last finished shard.")
+    isub = imp.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    srcs = [isub.add_parser("folder", help="a folder of images + a captions .jsonl or .csv",
+                            description="Rows name the image (file|image|path|file_name) and its caption "
+                                        "(caption|text|txt); other columns go into the json."),
+            isub.add_parser("coco", help="a COCO-style captions json + its image folder"),
+            isub.add_parser("hf", help="a Hugging Face datasets folder (save_to_disk)")]
+    srcs[0].add_argument("images", help="image folder")
+    srcs[0].add_argument("--captions", required=True, help="captions file (.jsonl or .csv)")
+    srcs[1].add_argument("annotations", help="captions json (e.g. captions_train2017.json)")
+    srcs[1].add_argument("--images", required=True, help="image folder (e.g. train2017/)")
+    srcs[2].add_argument("folder", help="a folder written by datasets' save_to_disk (one split)")
+    srcs[2].add_argument("--image-column", default=None, help="default: image / img / file …")
+    srcs[2].add_argument("--caption-column", default=None, help="default: caption / text / txt …")
+    for p in srcs:
+        p.add_argument("--out", required=True, help="dataset root; shards go to OUT/SPLIT/")
+        p.add_argument("--split", default="train", help="split folder (default train)")
+        p.add_argument("--size", type=_positive_int, default=64, help="image side after the centre crop (default 64)")
+        p.add_argument("--format", choices=("jpg", "png", "webp"), default="jpg", help="image encoding (default jpg)")
+        p.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard (default 1000)")
+        p.add_argument("--limit", type=_positive_int, default=None, help="read at most this many source rows")
+        p.add_argument("--overwrite", action="store_true", help="replace an import already in OUT/SPLIT")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.set_defaults(func=cmd_data_import)
 
     p = dsub.add_parser("all", help="every bundled dataset and the tokenizer under one root",
                         description="Build OUT/<dataset> for every registered dataset (" + ", ".join(registry.datasets())
