@@ -38,6 +38,7 @@ from cola_mm.training.stage import Stage
 
 METRICS_FILE = "metrics.jsonl"
 KILL_ENV = "COLA_MM_KILL_AT_STEP"  # test hook: SIGKILL this process after that step
+KILL_IN_CHECKPOINT_ENV = "COLA_MM_KILL_IN_CHECKPOINT"  # test hook: SIGKILL the main process mid-write of that step's checkpoint
 
 
 class TrainingDiverged(RuntimeError):
@@ -62,6 +63,16 @@ def make_accelerator(cfg: TrainConfig):
     on_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     precision = {"auto": "no" if on_cpu else "bf16", "fp32": "no", "bf16": "bf16"}[cfg.precision]
     plugin = None
+    if cfg.deepspeed and not any(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        # one plain process (no launcher): give DeepSpeed a world of one on loopback, or it goes
+        # looking for MPI
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if cfg.deepspeed:
         ds = json.loads(Path(cfg.deepspeed).read_text())
         world = int(os.environ.get("WORLD_SIZE", 1))
@@ -71,7 +82,7 @@ def make_accelerator(cfg: TrainConfig):
         ds["gradient_clipping"] = cfg.optim.grad_clip
         plugin = DeepSpeedPlugin(hf_ds_config=ds)
     multi = int(os.environ.get("WORLD_SIZE", 1)) > 1
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and multi else []
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and (multi or cfg.deepspeed) else []
     log_with = "tensorboard" if importlib.util.find_spec("tensorboard") else None
     return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.optim.grad_accum,
                        deepspeed_plugin=plugin, kwargs_handlers=handlers, log_with=log_with,
@@ -233,6 +244,11 @@ def train(cfg: TrainConfig, resume: bool | str = False, progress: bool = True) -
     step = 0
     if resume:
         state = ckpt.read_trainer_state(existing)
+        saved = state.get("num_processes", accelerator.num_processes)
+        if saved != accelerator.num_processes:
+            raise ConfigError(f"{existing} was written by {saved} process(es), this run has "
+                              f"{accelerator.num_processes}: resume with the same number (each process resumes "
+                              f"its own shard position{' and ZeRO partition' if cfg.deepspeed else ''})")
         accelerator.load_state(str(existing / "state"))
         loader.load_state_dict(json.loads((existing / f"loader_rank{accelerator.process_index}.json").read_text()))
         scheduler.load_state_dict(state["scheduler"])
@@ -344,6 +360,8 @@ def _save_checkpoint(accelerator, cfg, stage, model, ema, loader, scheduler, ste
         ckpt.begin(cfg.run_dir, step)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp / "state"))
+    if main and os.environ.get(KILL_IN_CHECKPOINT_ENV) == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)  # test hook: the state is half written, nothing committed
     (tmp / f"loader_rank{accelerator.process_index}.json").write_text(json.dumps(loader.state_dict()))
     full = accelerator.get_state_dict(model)  # gathers partitioned (ZeRO-3) weights; every rank
     problem = ""
