@@ -342,3 +342,38 @@ def test_regression_deepspeed_in_one_plain_process(tiny_datasets, tmp_path):
     proc = cli("train", "--config", str(write_config(tmp_path, cfg)), "--no-progress", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "model" / "text_vae" / "model.safetensors").is_file()
+
+
+def test_two_nodes_rehearsed_on_loopback(tiny_datasets, tmp_path):
+    """The README's multi-node command on one machine: two `accelerate launch --num_machines 2
+    --machine_rank 0|1 --main_process_ip 127.0.0.1` groups of one process each (gloo, ZeRO-2,
+    one shared run folder) train to the same loss curve as one 2-process run; each rank reads
+    its own shard position (its own loader state)."""
+    import socket
+
+    ds = str(REPO / "configs" / "deepspeed" / "zero2.json")
+    over = {"max_steps": 4, "ckpt_every": 4, "val_every": 0, "deepspeed": ds}
+    one = write_config(tmp_path, tiny_config(tiny_datasets, tmp_path / "one", **over), "one.yaml")
+    proc = cli("train", "--config", str(one), "--no-progress", launcher=_launch(2), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    two = write_config(tmp_path, tiny_config(tiny_datasets, tmp_path / "two", **over), "two.yaml")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
+                               "--machine_rank", str(rank), "--num_processes", "2", "--main_process_ip", "127.0.0.1",
+                               "--main_process_port", str(port), "-m", "cola_mm.cli", "train", "--config", str(two),
+                               "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              cwd=REPO) for rank in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    ckpt = tmp_path / "two" / "checkpoints" / "step_000004"
+    assert json.loads((ckpt / "trainer_state.json").read_text())["num_processes"] == 2
+    positions = [json.loads((ckpt / f"loader_rank{r}.json").read_text()) for r in (0, 1)]
+    assert positions[0] != positions[1]  # two consumers, two positions in the shards
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-5, (step, a[step], b[step])
