@@ -105,6 +105,19 @@ def cmd_data_import(args: argparse.Namespace) -> None:
           f"{Path(args.out) / args.split} ({len(entry['shards'])} shards); skipped: {skipped}")
 
 
+def cmd_data_encode(args: argparse.Namespace) -> None:
+    from cola_mm.vae_image.latent_cache import encode_shards
+    from cola_mm.vae_image.model import ImageVAE
+
+    vae = ImageVAE.from_pretrained(args.vae)
+    entry = encode_shards(vae, args.data, args.out, args.split, batch_size=args.batch_size,
+                          shard_size=args.shard_size, overwrite=args.overwrite, vae_path=str(Path(args.vae).resolve()),
+                          progress=not args.no_progress)
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(entry["skipped"].items())) or "none"
+    print(f"encoded {entry['count']} images into {Path(args.out) / args.split} ({len(entry['shards'])} shards, "
+          f"VAE fingerprint {entry['vae_fingerprint']}); skipped: {skipped}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from cola_mm.training.loop import train
     from cola_mm.training.config import load_train_config
@@ -449,6 +462,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace an import already in OUT/SPLIT")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(func=cmd_data_import)
+
+    p = dsub.add_parser("encode", help="image-caption shards -> latent shards (train without the VAE encoder)",
+                        description="Encode every image of --data with the image VAE once and write its posterior "
+                                    "(mean, logvar) with the caption into OUT/SPLIT; use OUT/SPLIT as a data.pairs "
+                                    "source. The run refuses a cache made by another VAE (fingerprint).")
+    p.add_argument("--vae", required=True, help="image VAE folder (a vae-image model or a pipeline folder)")
+    p.add_argument("--data", required=True, help="image-caption shards (a directory, pattern or URL)")
+    p.add_argument("--out", required=True, help="cache root; shards go to OUT/SPLIT/")
+    p.add_argument("--split", default="train", help="split folder (default train)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per encoder call (default 64)")
+    p.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard (default 1000)")
+    p.add_argument("--overwrite", action="store_true", help="replace shards that already exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_encode)
 
     p = dsub.add_parser("all", help="every bundled dataset and the tokenizer under one root",
                         description="Build OUT/<dataset> for every registered dataset (" + ", ".join(registry.datasets())

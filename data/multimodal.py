@@ -130,8 +130,8 @@ class MultimodalRows(torch.utils.data.IterableDataset):
                 for seg in sample:
                     if seg.modality == "text":
                         captions.append((start, torch.tensor(ids, dtype=torch.long)))
-                    else:
-                        images.append((start, pair["pixels"]))
+                    else:  # pixels (3, S, S), or a cached posterior (2, C, h, w) from a latent cache
+                        images.append((start, pair["pixels"] if "pixels" in pair else pair["latent"]))
                     start += seg.length
                 samples.append(sample)
                 used += sample_length(sample)
@@ -147,7 +147,8 @@ def collate_rows(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
         layout tensors (b, L[, 3]); windows (n_w, L) + window_rows (n_w,);
         captions (n_c, T) right-padded with 0 + caption_at (n_c, 2) [row, start] + caption_len (n_c,);
-        pixels (n_i, 3, S, S) + image_at (n_i, 2) [row, start]
+        pixels (n_i, 3, S, S) + image_at (n_i, 2) [row, start];
+        latents (n_l, 2, C, h, w) [posterior mean, logvar of cached images] + latent_at (n_l, 2)
     """
     batch = stack_layouts([it["layout"] for it in items])
     win = [(r, it["window"]) for r, it in enumerate(items) if it["window"] is not None]
@@ -162,7 +163,10 @@ def collate_rows(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     batch["captions"] = captions
     batch["caption_at"] = torch.tensor([[r, s] for r, s, _ in caps], dtype=torch.long).reshape(-1, 2)
     batch["caption_len"] = torch.tensor([len(ids) for _, _, ids in caps], dtype=torch.long)
-    imgs = [(r, s, px) for r, it in enumerate(items) for s, px in it["images"]]
+    imgs = [(r, s, px) for r, it in enumerate(items) for s, px in it["images"] if px.ndim == 3]
     batch["pixels"] = torch.stack([px for _, _, px in imgs]) if imgs else torch.zeros(0, 3, 1, 1)
     batch["image_at"] = torch.tensor([[r, s] for r, s, _ in imgs], dtype=torch.long).reshape(-1, 2)
+    lats = [(r, s, z) for r, it in enumerate(items) for s, z in it["images"] if z.ndim == 4]
+    batch["latents"] = torch.stack([z for _, _, z in lats]) if lats else torch.zeros(0, 2, 1, 1, 1)
+    batch["latent_at"] = torch.tensor([[r, s] for r, s, _ in lats], dtype=torch.long).reshape(-1, 2)
     return batch

@@ -8,7 +8,10 @@ tensor in [-1, 1]. The position (each source's shard position and the mixing RNG
 
 Each item is ``{"pixels": (3, S, S) float, "txt": str, "json": dict | None}`` (``json``: the
 sample's ground truth where the shard has one, from which :mod:`cola_mm.data.captions` rebuilds a
-canonical caption).
+canonical caption). A sample of a latent cache (``cola-mm data encode``: a
+``latent.safetensors`` member holding the image VAE's posterior ``mean`` and ``logvar``) gives
+``{"latent": (2, C, h, w) float, …}`` instead, and no image is decoded. The cache's VAE
+fingerprint, stored in every member, must equal ``latent_fingerprint``.
 
 A :class:`PairSource` may warp its images: a random rotation and zoom per sample, drawn from a
 second resumable RNG, so the sample sequence does not change. It is augmentation for sets whose
@@ -34,6 +37,31 @@ class PairSource(Source):
     warp_scale: float = 0.0  # zoom ~ U(1 ± warp_scale) per image
 
 
+LATENT_FIELD = "latent.safetensors"
+
+
+def read_latent(data: bytes, where: str, fingerprint: str | None) -> torch.Tensor:
+    """A cached posterior → (2, C, h, w) [mean, logvar]; refuses a cache of another VAE."""
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+        n = int.from_bytes(data[:8], "little")  # safetensors: a u64 header length, then the JSON header
+        meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError("corrupt_latent") from err
+    if fingerprint is not None and meta.get("vae_fingerprint") != fingerprint:
+        raise DataError(f"{where}: this latent cache was made by another image VAE (fingerprint "
+                        f"{meta.get('vae_fingerprint')}, the run's is {fingerprint}); re-encode it with "
+                        f"`cola-mm data encode --vae` and the run's image VAE")
+    if set(tensors) != {"mean", "logvar"}:
+        raise ValueError("corrupt_latent")
+    return torch.stack([tensors["mean"].float(), tensors["logvar"].float()])
+
+
 def pixels_from_image(img, size: int) -> torch.Tensor:
     """PIL image (any mode/size) → (3, size, size) float in [-1, 1]."""
     from cola_mm.core.images import fit_square, image_to_tensor, to_rgb
@@ -44,7 +72,7 @@ def pixels_from_image(img, size: int) -> torch.Tensor:
 class ImagePairs(torch.utils.data.IterableDataset):
     def __init__(self, sources: Sequence[Source], image_size: int = 64, seed: int = 0,
                  shuffle_buffer: int = 1000, epochs: int | None = None, require_text: bool = True,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, latent_fingerprint: str | None = None):
         super().__init__()
         if not sources:
             raise DataError("no image sources given")
@@ -54,9 +82,11 @@ class ImagePairs(torch.utils.data.IterableDataset):
         self.warps = [(s.warp_degrees, s.warp_scale) if isinstance(s, PairSource) else (0.0, 0.0) for s in sources]
         if any(min(w) < 0 for w in self.warps):
             raise DataError("warp_degrees and warp_scale must be >= 0")
-        required = ("image", "txt") if require_text else ("image",)
+        required = ("txt",) if require_text else ()
+        self.latent_fingerprint = latent_fingerprint
         self.datasets = [
-            ShardDataset(s.shards, required=required, fields=("txt", "text", "caption", "json", "jpg", "jpeg", "png", "webp"),
+            ShardDataset(s.shards, required=required, fields=("txt", "text", "caption", "json", "jpg", "jpeg", "png", "webp",
+                                                             LATENT_FIELD),
                          shuffle_buffer=shuffle_buffer, shuffle_shards=epochs is None,
                          seed=seed + 1000 * i + 7, epochs=epochs, rank=rank, world_size=world_size)
             for i, s in enumerate(sources)]
@@ -99,6 +129,22 @@ class ImagePairs(torch.utils.data.IterableDataset):
             sample = next(streams[i], None)
             if sample is None:
                 live.remove(i)
+                continue
+            if LATENT_FIELD in sample:
+                if any(self.warps[i]):
+                    raise DataError(f"{sample['__url__']}: a latent cache cannot be warped (warp_degrees/warp_scale)")
+                try:
+                    latent = read_latent(sample[LATENT_FIELD], sample["__url__"], self.latent_fingerprint)
+                except DataError:  # a cache of another VAE: nothing in it is usable
+                    raise
+                except ValueError as err:  # one damaged member: skipped and counted
+                    self.datasets[i]._skip(str(err), sample["__url__"], sample["__key__"])
+                    continue
+                self._rng_state, self._warp_state = rng.getstate(), warp_rng.getstate()
+                yield {"latent": latent, "txt": sample.get("txt", ""), "json": sample.get("json")}
+                continue
+            if "image" not in sample:
+                self.datasets[i]._skip("missing_field", sample["__url__"], f"{sample['__key__']} lacks ['image']")
                 continue
             pixels = pixels_from_image(sample["image"], self.image_size)
             if any(self.warps[i]):

@@ -199,6 +199,17 @@ class ImageVAE(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def fingerprint(self) -> str:
+        """A hash of the config and the float32 weights: what a latent cache records and checks."""
+        import hashlib
+        import json as _json
+
+        h = hashlib.sha256(_json.dumps(self.config.to_dict(), sort_keys=True, default=str).encode())
+        for name, value in sorted(self.ae.state_dict().items()):
+            h.update(name.encode())
+            h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     # ---- folders
     def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
         """diffusers' folder (loadable by ``AutoencoderKL.from_pretrained``) plus our sidecar;

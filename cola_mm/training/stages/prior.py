@@ -149,7 +149,8 @@ class MultimodalTrainModule(JointTrainModule):
         return self
 
     def forward(self, block_ids, sample_ids, positions, segments, loss_weight, is_image, windows, window_rows,
-                captions, caption_at, caption_len, pixels, image_at) -> tuple[torch.Tensor, dict[str, float]]:
+                captions, caption_at, caption_len, pixels, image_at, latents=None, latent_at=None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.loss_cfg
         b, L = block_ids.shape
         device = block_ids.device
@@ -182,6 +183,9 @@ class MultimodalTrainModule(JointTrainModule):
         if pixels.shape[0]:
             with torch.no_grad():
                 z0 = scatter_latents(z0, self.image_vae.images_to_tokens(pixels, sample=True).float(), image_at)
+        if latents is not None and latents.shape[0]:  # a latent cache: the VAE's encoder is not run
+            z = self.image_vae.sample(latents[:, 0], latents[:, 1])
+            z0 = scatter_latents(z0, self.image_vae.to_tokens(z).float(), latent_at)
         layout = {"block_ids": block_ids, "sample_ids": sample_ids, "positions": positions, "segments": segments,
                   "loss_weight": loss_weight, "is_image": is_image}
         loc = torch.where(is_image, cfg.image_time_loc, cfg.time_loc)
@@ -206,10 +210,12 @@ class JointStage(TextWindowStage):
         vae_path = vae_dir / "text_vae" if (vae_dir / "text_vae").is_dir() else vae_dir
         self.vae = TextVAE.from_pretrained(vae_path)
         self.image_vae = None
+        self.image_fingerprint = None
         if "image_vae" in section:
             from cola_mm.vae_image.model import ImageVAE
 
             self.image_vae = ImageVAE.from_pretrained(section["image_vae"])
+            self.image_fingerprint = self.image_vae.fingerprint()
             if self.image_vae.config.token_dim != self.vae.config.d_latent:
                 raise ConfigError(f"image VAE tokens have {self.image_vae.config.token_dim} channels (latent "
                                   f"channels × patch²) but the Text VAE's latents {self.vae.config.d_latent}; "
@@ -267,7 +273,8 @@ class JointStage(TextWindowStage):
         if pair_sources and self.image_vae is not None:
             sources = [PairSource(s.shards, s.weight, s.warp_degrees, s.warp_scale) for s in pair_sources]
             pairs = ImagePairs(sources, self.image_vae.config.image_size,
-                               seed=cfg.seed, shuffle_buffer=shuffle, epochs=epochs, rank=rank, world_size=world)
+                               seed=cfg.seed, shuffle_buffer=shuffle, epochs=epochs, rank=rank, world_size=world,
+                               latent_fingerprint=self.image_fingerprint)  # latent caches must be this VAE's
         jobs = dict(cfg.data.jobs)
         if windows is None:
             jobs.pop("text_to_text", None)
@@ -341,6 +348,8 @@ class JointStage(TextWindowStage):
                  f"{dit.config.d_model}, blocks of {dit.config.block_size} latents)"]
         if self.image_vae is not None:
             c = self.image_vae.config
+            lines.append(f"- image VAE fingerprint {self.image_fingerprint} (latent caches made by "
+                         f"`cola-mm data encode` must carry it)")
             lines.append(f"- image VAE: {self.image_vae.num_params() / 1e6:.2f}M params, {c.image_size} px → "
                          f"{c.n_tokens} tokens (frozen in this stage)")
         lines += ["", f"Trained for {cfg.max_steps} steps × {cfg.batch_size} rows of {cfg.data.seq_len} latents "
