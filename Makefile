@@ -58,7 +58,7 @@ mm-targets: demo-prev  ## train and score the small model at the text->image and
 	&& $$c eval caption --ckpt runs/mm_small_joint5w/model --limit 300
 
 test:  ## run the test suite (CPU, tiny configs, the bundled checkpoint, a real browser)
-	@venv=$(VENV) && bash .ci/chromium.sh && HF_HUB_OFFLINE=1 $$venv/bin/python -m pytest -q tests
+	@venv=$(VENV) && bash .ci/chromium.sh && bash .ci/fonts.sh && HF_HUB_OFFLINE=1 $$venv/bin/python -m pytest -q tests
 
 bench:  ## data throughput benchmark
 	@venv=$(VENV) && $$venv/bin/python bench/bench_data.py

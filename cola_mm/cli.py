@@ -71,13 +71,14 @@ def cmd_data_all(args: argparse.Namespace) -> None:
     """Build every registered dataset and the tokenizer under one root; existing parts are kept."""
     root = Path(args.out)
     for dataset in registry.datasets().values():
-        dataset.build_missing(root / dataset.name, args)
+        if dataset.in_all:
+            dataset.build_missing(root / dataset.name, args)
     tok_dir = root / "tokenizer"
     if (tok_dir / "tokenizer.json").is_file():
         print(f"tokenizer: already trained in {tok_dir}")
     else:
         # text corpora first, then the captions of the image datasets
-        found = sorted(registry.datasets().values(), key=lambda d: d.has_images)
+        found = sorted((d for d in registry.datasets().values() if d.in_all), key=lambda d: d.has_images)
         cmd_tokenizer_train(argparse.Namespace(data=[str(root / d.name) for d in found], vocab_size=args.vocab_size,
                                                out=str(tok_dir)))
 
@@ -478,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_encode)
 
     p = dsub.add_parser("all", help="every bundled dataset and the tokenizer under one root",
-                        description="Build OUT/<dataset> for every registered dataset (" + ", ".join(registry.datasets())
+                        description="Build OUT/<dataset> for every registered dataset (" +
+                                    ", ".join(n for n, d in registry.datasets().items() if d.in_all)
                                     + ") and train OUT/tokenizer on them; parts that already exist are kept.")
     p.add_argument("--out", default="datasets", help="root folder (default ./datasets)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -486,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, default=64, help="image side (default 64)")
     p.add_argument("--vocab-size", type=_positive_int, default=8192, help="tokenizer vocabulary")
     for dataset in registry.datasets().values():
-        dataset.add_all_arguments(p)
+        if dataset.in_all:
+            dataset.add_all_arguments(p)
     p.set_defaults(func=cmd_data_all)
 
     # ---- train

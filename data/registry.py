@@ -56,6 +56,8 @@ class Dataset:
     # what is missing under ROOT/NAME with those flags
     add_all_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
     build_missing: Callable[[Path, argparse.Namespace], None] | None = None
+    # False: not built by `cola-mm data all` (a dataset not yet part of the evaluation)
+    in_all: bool = True
     # image–caption datasets only (None / () for text corpora):
     image_splits: tuple[str, ...] = ()  # held-out splits whose captions prompt text → image
     caption_splits: tuple[str, ...] = ()  # held-out splits whose images are captioned
@@ -74,9 +76,9 @@ class Dataset:
 
 def datasets() -> dict[str, Dataset]:
     """Every registered dataset by name, in registration order."""
-    from cola_mm.data import digits, shapes, text  # the registry: one module per dataset
+    from cola_mm.data import digits, icons, shapes, text  # the registry: one module per dataset
 
-    return {d.name: d for d in (shapes.DATASET, digits.DATASET, text.DATASET)}
+    return {d.name: d for d in (shapes.DATASET, digits.DATASET, text.DATASET, icons.DATASET)}
 
 
 def get(name: str) -> Dataset:

@@ -1,0 +1,157 @@
+"""The icons world (Noto Color Emoji): the font, the icon list, splits held out by
+construction, captions the strict grader reads back, wrong captions it refuses, rendering."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+
+from cola_mm.data import icons
+from cola_mm.data.loader import ShardDataset
+from cola_mm.data.shards import DataError
+
+
+@pytest.fixture(scope="module")
+def font():
+    return str(icons.find_font())  # the test command installs fonts-noto-color-emoji (.ci/fonts.sh)
+
+
+@pytest.fixture(scope="module")
+def built(font, tmp_path_factory):
+    root = tmp_path_factory.mktemp("icons")
+    counts = {"train": 400, "val": 60, "test": 80, "novel": 80, "two": 60, "heldout-phrasing": 40}
+    for split, n in counts.items():
+        icons.build_icons(root, split, n, shard_size=200, progress=False)
+    samples = {split: list(ShardDataset(root / split, required=("image", "txt", "json"))) for split in counts}
+    return root, samples
+
+
+def test_missing_font_is_one_line_that_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(icons, "FONT_PATHS", (str(tmp_path / "none.ttf"),))
+    with pytest.raises(DataError, match="apt-get install fonts-noto-color-emoji") as err:
+        icons.find_font()
+    assert "\n" not in str(err.value)
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "data", "icons", "--out", str(tmp_path / "o"),
+                        "--font", str(tmp_path / "nope.ttf")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == f"cola-mm: error: --font: no file {tmp_path / 'nope.ttf'}"
+
+
+def test_icon_list(font):
+    found = icons.list_icons(font)
+    names = [n for _, n in found]
+    assert len(found) >= 1200 and len(set(names)) == len(names)
+    assert {"doughnut", "rocket", "honey pot", "closed umbrella", "sunrise over mountains"} <= set(names)
+    assert not any(icons.EXCLUDED_WORDS & set(n.split()) for n in names)
+    assert set(names) <= set(icons.all_names())  # the grader knows every icon without the font
+
+
+def test_splits_are_held_out_by_construction(built):
+    root, samples = built
+    train = samples["train"]
+    one_train = {(o["icon"], s["json"]["background"], o["size"], o["cell"])
+                 for s in train for o in s["json"]["objects"] if len(s["json"]["objects"]) == 1}
+    pairs_train = {(o["icon"], s["json"]["background"]) for s in train for o in s["json"]["objects"]}
+    two_train = {tuple(sorted(o["icon"] for o in s["json"]["objects"])) for s in train
+                 if len(s["json"]["objects"]) == 2}
+    assert any(len(s["json"]["objects"]) == 2 for s in train) and any(len(s["json"]["objects"]) == 1 for s in train)
+    for s in train:  # alone icons only alone; no novel (icon, background) pair in one-icon training scenes
+        objects = s["json"]["objects"]
+        if len(objects) == 2:
+            assert not any(icons.is_alone(o["icon"]) for o in objects)
+        else:
+            assert icons.pair_split(objects[0]["icon"], s["json"]["background"]) == "seen"
+    for split in ("val", "test"):
+        for s in samples[split]:
+            objects = s["json"]["objects"]
+            if len(objects) == 1:
+                o = objects[0]
+                key = (o["icon"], s["json"]["background"], o["size"], o["cell"])
+                assert icons.combination_split(*key) == split and key not in one_train
+    novel = samples["novel"]
+    assert any(len(s["json"]["objects"]) == 1 for s in novel) and any(len(s["json"]["objects"]) == 2 for s in novel)
+    for s in novel:
+        objects = s["json"]["objects"]
+        if len(objects) == 1:
+            assert icons.pair_split(objects[0]["icon"], s["json"]["background"]) == "novel"
+        else:
+            assert any(icons.is_alone(o["icon"]) for o in objects)
+            assert tuple(sorted(o["icon"] for o in objects)) not in two_train
+    alone_seen_alone = {o["icon"] for s in train for o in s["json"]["objects"] if icons.is_alone(o["icon"])}
+    assert alone_seen_alone  # alone icons are in training, one-icon scenes only
+    for s in samples["two"]:
+        names = tuple(sorted(o["icon"] for o in s["json"]["objects"]))
+        assert len(names) == 2 and icons.two_split(*names) == "two" and names not in two_train
+    # no held-out image is a training image
+    digest = {hashlib.sha256(s["image"].tobytes()).hexdigest() for s in train}
+    for split in ("val", "test", "novel", "two", "heldout-phrasing"):
+        assert not any(hashlib.sha256(s["image"].tobytes()).hexdigest() in digest for s in samples[split]), split
+    assert pairs_train  # (used above)
+
+
+def test_captions_read_back_and_wrong_ones_are_refused(built):
+    _, samples = built
+    for split in ("train", "val", "test", "novel", "two"):
+        for s in samples[split]:
+            assert icons.grade_caption(s["txt"], s["json"])["all"], (s["txt"], s["json"]["objects"])
+            assert icons.grade_caption(icons.canonical_caption(s["json"]), s["json"])["all"]
+    for s in samples["heldout-phrasing"]:  # wording no training caption uses
+        assert icons.parse_caption(s["txt"]) is None
+    one = next(s["json"] for s in samples["test"] if len(s["json"]["objects"]) == 1)
+    o, bg = one["objects"][0], one["background"]
+    right = icons.canonical_caption(one)
+    other_icon = "rocket" if o["icon"] != "rocket" else "doughnut"
+    other_size = "small" if o["size"] == "large" else "large"
+    other_bg = "black" if bg != "black" else "white"
+    other_cell = "top left" if o["cell"] != "top left" else "bottom right"
+    wrong = {
+        "icon": right.replace(o["icon"], other_icon),
+        "size": right.replace(o["size"], other_size, 1).replace("an ", "a ", 1) if o["size"] == "large" else
+        right.replace(f"a {o['size']}", f"a {other_size}", 1),
+        "background": right.replace(f"{bg} background", f"{other_bg} background"),
+        "cell": icons.canonical_caption({**one, "objects": [{**o, "cell": other_cell}]}),
+        "extra words": right + " and a cat",
+        "no background": right.split(" on a")[0],
+    }
+    for what, text in wrong.items():
+        assert not icons.grade_caption(text, one)["all"], (what, text)
+    assert not icons.grade_caption(right.replace(o["icon"], other_icon), one)["icon"]
+    two = next(s["json"] for s in samples["two"])
+    right = icons.canonical_caption(two)
+    assert icons.grade_caption(right, two)["all"]
+    a, b = two["objects"]
+    swapped = icons.canonical_caption({**two, "objects": [b, a]})
+    assert not icons.grade_caption(swapped, two)["all"]  # the relation now points the other way
+    only_one = icons.canonical_caption({**two, "objects": [a], "relation": None, **{}} | {"objects": [{**a, "cell": "center"}]})
+    assert not icons.grade_caption(only_one, two)["all"]
+
+
+def test_rendering_and_determinism(built, font, tmp_path):
+    root, samples = built
+    for s in samples["test"][:40]:  # one-icon scenes: the icon is drawn in its box, and nowhere else
+        img, meta = s["image"], s["json"]
+        assert img.size == (64, 64)
+        bg = tuple(icons.BACKGROUNDS[meta["background"]])
+        x0, y0, x1, y1 = meta["objects"][0]["bbox"]
+        inside = outside = changed_in = 0
+        for x in range(64):
+            for y in range(64):
+                changed = max(abs(a - b) for a, b in zip(img.getpixel((x, y)), bg)) > 30
+                if x0 - 1 <= x < x1 + 1 and y0 - 1 <= y < y1 + 1:
+                    inside += 1
+                    changed_in += changed
+                else:
+                    outside += changed
+        assert outside == 0 and changed_in >= 0.03 * inside, meta
+    icons.build_icons(tmp_path, "test", 80, shard_size=200, progress=False)
+    assert (tmp_path / "test" / "000000.tar").read_bytes() == (root / "test" / "000000.tar").read_bytes()
+
+
+def test_cli_builds_icons(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "data", "icons", "--out", str(tmp_path), "--count", "30",
+                        "--split", "train"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "icons/train: 30 samples" in r.stdout
+    assert len(icons.icon_names(tmp_path)) >= 1200
