@@ -159,7 +159,7 @@ def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None 
                 if on_error is not None:
                     on_error("truncated_tar", url, f"the file ends at byte {end} without the end-of-archive "
                                                    "blocks: it was cut short")
-            elif resume is not None or _has_data(url, end):
+            elif plain and (resume is not None or _has_data(url, end)):  # (offsets of a .tar.gz are not file bytes)
                 if on_error is not None:
                     on_error("damaged_tar", url, f"invalid tar header at byte {end}" +
                              ("; the rest of the shard is lost" if resume is None else f"; resumed at byte {resume}"))

@@ -95,3 +95,18 @@ def test_unreachable_failing_and_cut_shards_are_counted_skips(served, caplog):
     assert 3 <= len(from_cut) < 10 and from_cut == served["keys"][30:30 + len(from_cut)]
     assert ds.stats["unreadable_shard"] == 3 and ds.stats["truncated_tar"] == 2, dict(ds.stats)
     assert "missing.tar" in caplog.text and "pipe:exit 3" in caplog.text
+
+
+def test_regression_gzipped_shards_are_not_reported_damaged(served, tmp_path, caplog):
+    """The end-of-archive check compared decompressed offsets with the bytes of a .tar.gz file
+    and would have called every gzipped shard damaged."""
+    import gzip
+
+    data = (served["dir"] / "000000.tar").read_bytes()
+    (tmp_path / "000000.tar.gz").write_bytes(gzip.compress(data))
+    ds = ShardDataset(str(tmp_path / "000000.tar.gz"), required=("txt", "image"))
+    assert keys_of(ds) == served["keys"][:10] and dict(ds.stats) == {}
+    cut = gzip.compress(data)[:-4000]
+    (tmp_path / "cut.tar.gz").write_bytes(cut)
+    ds = ShardDataset(str(tmp_path / "cut.tar.gz"), required=("txt", "image"))
+    assert len(keys_of(ds)) < 10 and sum(ds.stats.values()) >= 1
