@@ -24,8 +24,9 @@ a large cookie on a white background"). The ground truth is in each sample's jso
   - ``heldout-phrasing``: ``test`` and ``two`` scenes captioned with templates and words that
     no training caption uses.
 
-Not yet built: the icon judge (a classifier trained on renders), CLIP scores and the suite
-rows. Until they exist this dataset is not part of ``cola-mm data all`` or the evaluation.
+The icon judge is :mod:`cola_mm.evaluation.icon_judge`, a per-cell CNN trained on renders
+from its own namespace. Not yet built: its use in the suite, CLIP scores and a model trained on
+icons. Until they exist, this dataset is not part of ``cola-mm data all`` or the evaluation.
 """
 
 from __future__ import annotations

@@ -1,0 +1,66 @@
+"""The icon judge: its training renders share nothing with the built splits, its grading refuses
+wrong answers, and a (tiny) trained judge saves, loads and predicts the same."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from cola_mm.data import icons as world
+from cola_mm.evaluation import icon_judge as ij
+
+
+@pytest.fixture(scope="module")
+def font():
+    return str(world.find_font())
+
+
+def test_training_renders_are_not_eval_images(font, tmp_path):
+    found = world.list_icons(font)
+    for split in ("test", "novel", "two"):
+        world.build_icons(tmp_path, split, 60, progress=False)
+    from cola_mm.data.loader import ShardDataset
+
+    held_out = {hashlib.sha256(s["image"].tobytes()).hexdigest()
+                for split in ("test", "novel", "two") for s in ShardDataset(tmp_path / split, required=("image",))}
+    renders = [world.render_scene(ij.judge_scene(ij.TRAIN_NAMESPACE, 0, i, found), 64, font) for i in range(300)]
+    assert not {hashlib.sha256(r.tobytes()).hexdigest() for r in renders} & held_out
+    counts = [len(ij.judge_scene(ij.TRAIN_NAMESPACE, 0, i, found)["objects"]) for i in range(300)]
+    assert set(counts) == {0, 1, 2}
+
+
+def test_grading_refuses_wrong_answers():
+    truth = {"objects": [{"icon": "rocket", "cell": "top left", "size": "large"},
+                         {"icon": "doughnut", "cell": "center", "size": "small"}], "background": "pink"}
+    right = {"count": 2, "background": "pink",
+             "objects": [{"cell": "top left", "icon": "rocket", "size": "large", "top": ["rocket", "cookie"]},
+                         {"cell": "center", "icon": "doughnut", "size": "small", "top": ["doughnut"]}]}
+    assert ij.judge_image(right, truth)["all"]
+
+    def changed(**kw):
+        p = {**right, "objects": [dict(o) for o in right["objects"]]}
+        for k, v in kw.items():
+            if k in ("count", "background"):
+                p[k] = v
+            else:
+                p["objects"][0][k] = v
+        return p
+
+    for wrong in (changed(icon="cookie"), changed(size="small"), changed(cell="top"), changed(background="black"),
+                  changed(count=1), {**right, "objects": right["objects"][:1]}):
+        assert not ij.judge_image(wrong, truth)["all"], wrong
+    second = changed(icon="cookie")
+    second["objects"][0]["top"] = ["cookie", "rocket"]
+    assert not ij.judge_image(second, truth)["icon"] and ij.judge_image(second, truth, top_k=5)["icon"]
+
+
+def test_tiny_judge_trains_saves_and_predicts(font, tmp_path):
+    judge = ij.train_judge(tmp_path / "j", steps=2, batch_size=4, progress=False)
+    loaded = ij.IconJudge.from_pretrained(tmp_path / "j")
+    found = world.list_icons(font)
+    images = [world.render_scene(ij.judge_scene(ij.EVAL_NAMESPACE, 0, i, found), 64, font) for i in range(3)]
+    a, b = judge.predict(images), loaded.predict(images)
+    assert a == b and len(a) == 3
+    assert set(a[0]) == {"count", "background", "objects"} and a[0]["count"] in (0, 1, 2)
+    assert len(loaded.config.icons) == len(found)
