@@ -21,7 +21,6 @@ import argparse
 import base64
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,17 +32,13 @@ import httpx
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from cola_mm.apps.driver import free_port  # noqa: E402
 PROMPTS = ["ROMEO. ", "KING HENRY. Now, lords,", "JULIET. O ", "HAMLET. To be", "Enter the Duke", "FIRST CITIZEN. ",
            "Now is the winter", "MACBETH. ", "My lord, ", "OTHELLO. ", "Exeunt", "PORTIA. The quality",
            "LEAR. ", "Good morrow", "What, ho!", "BRUTUS. "]
 IMAGE_PROMPTS = ["a large red circle in the center", "a small blue square in the top left corner",
                  "a handwritten digit seven", "a big green triangle at the bottom"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -273,6 +273,13 @@ def to_png_bytes(image) -> bytes:
     return buf.getvalue()
 
 
+def _required(body: dict, name: str) -> Any:
+    value = body.get(name)
+    if value is None:
+        raise APIError(f"'{name}' is required", name, code="missing_required_parameter")
+    return value
+
+
 def _seed_list(body: dict, n: int) -> list[int]:
     seed = _get(body, "seed", "int", None, -(2**63), 2**63 - 1)
     base = random.randrange(2**31) if seed is None else seed
@@ -425,9 +432,7 @@ def create_app(pipe, model_id: str = "cola-mm", api_key: str | None = None, max_
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await read_body(request)
-        raw = body.get("prompt", _MISSING)
-        if raw is _MISSING or raw is None:
-            raise APIError("'prompt' is required", "prompt", code="missing_required_parameter")
+        raw = _required(body, "prompt")
         prompts = [raw] if isinstance(raw, str) else raw
         if not isinstance(prompts, list) or not prompts:
             raise APIError("'prompt' must be a string or a non-empty list of strings", "prompt", code="invalid_type")
@@ -498,16 +503,14 @@ def create_app(pipe, model_id: str = "cola-mm", api_key: str | None = None, max_
             source = resolved
         try:
             return await run_in_threadpool(load_image, source, image_size)
-        except (ImageInputError, FileNotFoundError, IsADirectoryError, PermissionError, OSError, ValueError) as err:
+        except (ImageInputError, OSError, ValueError) as err:
             raise APIError(f"'{param}': {str(err).splitlines()[0] if str(err) else type(err).__name__}", param,
                            code="invalid_image") from None
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await read_body(request)
-        messages = body.get("messages", _MISSING)
-        if messages is _MISSING or messages is None:
-            raise APIError("'messages' is required", "messages", code="missing_required_parameter")
+        messages = _required(body, "messages")
         if not isinstance(messages, list) or not messages:
             raise APIError("'messages' must be a non-empty list", "messages", code="invalid_type")
         if len(messages) > limits.max_messages:
@@ -589,10 +592,7 @@ def create_app(pipe, model_id: str = "cola-mm", api_key: str | None = None, max_
     async def images(request: Request):
         body = await read_body(request)
         need_images("generate images")
-        prompt = body.get("prompt", _MISSING)
-        if prompt is _MISSING or prompt is None:
-            raise APIError("'prompt' is required", "prompt", code="missing_required_parameter")
-        prompt = check_prompt(prompt, "prompt")
+        prompt = check_prompt(_required(body, "prompt"), "prompt")
         n = _get(body, "n", "int", 1, 1, limits.max_n)
         supported = f"{image_size}x{image_size}"
         size = _get(body, "size", "str", supported)

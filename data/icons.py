@@ -181,7 +181,7 @@ def _place(rng: random.Random, cell: str, side: float, canvas: int) -> list[floa
     return [x0, y0, x0 + side, y0 + side]
 
 
-def _icon(rng: random.Random, cp: int, name: str, size: str, cell: str, canvas: int) -> dict:
+def place_icon(rng: random.Random, cp: int, name: str, size: str, cell: str, canvas: int) -> dict:
     side = SIZES[size] * canvas * (1 + rng.uniform(-SIZE_JITTER, SIZE_JITTER))
     for _ in range(MAX_TRIES):
         box = _place(rng, cell, side, canvas)
@@ -191,7 +191,7 @@ def _icon(rng: random.Random, cp: int, name: str, size: str, cell: str, canvas: 
     raise RuntimeError(f"cannot place a {size} icon in cell {cell} of a {canvas}px canvas")
 
 
-def _separated(a: list[float], b: list[float]) -> bool:
+def separated(a: list[float], b: list[float]) -> bool:
     return a[2] + 1 <= b[0] or b[2] + 1 <= a[0] or a[3] + 1 <= b[1] or b[3] + 1 <= a[1]
 
 
@@ -209,14 +209,15 @@ def sample_scene(rng: random.Random, split: str, icons: tuple[tuple[int, str], .
             size, cell = rng.choice(tuple(SIZES)), rng.choice(CELLS)
             if combination_split(name, background, size, cell) != want:
                 continue
-            return {"objects": [_icon(rng, cp, name, size, cell, canvas)], "relation": None, "background": background}
+            return {"objects": [place_icon(rng, cp, name, size, cell, canvas)], "relation": None,
+                    "background": background}
         (cp1, n1), (cp2, n2) = rng.sample(icons, 2)
         if two_split(n1, n2) != want:
             continue
         cells = rng.sample(CELLS, 2)
-        objects = [_icon(rng, cp, n, rng.choice(tuple(SIZES)), c, canvas) for (cp, n), c in
+        objects = [place_icon(rng, cp, n, rng.choice(tuple(SIZES)), c, canvas) for (cp, n), c in
                    zip(((cp1, n1), (cp2, n2)), cells)]
-        if _separated(objects[0]["bbox"], objects[1]["bbox"]):
+        if separated(objects[0]["bbox"], objects[1]["bbox"]):
             return {"objects": objects, "relation": rng.choice(true_relations(*cells)), "background": background}
     raise RuntimeError(f"no {split} scene found")
 

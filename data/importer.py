@@ -79,12 +79,15 @@ def _pick(row: dict, keys: tuple[str, ...], what: str, where: str) -> str:
     raise DataError(f"{where}: no {what} column (one of {', '.join(keys)}); columns: {sorted(row)}")
 
 
+def _need(path: Path, what: str, folder: bool = False) -> None:
+    if not (path.is_dir() if folder else path.is_file()):
+        raise DataError(f"{what} not found: {path}")
+
+
 def folder_rows(images: str | os.PathLike, captions: str | os.PathLike) -> Source:
     images, captions = Path(images), Path(captions)
-    if not images.is_dir():
-        raise DataError(f"image folder not found: {images}")
-    if not captions.is_file():
-        raise DataError(f"captions file not found: {captions}")
+    _need(images, "image folder", folder=True)
+    _need(captions, "captions file")
     if captions.suffix.lower() == ".csv":
         with captions.open(newline="", encoding="utf-8") as f:
             records = list(csv.DictReader(f))
@@ -115,10 +118,8 @@ def folder_rows(images: str | os.PathLike, captions: str | os.PathLike) -> Sourc
 
 def coco_rows(annotations: str | os.PathLike, images: str | os.PathLike) -> Source:
     annotations, images = Path(annotations), Path(images)
-    if not annotations.is_file():
-        raise DataError(f"COCO captions file not found: {annotations}")
-    if not images.is_dir():
-        raise DataError(f"image folder not found: {images}")
+    _need(annotations, "COCO captions file")
+    _need(images, "image folder", folder=True)
     try:
         coco = json.loads(annotations.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -145,8 +146,7 @@ def coco_rows(annotations: str | os.PathLike, images: str | os.PathLike) -> Sour
 def hf_rows(folder: str | os.PathLike, image_column: str | None = None,
             caption_column: str | None = None) -> Source:
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"datasets folder not found: {folder}")
+    _need(folder, "datasets folder", folder=True)
     try:
         import datasets
     except ImportError:

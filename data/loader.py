@@ -139,6 +139,7 @@ def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None 
     if is_remote(url):
         yield from _iter_remote(url, on_error)
         return
+    plain = _is_plain_tar(url)  # only an uncompressed tar can be searched for its next header
     offset = 0
     while True:
         current: dict[str, Any] | None = None
@@ -152,7 +153,6 @@ def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None 
                             yield done
             # tarfile ends an archive quietly at a header that fails its checksum: look past it
             end = offset + tar.offset
-            plain = _is_plain_tar(url)
             resume = _next_tar_header(url, end + 512) if plain else None
             if plain and resume is None and os.path.getsize(url) - end < 512:
                 # a whole tar ends with zero blocks; a file cut on a member boundary does not
@@ -170,7 +170,7 @@ def iter_raw_samples(url: str, on_error: Callable[[str, str, str], None] | None 
                     continue
         except (tarfile.TarError, OSError, EOFError) as err:
             failed = offset + (tar.offset if tar is not None else 0)
-            resume = _next_tar_header(url, failed + 512) if _is_plain_tar(url) else None
+            resume = _next_tar_header(url, failed + 512) if plain else None
             if on_error is not None:
                 on_error("truncated_tar" if resume is None else "damaged_tar", url,
                          f"{err} (at byte {failed}" + ("" if resume is None else f"; resumed at byte {resume}") + ")")
@@ -247,6 +247,9 @@ def _iter_remote(url: str, on_error: Callable[[str, str, str], None] | None) -> 
         yield current
 
 
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")  # gzip, bzip2, xz, zstd
+
+
 class _TailReader:
     """A read-only stream wrapper that remembers the last bytes read (to look at where tarfile
     stopped) and whether the stream is a plain (uncompressed) tar."""
@@ -260,7 +263,7 @@ class _TailReader:
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(n)
         if self.compressed is None and data:
-            self.compressed = data.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd"))
+            self.compressed = data.startswith(COMPRESSED_MAGIC)
         self.pos += len(data)
         self.buf = (self.buf + data)[-self.KEEP:]
         return data
@@ -285,7 +288,7 @@ def _is_plain_tar(url: str) -> bool:
             magic = f.read(6)
     except OSError:
         return False
-    return not magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd"))
+    return not magic.startswith(COMPRESSED_MAGIC)
 
 
 def _has_data(url: str, start: int, chunk: int = 1 << 20) -> bool:

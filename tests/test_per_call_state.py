@@ -55,18 +55,13 @@ def test_threads_sharing_one_pipeline_see_only_their_own_results(pipe):
 
     long_prompt = "the dog " * 200
     image = Image.new("RGB", (64, 64), (200, 30, 30))
-    alone = {
-        "long": pipe.generate_text(long_prompt, max_new_tokens=3, return_result=True, **KW),
-        "short": pipe.generate_text("love", max_new_tokens=3, return_result=True, **KW),
-        "image": pipe.generate_image("a red circle", return_result=True, **KW),
-        "caption": pipe.caption([image], max_tokens=6, return_result=True, **KW),
-    }
     calls = {
         "long": lambda: pipe.generate_text(long_prompt, max_new_tokens=3, return_result=True, **KW),
         "short": lambda: pipe.generate_text("love", max_new_tokens=3, return_result=True, **KW),
         "image": lambda: pipe.generate_image("a red circle", return_result=True, **KW),
         "caption": lambda: pipe.caption([image], max_tokens=6, return_result=True, **KW),
     }
+    alone = {name: call() for name, call in calls.items()}
     got: dict[int, tuple[str, Result]] = {}
     errors: list[BaseException] = []
     barrier = threading.Barrier(8)

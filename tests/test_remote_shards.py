@@ -78,11 +78,9 @@ def test_unreachable_failing_and_cut_shards_are_counted_skips(served, caplog):
     """A 404, a refused connection, a failing pipe: command, a shard cut mid-member and one cut
     exactly between members each end that shard with a counted skip naming it; the good shards
     are read in full."""
-    import socket
+    from cola_mm.apps.driver import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]  # nobody listens here once the socket is closed
+    dead = free_port()  # nobody listens there
     shards = [served["url"] + "/000000.tar", served["url"] + "/missing.tar", f"http://127.0.0.1:{dead}/000001.tar",
               "pipe:exit 3", served["url"] + "/cut.tar", f"pipe:cat {served['dir'] / '000002.tar'}",
               served["url"] + "/edge.tar"]

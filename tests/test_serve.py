@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,16 +14,11 @@ import httpx
 import pytest
 from PIL import Image
 
+from cola_mm.apps.driver import free_port
 from cola_mm.pipeline import ColaPipeline
 
 KEY = "test-key"
 SAMPLER = {"steps": 2}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def server(tiny_mm_pipeline, tmp_path_factory):
     Image.new("RGB", (64, 64), (20, 20, 220)).save(allowed / "blue.png")
     pipe = ColaPipeline.from_pretrained(tiny_mm_pipeline)
     app = create_app(pipe, "cola-mm-tiny", api_key=KEY, max_batch=8, max_wait_ms=150, allow_files=[allowed])
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -41,6 +40,7 @@ from cola_mm.core.components import PretrainedMixin
 from cola_mm.core.config import Config, check
 from cola_mm.data import icons as world
 from cola_mm.data.shapes import CELLS
+from cola_mm.evaluation.probe import images_to_tensor
 
 TRAIN_NAMESPACE = "icon-judge/train"
 EVAL_NAMESPACE = "icon-judge/eval"
@@ -95,7 +95,7 @@ class IconJudge(PretrainedMixin, nn.Module):
         out = []
         try:
             for start in range(0, len(images), 128):
-                x = torch.stack([_to_tensor(im) for im in images[start:start + 128]])
+                x = images_to_tensor(images[start:start + 128])
                 logits = self(x.to(next(self.parameters()).device))
                 top = logits["icon"].topk(top_k, dim=-1).indices.tolist()
                 occupied = logits["occupied"].argmax(-1).tolist()
@@ -114,11 +114,6 @@ class IconJudge(PretrainedMixin, nn.Module):
         return out
 
 
-def _to_tensor(image: Image.Image) -> torch.Tensor:
-    arr = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
-
-
 # --------------------------------------------------------------------------- renders
 
 
@@ -130,9 +125,9 @@ def judge_scene(namespace: str, seed: int, index: int, found, canvas: int = 64) 
     for _ in range(world.MAX_TRIES):
         picks = rng.sample(found, n)
         cells = rng.sample(CELLS, n)
-        objects = [world._icon(rng, cp, name, rng.choice(tuple(world.SIZES)), cell, canvas)
+        objects = [world.place_icon(rng, cp, name, rng.choice(tuple(world.SIZES)), cell, canvas)
                    for (cp, name), cell in zip(picks, cells)]
-        if n < 2 or world._separated(objects[0]["bbox"], objects[1]["bbox"]):
+        if n < 2 or world.separated(objects[0]["bbox"], objects[1]["bbox"]):
             return {"objects": objects, "relation": None, "background": background}
     raise RuntimeError("cannot place two icons apart")
 
@@ -179,7 +174,7 @@ def train_judge(out: str | Path, steps: int = 2000, batch_size: int = 128, lr: f
     bar = tqdm(range(steps), desc="train icon judge", disable=not progress)
     for step in bar:
         scenes = [judge_scene(TRAIN_NAMESPACE, seed, step * batch_size + i, found) for i in range(batch_size)]
-        x = torch.stack([_to_tensor(world.render_scene(s, 64, font_path)) for s in scenes])
+        x = images_to_tensor([world.render_scene(s, 64, font_path) for s in scenes])
         rows = [_targets(s, config) for s in scenes]
         t = {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
         loss = loss_fn(judge(_augment(x, gen)), t)
