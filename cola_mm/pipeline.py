@@ -258,6 +258,8 @@ def _seeds(seed: int, seeds: Sequence[int] | None, n: int) -> list[int]:
 
 
 class ColaPipeline:
+    family = "cola_mm"  # see cola_mm.baselines.families
+
     def __init__(self, text_vae: TextVAE, dit: DiT, tokenizer, config: PipelineConfig, image_vae=None):
         if len(tokenizer) != text_vae.config.vocab_size:
             raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the Text VAE was trained "
@@ -291,6 +293,9 @@ class ColaPipeline:
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"pipeline folder not found: {path}")
+        from cola_mm.baselines.families import expect_family
+
+        expect_family(path, "cola_mm")  # an AR or masked diffusion folder: say so, naming both
         if not trust_pickle_files:
             found = sorted(f for f in path.rglob("*") if f.suffix.lower() in PICKLE_SUFFIXES and f.is_file())
             if found:

@@ -98,3 +98,18 @@ def tiny_mm_pipeline(tiny_datasets, tmp_path_factory):
               "jobs": {"text_to_text": 1, "text_to_image": 1, "image_to_text": 1},
               "tokenizer": str(d / "tokenizer"), "seq_len": 64, "shuffle_buffer": 10})), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_baselines(tiny_datasets, tmp_path_factory) -> dict[str, Path]:
+    """{"ar": folder, "masked_diffusion": folder}: the two text baselines, tiny, a few steps each."""
+    from cola_mm.training.config import TrainConfig
+    from cola_mm.training.loop import train
+
+    d = tiny_datasets
+    root = tmp_path_factory.mktemp("baselines")
+    data = {"train": [{"shards": str(d / "text" / "train")}], "val": [{"shards": str(d / "text" / "val")}],
+            "tokenizer": str(d / "tokenizer"), "seq_len": 64, "shuffle_buffer": 10}
+    return {family: train(TrainConfig.from_dict(_base(root / family, stage=stage, model={"preset": "tiny"},
+                                                      data=data)), progress=False)
+            for family, stage in (("ar", "ar"), ("masked_diffusion", "masked-diffusion"))}

@@ -222,7 +222,10 @@ def load_masked_diffusion(folder: str | os.PathLike, with_block_size: bool = Fal
     vocabulary or mask token differs from the model's is a one-line error."""
     from cola_mm.vae_text.tokenizer import load_tokenizer
 
+    from cola_mm.baselines.families import expect_family
+
     folder = Path(folder)
+    expect_family(folder, "masked_diffusion")
     model_dir = folder / COMPONENT if (folder / COMPONENT).is_dir() else folder
     tok_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else model_dir.parent / "tokenizer"
     if not (model_dir / "config.json").is_file() or not tok_dir.is_dir():

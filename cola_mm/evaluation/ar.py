@@ -15,7 +15,10 @@ from pathlib import Path
 import torch
 
 
-class ARFolderError(ValueError):
+from cola_mm.core.components import CheckpointError, read_json
+
+
+class ARFolderError(CheckpointError):
     """A folder that does not hold an AR model and its tokenizer."""
 
 
@@ -24,21 +27,29 @@ def load_ar(folder: str | os.PathLike):
     ``tokenizer/``), or from an ``ar/`` folder whose ``tokenizer/`` lies beside it."""
     from transformers import LlamaForCausalLM
 
+    from cola_mm.baselines.families import expect_family
+    from cola_mm.baselines.masked_diffusion import check_tokenizer
     from cola_mm.vae_text.tokenizer import load_tokenizer
 
     folder = Path(folder)
+    expect_family(folder, "ar")
     model_dir = folder / "ar" if (folder / "ar").is_dir() else folder
     tok_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else model_dir.parent / "tokenizer"
     if not (model_dir / "config.json").is_file() or not tok_dir.is_dir():
         raise ARFolderError(f"{folder}: expected an AR model folder (ar/config.json and tokenizer/, "
                             f"from `cola-mm train` with stage: ar)")
-    return LlamaForCausalLM.from_pretrained(model_dir).eval(), load_tokenizer(tok_dir)
+    tokenizer = load_tokenizer(tok_dir)
+    vocab = read_json(model_dir / "config.json").get("vocab_size")  # checked before the weights load
+    check_tokenizer(vocab, None, tokenizer, str(model_dir), str(tok_dir))
+    return LlamaForCausalLM.from_pretrained(model_dir).eval(), tokenizer
 
 
 class ARGenerator:
     """``generate_text`` for an AR model: sampled at temperature 1 with no top-k/top-p (the
     prior's sampler has no truncation either). ``steps`` and ``cfg_scale`` are accepted and
     ignored, so it drops into code written for :class:`cola_mm.pipeline.ColaPipeline`."""
+
+    family = "ar"
 
     def __init__(self, lm, tokenizer):
         self.lm = lm

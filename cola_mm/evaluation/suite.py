@@ -25,6 +25,11 @@ For each checkpoint and seed it runs
   minus with their true one, and the same for caption blocks with a foreign image
   (:mod:`cola_mm.evaluation.context`).
 
+A ``--ckpt`` may also be a baseline's folder, an AR (stage ``ar``) or a masked diffusion LM
+(stage ``masked-diffusion``; :mod:`cola_mm.baselines.families`): it gets the text rows, scored
+exactly like the prior's, and its image and context rows are "not available", so one run scores
+every family.
+
 Each figure is reported as mean ± std over the seeds. The judge's own accuracy (its
 ``report.json``) is printed beside every text → image table, and so is the CLIP's (its
 held-out retrieval accuracy and the CLIPScore of matching vs shuffled real pairs, from the
@@ -101,7 +106,7 @@ def aggregate(per_seed: Sequence[dict[str, float]]) -> dict[str, dict[str, float
 
 
 def _has_images(pipe) -> bool:
-    return getattr(pipe, "image_vae", None) is not None
+    return getattr(pipe, "image_vae", None) is not None  # False for the text-only baselines
 
 
 def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: int | None,
@@ -259,8 +264,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
     ``split_set``: ``test`` (reported figures) or ``val`` (model selection), see :func:`eval_splits`.
     ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``; ``clip``
     (None: no CLIPScore) and ``clip_checkpoint`` are what :func:`load_clip_judge` takes."""
+    from cola_mm.baselines.families import load_text_generator
     from cola_mm.data.shards import DataError
-    from cola_mm.pipeline import ColaPipeline
 
     root = Path(data_root)
     if not root.is_dir():
@@ -304,8 +309,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
                               "clip": clip_info, "ar": str(ar_dir) if ar else None, "checkpoints": {}}
     for ckpt in ckpts:
         torch.manual_seed(0)
-        pipe = ColaPipeline.from_pretrained(ckpt)
-        entry: dict[str, Any] = {"path": str(ckpt)}
+        pipe = load_text_generator(ckpt)  # a Cola-MM pipeline, or an AR / masked diffusion baseline
+        entry: dict[str, Any] = {"path": str(ckpt), "family": pipe.family}
         started = time.time()
         if "images" in jobs:
             entry.update(image_jobs(pipe, probe, root, seeds, limit, steps, progress, grid_examples, clip_encoder,
@@ -313,7 +318,9 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         if "text" in jobs:
             entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress,
                                      vocabulary)
-        if "context" in jobs:
+        if "context" in jobs and pipe.family != "cola_mm":  # flow losses exist only for the prior
+            entry["context"] = NOT_AVAILABLE
+        elif "context" in jobs:
             entry["context"] = context_job(pipe, root, seeds, context_windows, caption_rows, progress)
         entry["seconds"] = round(time.time() - started, 1)
         report["checkpoints"][checkpoint_name(ckpt)] = entry
@@ -425,7 +432,9 @@ def tables(report: dict[str, Any]) -> str:
               "same_seed_3gram", "mauve", "gen_ppl")),
             ("context", "Context use (teacher-forced flow loss)",
              ("text_true_loss", "text_foreign_gap", "caption_true_loss", "caption_foreign_gap"))):
-        summaries = {n: (e.get(job) or {}).get("summary", {}) for n, e in report["checkpoints"].items()}
+        summaries = {n: e.get(job) if isinstance(e.get(job), dict) else {}
+                     for n, e in report["checkpoints"].items()}
+        summaries = {n: s.get("summary", {}) for n, s in summaries.items()}
         present = [f for f in fields if any(f in s for s in summaries.values())]
         if not present:
             continue
@@ -450,7 +459,7 @@ KEPT_MARKER = "<!-- below: bench figures, kept when the suite rewrites this file
 
 def write_markdown(report: dict[str, Any], path: PathLike, command: str, json_path: PathLike | None) -> None:
     """``docs/results.md``: what was run, on what, when, and the tables."""
-    names = ", ".join(f"`{n}` ({e['path']})" for n, e in report["checkpoints"].items())
+    names = ", ".join(f"`{n}` ({e['path']}, {e.get('family', 'cola_mm')})" for n, e in report["checkpoints"].items())
     text = f"""# Measured results
 
 Written by `cola-mm eval suite` on {report['date']} — do not edit by hand; re-run the command:

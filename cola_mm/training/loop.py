@@ -213,6 +213,8 @@ def train(cfg: TrainConfig, resume: bool | str = False, progress: bool = True) -
                           f"continue it or choose another run_dir (nothing was overwritten)")
     if resume and existing is None:
         raise ConfigError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    if resume:
+        check_same_model(run_dir, existing, cfg)
 
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
@@ -351,6 +353,25 @@ def _reduce_logs(accelerator, logs: dict[str, float]) -> dict[str, float]:
     if accelerator.num_processes > 1:
         values = accelerator.reduce(values, reduction="mean")
     return dict(zip(keys, values.tolist()))
+
+
+def check_same_model(run_dir: Path, existing: Path, cfg: TrainConfig) -> None:
+    """Resume only the model a run was trained with: a checkpoint of another stage (another model
+    family) or another model section is a one-line error naming both (before any state loads)."""
+    saved_stage = ckpt.read_trainer_state(existing).get("stage")
+    if saved_stage is not None and saved_stage != cfg.stage:
+        raise ConfigError(f"{existing} is a checkpoint of stage {saved_stage!r}, this config trains stage "
+                          f"{cfg.stage!r}: resume it with a {saved_stage} config or choose another run_dir")
+    saved_file = run_dir / "config.json"
+    if saved_file.is_file():
+        try:
+            saved_model = json.loads(saved_file.read_text()).get("model")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return
+        if saved_model is not None and saved_model != cfg.to_dict().get("model"):
+            raise ConfigError(f"{run_dir} was trained with model {json.dumps(saved_model, sort_keys=True)}, this "
+                              f"config has model {json.dumps(cfg.to_dict().get('model'), sort_keys=True)}: "
+                              f"resume with the same model section or choose another run_dir")
 
 
 def _save_checkpoint(accelerator, cfg, stage, model, ema, loader, scheduler, step: int) -> Path:
