@@ -143,3 +143,15 @@ def test_one_suite_run_scores_the_prior_and_both_baselines(tiny_mm_pipeline, tin
     suite.write_markdown(report, md, "cola-mm eval suite …", None)
     text = md.read_text()
     assert "masked_diffusion)" in text and "Text continuation" in text
+
+
+def test_batched_generation_of_the_baselines(tiny_baselines):
+    from cola_mm.baselines.masked_diffusion import MaskedDiffusionGenerator
+    from cola_mm.evaluation.ar import ARGenerator
+
+    prompts = ["the king said", "a lazy dog and the cat sat on the mat"]  # two lengths
+    for gen in (ARGenerator.from_pretrained(tiny_baselines["ar"]),
+                MaskedDiffusionGenerator.from_pretrained(tiny_baselines["masked_diffusion"])):
+        texts, tokens = gen.generate_texts(prompts, max_new_tokens=6, seed=0)
+        assert len(texts) == 2 and all(isinstance(t, str) for t in texts) and 0 <= tokens <= 12
+        assert gen.generate_texts(prompts, max_new_tokens=6, seed=0) == (texts, tokens)  # seeded

@@ -216,6 +216,24 @@ class MaskedDiffusionGenerator:
         return tok.decode(out, skip_special_tokens=True)
 
 
+    @torch.no_grad()
+    def generate_texts(self, prompts: list[str], max_new_tokens: int = 48, steps: int | None = None,
+                       seed: int = 0) -> tuple[list[str], int]:
+        """Continue several prompts in one batch: (texts, tokens before each ``<eos>``, summed).
+        The sampler needs one prompt length, so every prompt keeps its last ``min(length)`` tokens
+        (prompts of one length, as the benches' held-out windows are, lose nothing)."""
+        tok = self.tokenizer
+        device = next(self.model.parameters()).device
+        rows = [([tok.bos_token_id] + tok.encode(p, add_special_tokens=False))[-(self.model.config.max_len
+                                                                                 - max_new_tokens):] for p in prompts]
+        width = min(map(len, rows))
+        generator = torch.Generator(device=device).manual_seed(seed)
+        out = sample(self.model, torch.tensor([r[-width:] for r in rows], device=device), max_new_tokens,
+                     steps or max_new_tokens, self.block_size, self.temperature, generator).tolist()
+        out = [o[:o.index(tok.eos_token_id)] if tok.eos_token_id in o else o for o in out]
+        return [tok.decode(o, skip_special_tokens=True) for o in out], sum(map(len, out))
+
+
 def load_masked_diffusion(folder: str | os.PathLike, with_block_size: bool = False):
     """(model, tokenizer) from a ``masked-diffusion`` run's model folder (``mdm/`` + ``tokenizer/``),
     plus the sampler block it was exported with when ``with_block_size``; a tokenizer whose

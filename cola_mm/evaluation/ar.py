@@ -71,3 +71,24 @@ class ARGenerator:
                                    do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         return tok.decode(gen[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+
+    @torch.no_grad()
+    def generate_texts(self, prompts: list[str], max_new_tokens: int = 48, seed: int = 0) -> tuple[list[str], int]:
+        """Continue several prompts in one batch (left-padded; the KV cache of ``generate``):
+        (texts, tokens generated before each text's ``<eos>``, summed)."""
+        tok = self.tokenizer
+        device = next(self.lm.parameters()).device
+        rows = [[tok.bos_token_id] + tok.encode(p, add_special_tokens=False) for p in prompts]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long, device=device)
+        attn = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r)
+            attn[i, width - len(r):] = 1
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            gen = self.lm.generate(ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=True, top_k=0,
+                                   top_p=1.0, temperature=1.0, pad_token_id=tok.pad_token_id,
+                                   eos_token_id=tok.eos_token_id)[:, width:].tolist()
+        gen = [g[:g.index(tok.eos_token_id)] if tok.eos_token_id in g else g for g in gen]
+        return [tok.decode(g, skip_special_tokens=True) for g in gen], sum(map(len, gen))
