@@ -269,6 +269,19 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def _icon_judge_dir(given: str | None) -> str | None:
+    """--icon-judge: a folder that must exist; by default runs/icon_judge when it does."""
+    if given is not None:
+        if not (Path(given) / "config.json").is_file():
+            raise ValueError(f"--icon-judge {given}: no icon judge there (python -m cola_mm.evaluation.icon_judge "
+                             f"train --out {given})")
+        return given
+    return DEFAULT_ICON_JUDGE if (Path(DEFAULT_ICON_JUDGE) / "config.json").is_file() else None
+
+
+DEFAULT_ICON_JUDGE = "runs/icon_judge"
+
+
 def cmd_eval_suite(args: argparse.Namespace) -> None:
     import json
 
@@ -282,7 +295,8 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
                              probe_dir=None if args.probe == "none" else args.probe, seeds=args.seeds,
                              limit=args.limit, steps=args.steps, ar_dir=args.ar, text_prompts=args.text_prompts,
                              jobs=jobs, progress=not args.no_progress, clip=args.clip,
-                             clip_checkpoint=args.clip_checkpoint, split_set=args.splits)
+                             clip_checkpoint=args.clip_checkpoint, split_set=args.splits,
+                             icon_judge_dir=_icon_judge_dir(args.icon_judge))
     report["command"] = suite.command_line()
     tag = "" if args.splits == "test" else f"_{args.splits}"
     json_path = Path(args.json_dir) / f"suite_{'_'.join(report['checkpoints'])}{tag}.json" if args.json_dir else None
@@ -646,9 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "split, mean ± std over --seeds; writes the Markdown tables (--md), the raw JSON "
                                     "and PNG grids.")
     p.add_argument("--ckpt", action="append", default=[],
-                   help="pipeline folder (repeatable; default: the bundled demo checkpoint)")
+                   help="model folder (repeatable; default: the bundled demo checkpoint): a Cola-MM pipeline, or an "
+                        "AR / masked diffusion baseline (stage ar / masked-diffusion; text rows only)")
     p.add_argument("--data", default="datasets", help="dataset root (default datasets)")
     p.add_argument("--probe", default="runs/probe", help="judge folder for text → image ('none': skip; default runs/probe)")
+    p.add_argument("--icon-judge", default=None,
+                   help="icon judge folder for the icons text → image rows (python -m cola_mm.evaluation.icon_judge "
+                        "train); default runs/icon_judge when it exists. Icons splits are evaluated only where "
+                        "built (DATA/icons, cola-mm data icons)")
     p.add_argument("--ar", default=None, help="reference AR folder for generative perplexity (cola-mm train stage ar)")
     p.add_argument("--clip", default=None,
                    help="also score text → image by CLIPScore (w = 2.5) with this CLIP: a SmallClip folder "

@@ -437,6 +437,28 @@ def _build(args: argparse.Namespace) -> None:
         print(f"icons/{split}: {info['count']} samples in {len(info['shards'])} shard(s) -> {Path(args.out) / split}")
 
 
+def judge_image(pred: dict, truth: dict, top_k: int = 1) -> Grade:
+    """Grade the icon judge's reading of an image (:meth:`cola_mm.evaluation.icon_judge.IconJudge.predict`)
+    against a scene's json: the count, the background, and every icon at its cell with its size
+    (``icon``: the cell's top-1 icon, or within its top ``top_k``); ``all`` needs every one of them.
+    ``icon_top5`` (the right icon among a cell's five most likely, cells right) is reported beside
+    and is not part of ``all``."""
+    want = {o["cell"]: o for o in truth["objects"]}
+    got = {o["cell"]: o for o in pred["objects"]}
+    cells = set(got) == set(want)
+
+    def icon_right(k: int) -> bool:
+        return cells and all((got[c]["icon"] == w["icon"]) if k == 1 else (w["icon"] in got[c]["top"][:k])
+                             for c, w in want.items())
+
+    verdict = {"count": pred["count"] == len(truth["objects"]) and len(got) == len(want), "cell": cells,
+               "icon": icon_right(top_k), "size": cells and all(got[c]["size"] == w["size"] for c, w in want.items()),
+               "background": pred["background"] == truth["background"]}
+    verdict["all"] = all(verdict.values())
+    verdict["icon_top5"] = icon_right(5)
+    return verdict
+
+
 DATASET = Dataset(
     name=DATASET_NAME,
     help="captioned scenes of colour emoji icons (Noto Color Emoji; ~1,280 icons)",
@@ -445,5 +467,9 @@ DATASET = Dataset(
                 "train, novel (icon, background) pairs and icons seen only alone, unseen icon pairs in two, "
                 "heldout-phrasing wording. Needs `sudo apt-get install fonts-noto-color-emoji` (or --font).",
     add_arguments=_add_arguments, build=_build, build_missing=None, in_all=False,
-    canonical_caption=canonical_caption, grade_caption=grade_caption,
+    # evaluated where built (registry.evaluated): text → image is read by the icon judge
+    image_splits=("test", "novel", "two", "heldout-phrasing"), caption_splits=("test", "novel", "two"),
+    canonical_caption=canonical_caption, grade_caption=grade_caption, judge_image=judge_image, judge="icons",
+    caption_groups=(("_1obj", lambda meta: len(meta.get("objects", ())) == 1),
+                    ("_2obj", lambda meta: len(meta.get("objects", ())) == 2)),
 )

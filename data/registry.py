@@ -63,7 +63,10 @@ class Dataset:
     caption_splits: tuple[str, ...] = ()  # held-out splits whose images are captioned
     canonical_caption: Callable[[dict], str] | None = None  # json → the one phrasing of the sample
     grade_caption: Callable[[str, dict], Grade] | None = None  # (generated caption, json) → verdicts
-    judge_image: Callable[[dict, dict], Grade] | None = None  # (probe prediction, json) → verdicts
+    judge_image: Callable[[dict, dict], Grade] | None = None  # (judge's prediction, json) → verdicts
+    # which judge reads this dataset's generated images: "probe" (the shapes/digits probe,
+    # cola_mm/evaluation/probe.py) or "icons" (cola_mm/evaluation/icon_judge.py)
+    judge: str = "probe"
     # groups a caption evaluation reports apart: (name suffix, keep(json) -> bool)
     caption_groups: tuple[tuple[str, Callable[[dict], bool]], ...] = (("", lambda meta: True),)
     # the samples a text → image evaluation prompts with (e.g. one-object scenes)
@@ -103,9 +106,18 @@ def of_split(split: str) -> Dataset:
 JOB_SPLITS = {"text_to_image": "image_splits", "image_to_text": "caption_splits"}
 
 
-def image_eval_splits(job: str) -> tuple[str, ...]:
+def evaluated(dataset: Dataset, root: str | Path | None) -> bool:
+    """Whether evaluations under the dataset root ``root`` read ``dataset``: every dataset that
+    ``cola-mm data all`` builds (its absence is an error the reader reports), and an optional one
+    (``in_all=False``, e.g. icons, which needs a font package) only where it was built."""
+    return dataset.in_all or root is None or (Path(root) / dataset.name).is_dir()
+
+
+def image_eval_splits(job: str, root: str | Path | None = None) -> tuple[str, ...]:
     """The default evaluation splits of an image job (``text_to_image`` or ``image_to_text``):
-    ``<dataset>/<split>`` of every image dataset."""
+    ``<dataset>/<split>`` of every image dataset (given ``root``, optional datasets only where
+    built there, see :func:`evaluated`)."""
     if job not in JOB_SPLITS:
         raise ValueError(f"image jobs are {', '.join(JOB_SPLITS)}, got {job!r}")
-    return tuple(f"{d.name}/{s}" for d in datasets().values() if d.has_images for s in getattr(d, JOB_SPLITS[job]))
+    return tuple(f"{d.name}/{s}" for d in datasets().values() if d.has_images and evaluated(d, root)
+                 for s in getattr(d, JOB_SPLITS[job]))

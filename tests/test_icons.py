@@ -155,3 +155,55 @@ def test_cli_builds_icons(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "icons/train: 30 samples" in r.stdout
     assert len(icons.icon_names(tmp_path)) >= 1200
+
+
+class OneSceneJudge:
+    """Reads every image as one fixed scene (so the suite's plumbing decides the figures)."""
+
+    def __init__(self, truth: dict):
+        self.reading = {"count": len(truth["objects"]), "background": truth["background"],
+                        "objects": [{"cell": o["cell"], "icon": o["icon"], "size": o["size"],
+                                     "top": ["cookie", "rocket", o["icon"]]} for o in truth["objects"]]}
+
+    def predict(self, images):
+        return [self.reading for _ in images]
+
+
+def test_icons_rows_in_the_suite_where_built_and_judged(built, tiny_mm_pipeline, tiny_datasets, tmp_path):
+    from cola_mm.data import registry
+    from cola_mm.evaluation import suite
+    from test_suite import FixedJudge
+
+    root_icons, samples = built
+    assert not any(s.startswith("icons/") for s in registry.image_eval_splits("text_to_image", tiny_datasets))
+    root = tmp_path / "datasets"  # the tiny datasets plus icons
+    root.mkdir()
+    for entry in tiny_datasets.iterdir():
+        (root / entry.name).symlink_to(entry)
+    (root / "icons").symlink_to(root_icons)
+    assert "icons/test" in registry.image_eval_splits("text_to_image", root)
+
+    limit = 4
+    first = samples["test"][:limit]
+    judge = OneSceneJudge(first[0]["json"])
+    report = suite.run_suite([tiny_mm_pipeline], data_root=root, probe_dir=FixedJudge(), icon_judge_dir=judge,
+                             seeds=(0,), limit=limit, steps=2, jobs=("images",), progress=False, grid_examples=0)
+    entry = next(iter(report["checkpoints"].values()))
+    t2i = entry["text_to_image"]["summary"]
+    same = sum(s["json"]["objects"] == first[0]["json"]["objects"] and s["json"]["background"] ==
+               first[0]["json"]["background"] for s in first)
+    assert t2i["icons_test_all_acc"]["mean"] == pytest.approx(same / limit)  # only the exact scene counts
+    assert t2i["icons_test_icon_top5_acc"]["mean"] >= t2i["icons_test_icon_acc"]["mean"]
+    assert {"icons_novel_all_acc", "icons_two_all_acc", "shapes_test_all_acc"} <= set(t2i)
+    assert "icons_test_1obj_all_acc" in entry["image_to_text"]["summary"]
+    assert entry["text_to_image_unjudged"] == []
+    md = suite.tables(report)
+    assert "icons_test top-5 icon" in md
+
+    # without an icon judge: the shapes and digits rows stay, the icons splits are listed as not judged
+    report = suite.run_suite([tiny_mm_pipeline], data_root=root, probe_dir=FixedJudge(), seeds=(0,), limit=2, steps=2,
+                             jobs=("images",), progress=False, grid_examples=0)
+    entry = next(iter(report["checkpoints"].values()))
+    assert "icons/test" in entry["text_to_image_unjudged"] and "shapes_test_all_acc" in entry["text_to_image"]["summary"]
+    assert not any(k.startswith("icons") for k in entry["text_to_image"]["summary"])
+    assert "Not judged" in suite.tables(report) and "icons/test" in suite.tables(report)

@@ -196,19 +196,9 @@ def train_judge(out: str | Path, steps: int = 2000, batch_size: int = 128, lr: f
 
 
 def judge_image(pred: dict, truth: dict, top_k: int = 1) -> dict[str, bool]:
-    """Grade a prediction against a scene: count, background, and every icon at its cell with its
-    size (``icon``: top-1, or within the cell's top ``top_k``)."""
-    want = {o["cell"]: o for o in truth["objects"]}
-    got = {o["cell"]: o for o in pred["objects"]}
-    count = pred["count"] == len(truth["objects"]) and len(got) == len(want)
-    cells = set(got) == set(want)
-    icon = cells and all((got[c]["icon"] == w["icon"]) if top_k == 1 else (w["icon"] in got[c]["top"][:top_k])
-                         for c, w in want.items())
-    size = cells and all(got[c]["size"] == w["size"] for c, w in want.items())
-    verdict = {"count": count, "cell": cells, "icon": icon, "size": size,
-               "background": pred["background"] == truth["background"]}
-    verdict["all"] = all(verdict.values())
-    return verdict
+    """Grade a prediction against a scene (:func:`cola_mm.data.icons.judge_image`, the grading the
+    evaluation suite uses)."""
+    return world.judge_image(pred, truth, top_k)
 
 
 def evaluate_judge(judge: IconJudge, n: int = 1000, data: str | Path | None = None, font: str | None = None,

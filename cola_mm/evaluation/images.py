@@ -104,10 +104,14 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
     if clip is not None:
         from cola_mm.evaluation.clip import clip_scores
     root = Path(data_root)
+    judges = probe if isinstance(probe, dict) else {"probe": probe}  # {dataset.judge: judge}
     results: dict[str, float] = {}
     examples = []
-    for split in splits or registry.image_eval_splits("text_to_image"):
+    for split in splits or registry.image_eval_splits("text_to_image", root):
         dataset = registry.of_split(split)
+        judge = judges.get(dataset.judge)
+        if judge is None:
+            raise ValueError(f"{split} is judged by the {dataset.judge} judge, which was not given")
         skipped: Counter = Counter()
         samples = read_samples(root / split, limit, keep=dataset.image_prompt_filter, skipped=skipped)
         correct: dict[str, int] = {}
@@ -119,7 +123,7 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
             prompts = [s["txt"] for s in chunk]
             images = pipe.generate_image(prompts, steps=steps, cfg_scale=cfg_scale, seed=seed + k * batch_size)
             scores = clip_scores(clip, images, prompts).tolist() if clip is not None else [0.0] * len(images)
-            for s, img, pred, score in zip(chunk, images, probe.predict(images), scores):
+            for s, img, pred, score in zip(chunk, images, judge.predict(images), scores):
                 verdict = dataset.judge_image(pred, s["json"])
                 objects = s["json"].get("objects") or [{}]
                 clip_sum += score
@@ -164,7 +168,7 @@ def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps:
     root = Path(data_root)
     results: dict[str, float] = {}
     examples = []
-    for split in splits or registry.image_eval_splits("image_to_text"):
+    for split in splits or registry.image_eval_splits("image_to_text", root):
         dataset = registry.of_split(split)
         for suffix, keep_sample in dataset.caption_groups:
             skipped: Counter = Counter()

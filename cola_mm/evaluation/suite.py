@@ -64,17 +64,18 @@ JOBS = ("images", "text", "context")
 SPLIT_SETS = ("test", "val")  # the held-out splits reported, or the val splits models are chosen on
 
 
-def eval_splits(split_set: str, job: str) -> tuple[str, ...]:
+def eval_splits(split_set: str, job: str, root: PathLike | None = None) -> tuple[str, ...]:
     """The image splits of ``job`` (``text_to_image`` or ``image_to_text``) for a split set: ``test``,
     each dataset's held-out evaluation splits (touched only for reported figures); ``val``, each
     image dataset's ``val`` split (for choosing models and settings). Text has one held-out split,
-    the val plays, which both sets read."""
+    the val plays, which both sets read. Given the dataset ``root``, an optional dataset (icons)
+    counts only where it was built (:func:`cola_mm.data.registry.evaluated`)."""
     if split_set not in SPLIT_SETS:
         raise ValueError(f"split set must be one of {', '.join(SPLIT_SETS)}, got {split_set!r}")
     if split_set == "test":
-        return registry.image_eval_splits(job)
+        return registry.image_eval_splits(job, root)
     return tuple(f"{d.name}/val" for d in registry.datasets().values()
-                 if d.has_images and getattr(d, registry.JOB_SPLITS[job]))
+                 if d.has_images and getattr(d, registry.JOB_SPLITS[job]) and registry.evaluated(d, root))
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -119,21 +120,24 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
 
     if not _has_images(pipe):
         return {"text_to_image": NOT_AVAILABLE, "image_to_text": NOT_AVAILABLE}
+    judges = {k: v for k, v in (probe if isinstance(probe, dict) else {"probe": probe}).items() if v is not None}
+    t2i_splits = eval_splits(split_set, "text_to_image", data_root)
+    judged = tuple(s for s in t2i_splits if registry.of_split(s).judge in judges)
     out: dict[str, Any] = {"text_to_image": {"per_seed": []}, "image_to_text": {"per_seed": []},
-                           "examples": {"text_to_image": [], "image_to_text": []}}
+                           "examples": {"text_to_image": [], "image_to_text": []},
+                           "text_to_image_unjudged": [s for s in t2i_splits if s not in judged]}
     for i, seed in enumerate(seeds):
         keep = grid_examples if i == 0 else 0
-        if probe is not None:
-            t2i, ex = evaluate_text_to_image(pipe, probe, data_root, limit=limit, steps=steps, seed=seed,
-                                             progress=progress, keep=keep, clip=clip,
-                                             splits=eval_splits(split_set, "text_to_image"))
+        if judged:
+            t2i, ex = evaluate_text_to_image(pipe, judges, data_root, limit=limit, steps=steps, seed=seed,
+                                             progress=progress, keep=keep, clip=clip, splits=judged)
             out["text_to_image"]["per_seed"].append(t2i)
             out["examples"]["text_to_image"] += ex
         i2t, ex = evaluate_captions(pipe, data_root, limit=limit, steps=steps, seed=seed, progress=progress, keep=keep,
-                                    splits=eval_splits(split_set, "image_to_text"))
+                                    splits=eval_splits(split_set, "image_to_text", data_root))
         out["image_to_text"]["per_seed"].append(i2t)
         out["examples"]["image_to_text"] += ex
-    if probe is None:
+    if not judged:
         out["text_to_image"] = "no judge (--probe)"
     for job in ("text_to_image", "image_to_text"):
         if isinstance(out[job], dict):
@@ -191,7 +195,8 @@ def context_job(pipe, data_root: PathLike, seeds: Sequence[int], n_windows: int,
     caption_samples = []
     if _has_images(pipe) and caption_rows:
         for dataset in registry.datasets().values():
-            if dataset.has_images and dataset.caption_splits and dataset.canonical_caption is not None:
+            if dataset.has_images and dataset.caption_splits and dataset.canonical_caption is not None \
+                    and registry.evaluated(dataset, root):
                 caption_samples += read_samples(root / dataset.name / dataset.caption_splits[0], caption_rows)
     per_seed = []
     for seed in seeds:
@@ -244,7 +249,7 @@ def load_clip_judge(clip: Any, checkpoint: PathLike | None, data_root: PathLike,
                              f"writes one)")
         info.update(source=REPORT_NAME, results=results)
     else:
-        splits = registry.image_eval_splits("text_to_image")
+        splits = registry.image_eval_splits("text_to_image", data_root)
         info.update(source="measured", results=evaluate_clip(encoder, data_root, splits, limit))
     return encoder, info
 
@@ -259,10 +264,14 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
               ar_dir: PathLike | None = None, text_prompts: int = 32, max_new_tokens: int = 48,
               context_windows: int = 32, caption_rows: int = 32, jobs: Sequence[str] = ("images", "text", "context"),
               progress: bool = True, grid_examples: int = 16, clip: Any = None,
-              clip_checkpoint: PathLike | None = None, split_set: str = "test") -> dict[str, Any]:
+              clip_checkpoint: PathLike | None = None, split_set: str = "test",
+              icon_judge_dir: Any = None) -> dict[str, Any]:
     """Run every job on every checkpoint; returns the report (see the module docstring).
     ``split_set``: ``test`` (reported figures) or ``val`` (model selection), see :func:`eval_splits`.
-    ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``; ``clip``
+    ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``;
+    ``icon_judge_dir`` the icon judge's (:mod:`cola_mm.evaluation.icon_judge`; or an object), read
+    only when the icons splits are evaluated (built under ``data_root``): without it they get no
+    text → image rows (listed in ``text_to_image_unjudged``); ``clip``
     (None: no CLIPScore) and ``clip_checkpoint`` are what :func:`load_clip_judge` takes."""
     from cola_mm.baselines.families import load_text_generator
     from cola_mm.data.shards import DataError
@@ -287,6 +296,17 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         probe = Probe.from_pretrained(probe_dir)
         report_file = Path(probe_dir) / "report.json"
         judge_report = json.loads(report_file.read_text()).get("metrics") if report_file.is_file() else None
+    icon_judge, icon_report = None, None
+    icons_evaluated = any(registry.of_split(s).judge == "icons" for s in eval_splits(split_set, "text_to_image", root))
+    if "images" in jobs and icon_judge_dir is not None and icons_evaluated:
+        if hasattr(icon_judge_dir, "predict"):
+            icon_judge, icon_judge_dir = icon_judge_dir, type(icon_judge_dir).__name__
+        else:
+            from cola_mm.evaluation.icon_judge import IconJudge
+
+            icon_judge = IconJudge.from_pretrained(icon_judge_dir)
+            report_file = Path(icon_judge_dir) / "report.json"
+            icon_report = json.loads(report_file.read_text()).get("renders") if report_file.is_file() else None
     ar = None
     if "text" in jobs and ar_dir is not None:
         from cola_mm.evaluation.ar import load_ar
@@ -306,6 +326,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
                               "seeds": list(seeds), "limit": limit,
                               "steps": steps, "judge": {"dir": str(probe_dir) if probe else None,
                                                         "report": judge_report},
+                              "icon_judge": {"dir": str(icon_judge_dir) if icon_judge else None,
+                                             "report": icon_report},
                               "clip": clip_info, "ar": str(ar_dir) if ar else None, "checkpoints": {}}
     for ckpt in ckpts:
         torch.manual_seed(0)
@@ -313,8 +335,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         entry: dict[str, Any] = {"path": str(ckpt), "family": pipe.family}
         started = time.time()
         if "images" in jobs:
-            entry.update(image_jobs(pipe, probe, root, seeds, limit, steps, progress, grid_examples, clip_encoder,
-                                    split_set))
+            entry.update(image_jobs(pipe, {"probe": probe, "icons": icon_judge}, root, seeds, limit, steps, progress,
+                                    grid_examples, clip_encoder, split_set))
         if "text" in jobs:
             entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress,
                                      vocabulary)
@@ -402,8 +424,10 @@ def tables(report: dict[str, Any]) -> str:
         if not _rows(summaries):  # nothing measured: say why per checkpoint
             lines.append("| all splits | " + " | ".join(v if isinstance(v, str) else "see below"
                                                         for v in summaries.values() for _ in range(per)) + " |")
-        for row in _rows(summaries):
-            split = row[: -len("_all_acc")]
+        top5 = {r[: -len("_icon_top5_acc")] + "_all_acc": r for r in _rows(summaries, "_icon_top5_acc")}
+        for row in _rows(summaries) + [r for r in top5.values()]:
+            split = row[: -len("_icon_top5_acc")] if row in top5.values() else row[: -len("_all_acc")]
+            label = f"{split} top-5 icon" if row in top5.values() else split
             cells = []
             for s in summaries.values():
                 cells.append(s if isinstance(s, str) else _cell(s.get(row), True))
@@ -411,7 +435,7 @@ def tables(report: dict[str, Any]) -> str:
                     cells.append(s if isinstance(s, str) else _cell(s.get(f"{split}_clip_score"), False))
             n = next((int(s[f"{split}_n"]["mean"]) for s in summaries.values()
                       if isinstance(s, dict) and f"{split}_n" in s), 0)
-            lines.append(f"| {split} (n={n}) | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} (n={n}) | " + " | ".join(cells) + " |")
         skipped = sum(int(s[k]["mean"]) for s in summaries.values() if isinstance(s, dict)
                       for k in s if k.endswith("_skipped"))
         lines.append("")
@@ -423,6 +447,14 @@ def tables(report: dict[str, Any]) -> str:
                               if isinstance(v, float) and k.endswith("_all") and v <= 1)
             lines.append(f"The judge's own accuracy on held-out renders ({report['judge']['dir']}/report.json): "
                          f"{shown}.\n")
+        icon = (report.get("icon_judge") or {}).get("report")
+        if job == "text_to_image" and icon:
+            shown = ", ".join(f"{k} {100 * v:.1f} %" for k, v in icon.items() if k != "n" and isinstance(v, float))
+            lines.append(f"The icon judge's own accuracy on {icon.get('n', '?')} held-out renders "
+                         f"({report['icon_judge']['dir']}/report.json): {shown}.\n")
+        unjudged = sorted({s for e in report["checkpoints"].values() for s in e.get("text_to_image_unjudged") or ()})
+        if job == "text_to_image" and unjudged:
+            lines.append(f"Not judged (no judge for them was given, e.g. `--icon-judge`): {', '.join(unjudged)}.\n")
         if with_clip:
             lines.append(clip_note(clip) + "\n")
         out.append("\n".join(lines))
