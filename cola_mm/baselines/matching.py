@@ -70,7 +70,7 @@ def count(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(0)
     stage = build_stage(cfg)
     L = cfg.data.seq_len
-    out: dict[str, Any] = {"stage": cfg.stage, "family": family_of(cfg.stage), "seq_len": L,
+    out: dict[str, Any] = {"stage": cfg.stage, "family": family_of(cfg.stage), "run_dir": cfg.run_dir, "seq_len": L,
                            "batch_size": cfg.batch_size, "max_steps": cfg.max_steps}
     if cfg.stage in ("ar", "masked-diffusion"):
         lm = stage.module.lm
