@@ -20,7 +20,9 @@ For each checkpoint and seed it runs
   entropy, repeated 4-grams, a MAUVE-style score against the true continuations (when the
   sentence encoder is installed), generative perplexity under a reference AR (``--ar``), and
   the similarity of continuations of different prompts at one seed (a prior that ignores its
-  prompt scores high);
+  prompt scores high); and, on prompts that end on the speaker line of a held-out play's own
+  character, whether the continuation answers with speech and names that play's characters
+  (:mod:`cola_mm.evaluation.speakers`; ``speaker_prompts``, 16 by default);
 - **context use**: the teacher-forced flow loss of held-out text blocks with a foreign context
   minus with their true one, and the same for caption blocks with a foreign image
   (:mod:`cola_mm.evaluation.context`).
@@ -147,9 +149,11 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
 
 def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, max_new_tokens: int,
              steps: int | None, ar=None, encoder=None, progress: bool = True,
-             vocabulary: frozenset[str] | None = None) -> dict[str, Any]:
+             vocabulary: frozenset[str] | None = None, n_speaker_prompts: int = 0) -> dict[str, Any]:
     """Continuations of held-out prompts per seed, scored by :mod:`cola_mm.evaluation.text_metrics`
-    (``vocabulary``: the training corpus's words, read once per suite run)."""
+    (``vocabulary``: the training corpus's words, read once per suite run); with
+    ``n_speaker_prompts``, also continuations of prompts that end on a held-out character's speaker
+    line, scored by :mod:`cola_mm.evaluation.speakers`."""
     from tqdm import tqdm
 
     from cola_mm.evaluation import text_metrics as tm
@@ -162,6 +166,16 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
     references = [pipe.tokenizer.decode(row[max_new_tokens:].tolist(), skip_special_tokens=True).strip() for row in ids]
     if vocabulary is None:
         vocabulary = tm.corpus_vocabulary(root / "text" / "train")
+    speaker_prompts, play_speakers = [], {}
+    if n_speaker_prompts:
+        from cola_mm.evaluation import speakers as sp
+
+        try:
+            speaker_prompts = sp.speaker_prompts(val, root / "text" / "train", pipe.tokenizer, n_speaker_prompts,
+                                                 prompt_tokens=max_new_tokens)
+            play_speakers = sp.speakers_by_play(val)
+        except ValueError as err:  # a corpus without (enough) speaker lines: no speaker figures
+            print(f"note: no speaker figures ({err})", file=sys.stderr)
     per_seed, samples = [], {}
     for seed in seeds:
         texts = [pipe.generate_text(p, max_new_tokens=max_new_tokens, steps=steps, seed=seed)
@@ -178,6 +192,12 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
         if ar is not None:
             model, tok = ar
             r["gen_ppl"] = tm.generative_perplexity(texts, model, tok, prompts=prompts)
+        if speaker_prompts:
+            said = [pipe.generate_text(p["prompt"], max_new_tokens=max_new_tokens, steps=steps, seed=seed)
+                    for p in tqdm(speaker_prompts, desc=f"speakers seed {seed}", disable=not progress, leave=False)]
+            r.update(sp.speaker_figures(said, speaker_prompts, play_speakers))
+            samples[f"{seed}_speakers"] = [{"prompt": p["prompt"][-120:], "continuation": t}
+                                           for p, t in zip(speaker_prompts[:3], said[:3])]
         per_seed.append(r)
         samples[str(seed)] = [{"prompt": p, "continuation": t} for p, t in zip(prompts[:4], texts[:4])]
     return {"per_seed": per_seed, "summary": aggregate(per_seed), "samples": samples, "prompts": len(prompts)}
@@ -265,7 +285,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
               context_windows: int = 32, caption_rows: int = 32, jobs: Sequence[str] = ("images", "text", "context"),
               progress: bool = True, grid_examples: int = 16, clip: Any = None,
               clip_checkpoint: PathLike | None = None, split_set: str = "test",
-              icon_judge_dir: Any = None) -> dict[str, Any]:
+              icon_judge_dir: Any = None, speaker_prompts: int = 16) -> dict[str, Any]:
     """Run every job on every checkpoint; returns the report (see the module docstring).
     ``split_set``: ``test`` (reported figures) or ``val`` (model selection), see :func:`eval_splits`.
     ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``;
@@ -339,7 +359,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
                                     grid_examples, clip_encoder, split_set))
         if "text" in jobs:
             entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress,
-                                     vocabulary)
+                                     vocabulary, speaker_prompts)
         if "context" in jobs and pipe.family != "cola_mm":  # flow losses exist only for the prior
             entry["context"] = NOT_AVAILABLE
         elif "context" in jobs:
@@ -461,7 +481,8 @@ def tables(report: dict[str, Any]) -> str:
     for job, title, fields in (
             ("text", "Text continuation (held-out plays)",
              ("corpus_word_rate", "unigram_entropy_bits", "repeated_4gram_rate", "same_seed_difflib",
-              "same_seed_3gram", "mauve", "gen_ppl")),
+              "same_seed_3gram", "mauve", "gen_ppl", "speech_after_speaker", "speakers_of_the_play",
+              "speaker_lines")),
             ("context", "Context use (teacher-forced flow loss)",
              ("text_true_loss", "text_foreign_gap", "caption_true_loss", "caption_foreign_gap"))):
         summaries = {n: e.get(job) if isinstance(e.get(job), dict) else {}
