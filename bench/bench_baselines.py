@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cola_mm.baselines.families import load_text_generator
+from cola_mm.evaluation.generators import load_text_generator
 from cola_mm.evaluation import context as C
 from cola_mm.evaluation import text_metrics as tm
 from cola_mm.evaluation.ar import load_ar

@@ -5,7 +5,7 @@ training FLOPs, one line per family, mean ± std over the suite's seeds.
         --matching bench/results/baselines_matching.json --png bench/results/baselines_sweep.png
 
 ``--suite``: a ``cola-mm eval suite --jobs text`` JSON over the sweep's model folders;
-``--matching``: ``python -m cola_mm.baselines.matching … --json`` over their run configs (it
+``--matching``: ``python -m cola_mm.training.matching … --json`` over their run configs (it
 gives each run's training FLOPs and parameters; runs are matched by ``run_dir``). Prints the table
 in Markdown.
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 19's scaling sweep on this CPU: the three text families (Cola-MM's prior, the AR, masked
 # diffusion) at widths 128, 192 and 256, each size FLOP-matched across families
-# (python -m cola_mm.baselines.matching), two runs at a time with one thread each, then one suite
+# (python -m cola_mm.training.matching), two runs at a time with one thread each, then one suite
 # run that scores all nine on the held-out plays and a plot of each figure against training FLOPs.
 #   bash bench/sweep_baselines.sh            (after `cola-mm data all --out datasets`)
 # Logs: runs/logs/<run>.log. A finished run is skipped (its run_dir/model exists).
@@ -20,7 +20,7 @@ train_one() {
 }
 export -f train_one
 printf '%s\n' $configs | xargs -P "${PARALLEL:-2}" -I{} bash -c 'train_one {}'
-python -m cola_mm.baselines.matching $configs --json bench/results/baselines_matching.json
+python -m cola_mm.training.matching $configs --json bench/results/baselines_matching.json
 ckpts=""
 for cfg in $configs; do
   ckpts="$ckpts --ckpt $(python -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$cfg")/model"

@@ -258,7 +258,7 @@ def _seeds(seed: int, seeds: Sequence[int] | None, n: int) -> list[int]:
 
 
 class ColaPipeline:
-    family = "cola_mm"  # see cola_mm.baselines.families
+    family = "cola_mm"  # see cola_mm.core.families
 
     def __init__(self, text_vae: TextVAE, dit: DiT, tokenizer, config: PipelineConfig, image_vae=None):
         if len(tokenizer) != text_vae.config.vocab_size:
@@ -293,7 +293,7 @@ class ColaPipeline:
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"pipeline folder not found: {path}")
-        from cola_mm.baselines.families import expect_family
+        from cola_mm.core.families import expect_family
 
         expect_family(path, "cola_mm")  # an AR or masked diffusion folder: say so, naming both
         if not trust_pickle_files:

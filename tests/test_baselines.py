@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from cola_mm.baselines import matching
-from cola_mm.baselines.families import detect_family, load_text_generator
+from cola_mm.training import matching
+from cola_mm.core.families import detect_family
+from cola_mm.evaluation.generators import load_text_generator
 from cola_mm.core.components import CheckpointError
 from cola_mm.core.config import ConfigError
 from cola_mm.training.config import TrainConfig

@@ -5,7 +5,8 @@ Floors, top to bottom (``|`` separates siblings, which must not import each othe
     cola_mm.cli                                 the command line (it starts the app)
     cola_mm.apps | cola_mm.serve                the Streamlit app; the HTTP API
     cola_mm.evaluation | cola_mm.training       evaluation; the training loop and its stages
-    cola_mm.pipeline                            inference: one pipeline for the three jobs
+    cola_mm.pipeline | cola_mm.baselines        inference: one pipeline for the three jobs; the
+                                                masked diffusion baseline (model and sampler)
     cola_mm.vae_text | cola_mm.vae_image        the two VAEs
     cola_mm.prior                               the DiT, masks, flow matching, the block sampler
     cola_mm.data                                shards, loaders, the bundled datasets, their registry
@@ -29,7 +30,7 @@ LAYERS = (
     ("cola_mm.cli",),
     ("cola_mm.apps", "cola_mm.serve"),
     ("cola_mm.evaluation", "cola_mm.training"),
-    ("cola_mm.pipeline",),
+    ("cola_mm.pipeline", "cola_mm.baselines"),
     ("cola_mm.vae_text", "cola_mm.vae_image"),
     ("cola_mm.prior",),
     ("cola_mm.data",),

@@ -35,6 +35,7 @@ from torch import nn
 
 from cola_mm.core.components import CheckpointError, PretrainedMixin, read_component_config
 from cola_mm.core.config import Config, check
+from cola_mm.core.families import check_tokenizer, expect_family
 from cola_mm.core.layers import Block, RMSNorm, rope_angles, swiglu_hidden
 
 KIND = "MaskedDiffusionLM"
@@ -240,8 +241,6 @@ def load_masked_diffusion(folder: str | os.PathLike, with_block_size: bool = Fal
     vocabulary or mask token differs from the model's is a one-line error."""
     from cola_mm.vae_text.tokenizer import load_tokenizer
 
-    from cola_mm.baselines.families import expect_family
-
     folder = Path(folder)
     expect_family(folder, "masked_diffusion")
     model_dir = folder / COMPONENT if (folder / COMPONENT).is_dir() else folder
@@ -257,13 +256,3 @@ def load_masked_diffusion(folder: str | os.PathLike, with_block_size: bool = Fal
         return model, tokenizer
     block = extra.get("sample_block_size", 16)
     return model, tokenizer, block if isinstance(block, int) and not isinstance(block, bool) and block > 0 else 16
-
-
-def check_tokenizer(vocab_size: int, mask_token_id: int | None, tokenizer, model_where: str, tok_where: str) -> None:
-    """A one-line :class:`CheckpointError` when the tokenizer is not the one the model was trained with."""
-    if len(tokenizer) != vocab_size:
-        raise CheckpointError(f"the tokenizer {tok_where} has {len(tokenizer)} tokens but the model {model_where} "
-                              f"was trained on a vocabulary of {vocab_size}: use the tokenizer it was trained with")
-    if mask_token_id is not None and tokenizer.mask_token_id != mask_token_id:
-        raise CheckpointError(f"the tokenizer {tok_where} has <mask> id {tokenizer.mask_token_id} but the model "
-                              f"{model_where} was trained with {mask_token_id}")

@@ -27,8 +27,7 @@ def load_ar(folder: str | os.PathLike):
     ``tokenizer/``), or from an ``ar/`` folder whose ``tokenizer/`` lies beside it."""
     from transformers import LlamaForCausalLM
 
-    from cola_mm.baselines.families import expect_family
-    from cola_mm.baselines.masked_diffusion import check_tokenizer
+    from cola_mm.core.families import check_tokenizer, expect_family
     from cola_mm.vae_text.tokenizer import load_tokenizer
 
     folder = Path(folder)

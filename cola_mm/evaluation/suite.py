@@ -28,7 +28,7 @@ For each checkpoint and seed it runs
   (:mod:`cola_mm.evaluation.context`).
 
 A ``--ckpt`` may also be a baseline's folder, an AR (stage ``ar``) or a masked diffusion LM
-(stage ``masked-diffusion``; :mod:`cola_mm.baselines.families`): it gets the text rows, scored
+(stage ``masked-diffusion``; :mod:`cola_mm.core.families`): it gets the text rows, scored
 exactly like the prior's, and its image and context rows are "not available", so one run scores
 every family.
 
@@ -293,7 +293,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
     only when the icons splits are evaluated (built under ``data_root``): without it they get no
     text → image rows (listed in ``text_to_image_unjudged``); ``clip``
     (None: no CLIPScore) and ``clip_checkpoint`` are what :func:`load_clip_judge` takes."""
-    from cola_mm.baselines.families import load_text_generator
+    from cola_mm.evaluation.generators import load_text_generator
     from cola_mm.data.shards import DataError
 
     root = Path(data_root)

@@ -1,6 +1,6 @@
 """Matching model families by size and by training compute (issue 19).
 
-    python -m cola_mm.baselines.matching configs/baseline_prior.yaml configs/baseline_ar.yaml …
+    python -m cola_mm.training.matching configs/baseline_prior.yaml configs/baseline_ar.yaml …
         [--set KEY=VALUE] [--json FILE]
 
 For every run config it builds the stage's model (no data is read: only the tokenizer and, for
@@ -137,7 +137,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cola_mm.baselines.matching", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cola_mm.training.matching", description=__doc__.split("\n\n")[0])
     parser.add_argument("configs", nargs="+", help="run configs (the first is the reference)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override applied to every config (as `cola-mm train --set`)")
