@@ -26,7 +26,7 @@ for cfg in $configs; do
   ckpts="$ckpts --ckpt $(python -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$cfg")/model"
 done
 # the judge of generative perplexity: the largest AR of the sweep (no stronger AR exists on this machine)
-cola-mm eval suite $ckpts --jobs text --ar runs/baseline_ar/model --seeds 0,1,2 --no-progress \
+cola-mm eval suite $ckpts --jobs text --text-cfg 3 --ar runs/baseline_ar/model --seeds 0,1,2 --no-progress \
   --json-dir bench/results --grid-dir ''
 python bench/plot_baselines_sweep.py --suite "bench/results/suite_$(for c in $configs; do python -c "import yaml,sys,pathlib; print(pathlib.Path(yaml.safe_load(open(sys.argv[1]))['run_dir']).name)" "$c"; done | paste -sd_).json" \
   --matching bench/results/baselines_matching.json --png bench/results/baselines_sweep.png

@@ -294,7 +294,7 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
     report = suite.run_suite(args.ckpt or [str(BUNDLED_CKPT)], data_root=args.data,
                              probe_dir=None if args.probe == "none" else args.probe, seeds=args.seeds,
                              limit=args.limit, steps=args.steps, ar_dir=args.ar, text_prompts=args.text_prompts,
-                             speaker_prompts=args.speaker_prompts,
+                             speaker_prompts=args.speaker_prompts, text_cfg_scale=args.text_cfg,
                              jobs=jobs, progress=not args.no_progress, clip=args.clip,
                              clip_checkpoint=args.clip_checkpoint, split_set=args.splits,
                              icon_judge_dir=_icon_judge_dir(args.icon_judge))
@@ -680,6 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=200, help="samples per split (default 200)")
     p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's)")
     p.add_argument("--text-prompts", type=_positive_int, default=32, help="held-out text prompts (default 32)")
+    p.add_argument("--text-cfg", type=_positive_float, default=None,
+                   help="text guidance of the Cola-MM checkpoints' continuations (default: each pipeline's)")
     p.add_argument("--speaker-prompts", type=int, default=16,
                    help="held-out prompts ending on a character's speaker line, for the speaker figures "
                         "(default 16; 0: none)")

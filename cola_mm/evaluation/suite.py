@@ -149,11 +149,13 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
 
 def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, max_new_tokens: int,
              steps: int | None, ar=None, encoder=None, progress: bool = True,
-             vocabulary: frozenset[str] | None = None, n_speaker_prompts: int = 0) -> dict[str, Any]:
+             vocabulary: frozenset[str] | None = None, n_speaker_prompts: int = 0,
+             cfg_scale: float | None = None) -> dict[str, Any]:
     """Continuations of held-out prompts per seed, scored by :mod:`cola_mm.evaluation.text_metrics`
     (``vocabulary``: the training corpus's words, read once per suite run); with
     ``n_speaker_prompts``, also continuations of prompts that end on a held-out character's speaker
-    line, scored by :mod:`cola_mm.evaluation.speakers`."""
+    line, scored by :mod:`cola_mm.evaluation.speakers`. ``cfg_scale``: the prior's text guidance
+    (None: the pipeline's default; the baselines ignore it)."""
     from tqdm import tqdm
 
     from cola_mm.evaluation import text_metrics as tm
@@ -178,7 +180,7 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
             print(f"note: no speaker figures ({err})", file=sys.stderr)
     per_seed, samples = [], {}
     for seed in seeds:
-        texts = [pipe.generate_text(p, max_new_tokens=max_new_tokens, steps=steps, seed=seed)
+        texts = [pipe.generate_text(p, max_new_tokens=max_new_tokens, steps=steps, cfg_scale=cfg_scale, seed=seed)
                  for p in tqdm(prompts, desc=f"text seed {seed}", disable=not progress, leave=False)]
         texts = [t[len(p):] if t.startswith(p) else t for p, t in zip(prompts, texts)]
         r = {"corpus_word_rate": tm.corpus_word_rate(texts, vocabulary),
@@ -193,7 +195,8 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
             model, tok = ar
             r["gen_ppl"] = tm.generative_perplexity(texts, model, tok, prompts=prompts)
         if speaker_prompts:
-            said = [pipe.generate_text(p["prompt"], max_new_tokens=max_new_tokens, steps=steps, seed=seed)
+            said = [pipe.generate_text(p["prompt"], max_new_tokens=max_new_tokens, steps=steps, cfg_scale=cfg_scale,
+                                       seed=seed)
                     for p in tqdm(speaker_prompts, desc=f"speakers seed {seed}", disable=not progress, leave=False)]
             r.update(sp.speaker_figures(said, speaker_prompts, play_speakers))
             samples[f"{seed}_speakers"] = [{"prompt": p["prompt"][-120:], "continuation": t}
@@ -285,7 +288,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
               context_windows: int = 32, caption_rows: int = 32, jobs: Sequence[str] = ("images", "text", "context"),
               progress: bool = True, grid_examples: int = 16, clip: Any = None,
               clip_checkpoint: PathLike | None = None, split_set: str = "test",
-              icon_judge_dir: Any = None, speaker_prompts: int = 16) -> dict[str, Any]:
+              icon_judge_dir: Any = None, speaker_prompts: int = 16,
+              text_cfg_scale: float | None = None) -> dict[str, Any]:
     """Run every job on every checkpoint; returns the report (see the module docstring).
     ``split_set``: ``test`` (reported figures) or ``val`` (model selection), see :func:`eval_splits`.
     ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``;
@@ -344,7 +348,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
     report: dict[str, Any] = {"suite_version": 1, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "machine": machine(), "data": str(root), "split_set": split_set,
                               "seeds": list(seeds), "limit": limit,
-                              "steps": steps, "judge": {"dir": str(probe_dir) if probe else None,
+                              "steps": steps, "text_cfg_scale": text_cfg_scale, "judge": {"dir": str(probe_dir) if probe else None,
                                                         "report": judge_report},
                               "icon_judge": {"dir": str(icon_judge_dir) if icon_judge else None,
                                              "report": icon_report},
@@ -359,7 +363,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
                                     grid_examples, clip_encoder, split_set))
         if "text" in jobs:
             entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress,
-                                     vocabulary, speaker_prompts)
+                                     vocabulary, speaker_prompts, text_cfg_scale)
         if "context" in jobs and pipe.family != "cola_mm":  # flow losses exist only for the prior
             entry["context"] = NOT_AVAILABLE
         elif "context" in jobs:
