@@ -8,6 +8,7 @@ family                folder
 ``cola_mm``           ``pipeline.json``, ``text_vae/``, ``dit/`` …
 ``ar``                ``ar/`` (LlamaForCausalLM), ``tokenizer/``
 ``masked_diffusion``  ``mdm/``, ``tokenizer/``
+``ar_captioner``      ``ar_captioner/`` (prefix + ``lm/``), ``image_vae/``, ``tokenizer/``
 ====================  ==============================================
 
 Loading a folder as the wrong family, or with a tokenizer of another vocabulary, is a one-line
@@ -26,6 +27,7 @@ DESCRIPTIONS = {
     "cola_mm": "a Cola-MM pipeline (pipeline.json, text_vae/, dit/)",
     "ar": "an AR model (ar/, stage ar)",
     "masked_diffusion": "a masked diffusion model (mdm/, stage masked-diffusion)",
+    "ar_captioner": "an AR captioner (ar_captioner/, stage ar-captioner)",
 }
 
 
@@ -38,6 +40,8 @@ def detect_family(folder: str | os.PathLike) -> str | None:
         return "ar"
     if (folder / "mdm" / "config.json").is_file():
         return "masked_diffusion"
+    if (folder / "ar_captioner" / "config.json").is_file():
+        return "ar_captioner"
     return None
 
 

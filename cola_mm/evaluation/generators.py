@@ -11,10 +11,12 @@ from cola_mm.core.families import DESCRIPTIONS, detect_family
 
 
 def load_text_generator(folder: str | os.PathLike):
-    """An object with ``generate_text(prompt, max_new_tokens, steps, cfg_scale, seed)``,
-    ``tokenizer`` and ``family``: a :class:`~cola_mm.pipeline.ColaPipeline`, an
-    :class:`~cola_mm.evaluation.ar.ARGenerator` or a
-    :class:`~cola_mm.baselines.masked_diffusion.MaskedDiffusionGenerator`."""
+    """An object with ``tokenizer``, ``family`` and the jobs it does: ``generate_text(prompt,
+    max_new_tokens, steps, cfg_scale, seed)`` (a :class:`~cola_mm.pipeline.ColaPipeline`, an
+    :class:`~cola_mm.evaluation.ar.ARGenerator`, a
+    :class:`~cola_mm.baselines.masked_diffusion.MaskedDiffusionGenerator`), ``caption(images, …)``
+    (the pipeline, an :class:`~cola_mm.baselines.ar_captioner.ARCaptioner`), ``generate_image``
+    (the pipeline)."""
     family = detect_family(folder)
     if family is None:
         if not Path(folder).is_dir():
@@ -29,6 +31,10 @@ def load_text_generator(folder: str | os.PathLike):
         from cola_mm.evaluation.ar import ARGenerator
 
         return ARGenerator.from_pretrained(folder)
+    if family == "ar_captioner":  # captions only: caption(images, …), no generate_text
+        from cola_mm.baselines.ar_captioner import ARCaptioner
+
+        return ARCaptioner.from_pretrained(folder)
     from cola_mm.baselines.masked_diffusion import MaskedDiffusionGenerator
 
     return MaskedDiffusionGenerator.from_pretrained(folder)

@@ -128,6 +128,9 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
     out: dict[str, Any] = {"text_to_image": {"per_seed": []}, "image_to_text": {"per_seed": []},
                            "examples": {"text_to_image": [], "image_to_text": []},
                            "text_to_image_unjudged": [s for s in t2i_splits if s not in judged]}
+    draws = hasattr(pipe, "generate_image")  # a captioning specialist has no text → image rows
+    if not draws:
+        judged, out["text_to_image_unjudged"] = (), []
     for i, seed in enumerate(seeds):
         keep = grid_examples if i == 0 else 0
         if judged:
@@ -139,7 +142,9 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
                                     splits=eval_splits(split_set, "image_to_text", data_root))
         out["image_to_text"]["per_seed"].append(i2t)
         out["examples"]["image_to_text"] += ex
-    if not judged:
+    if not draws:
+        out["text_to_image"] = NOT_AVAILABLE
+    elif not judged:
         out["text_to_image"] = "no judge (--probe)"
     for job in ("text_to_image", "image_to_text"):
         if isinstance(out[job], dict):
@@ -361,7 +366,9 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         if "images" in jobs:
             entry.update(image_jobs(pipe, {"probe": probe, "icons": icon_judge}, root, seeds, limit, steps, progress,
                                     grid_examples, clip_encoder, split_set))
-        if "text" in jobs:
+        if "text" in jobs and not hasattr(pipe, "generate_text"):
+            entry["text"] = NOT_AVAILABLE
+        elif "text" in jobs:
             entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress,
                                      vocabulary, speaker_prompts, text_cfg_scale)
         if "context" in jobs and pipe.family != "cola_mm":  # flow losses exist only for the prior

@@ -19,7 +19,12 @@ the prior, its Text VAE) and prints
                  diffusion, 2L for the prior (the 2L layout: clean copy + noisy copy)
       C_vae    = the prior's Text VAE: 2 · N_encoder · L when frozen (one forward of the encoder);
                  6 · N_vae · L + 8 · N_encoder · L when trained jointly (its own loss, the encoder
-                 again for z0 with gradients, the frozen reference encoder)
+                 again for z0 with gradients, the frozen reference encoder); the AR captioner's
+                 frozen image VAE: one encoder forward per image, counted by FlopCounterMode
+
+  (the AR captioner: a row is one image, T = its latent tokens + ``data.caption_tokens``; its
+  prefix projection counts as matmul weights). Multimodal priors (``data.pairs``) are not counted
+  yet: their packed rows hold a varying number of images.
 
   times ``batch_size · max_steps`` for the run (6 = forward 2 + backward 4 per weight and
   position; attention's n² term is left out for every family alike: at L = 128 it is ≤ 2 %).
@@ -60,7 +65,8 @@ def _embedding_params(model: nn.Module) -> int:
 
 
 def family_of(stage: str) -> str:
-    return {"ar": "ar", "masked-diffusion": "masked_diffusion", "prior": "cola_mm"}.get(stage, stage)
+    return {"ar": "ar", "masked-diffusion": "masked_diffusion", "prior": "cola_mm",
+            "ar-captioner": "ar_captioner"}.get(stage, stage)
 
 
 def count(cfg: TrainConfig) -> dict[str, Any]:
@@ -73,13 +79,8 @@ def count(cfg: TrainConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"stage": cfg.stage, "family": family_of(cfg.stage), "run_dir": cfg.run_dir, "seq_len": L,
                            "batch_size": cfg.batch_size, "max_steps": cfg.max_steps}
     if cfg.stage in ("ar", "masked-diffusion"):
-        lm = stage.module.lm
-        emb = _embedding_params(lm)
-        total = _unique_params([lm])
-        out_layer = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-        tied_output = emb if (out_layer is None or out_layer.weight is _tables(lm)) else 0
-        out.update(non_embedding=total - emb, embedding=emb, other=0, tokens_per_row=L,
-                   n_matmul=total - emb + tied_output)
+        non_emb, emb, matmul = _lm_counts(stage.module.lm)
+        out.update(non_embedding=non_emb, embedding=emb, other=0, tokens_per_row=L, n_matmul=matmul)
         out["flops_per_row"] = 6 * out["n_matmul"] * L
     elif cfg.stage == "prior":
         if getattr(stage, "image_vae", None) is not None or cfg.data.pairs:
@@ -96,12 +97,42 @@ def count(cfg: TrainConfig) -> dict[str, Any]:
                    other_what="Text VAE (all weights)", vae_frozen=frozen, tokens_per_row=2 * L,
                    n_matmul=dit_total - dit_emb, vae_flops_per_row=c_vae)
         out["flops_per_row"] = 6 * out["n_matmul"] * 2 * L + c_vae
+    elif cfg.stage == "ar-captioner":
+        non_emb, emb, matmul = _lm_counts(stage.module.lm)
+        prefix = _unique_params([stage.module.prefix])
+        T = stage.image_vae.config.grid ** 2 + cfg.data.caption_tokens  # the prefix and the longest caption
+        enc = image_encoder_flops(stage.image_vae)
+        out.update(non_embedding=non_emb + prefix, embedding=emb, other=_unique_params([stage.image_vae]),
+                   other_what="image VAE (frozen)", tokens_per_row=T, n_matmul=matmul + prefix,
+                   vae_flops_per_row=enc)
+        out["flops_per_row"] = 6 * out["n_matmul"] * T + enc
     else:
         raise ValueError(f"stage {cfg.stage!r}: the matching harness counts the text families "
-                         f"(prior, ar, masked-diffusion)")
+                         f"(prior, ar, masked-diffusion) and the AR captioner")
     out["total"] = out["non_embedding"] + out["embedding"]
     out["training_flops"] = out["flops_per_row"] * cfg.batch_size * cfg.max_steps
     return out
+
+
+def image_encoder_flops(image_vae) -> int:
+    """FLOPs of one forward of the image VAE's encoder on one image (counted by torch's
+    FlopCounterMode, so convolutions count exactly; the frozen encoder runs once per image)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = image_vae.config.image_size
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        image_vae.encode(torch.zeros(1, 3, size, size))
+    return int(counter.get_total_flops())
+
+
+def _lm_counts(lm: nn.Module) -> tuple[int, int, int]:
+    """(non-embedding, embedding, matmul) parameters of an LM; a tied output layer counts as matmul
+    weights (it is a matmul at every position) though its weights are the embedding table's."""
+    emb = _embedding_params(lm)
+    total = _unique_params([lm])
+    out_layer = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    tied_output = emb if (out_layer is None or out_layer.weight is _tables(lm)) else 0
+    return total - emb, emb, total - emb + tied_output
 
 
 def _tables(lm: nn.Module):
