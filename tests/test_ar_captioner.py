@@ -16,7 +16,7 @@ from cola_mm.training.config import TrainConfig
 def cap_config(datasets, pipeline, run_dir, **over) -> dict:
     cfg = {"stage": "ar-captioner", "run_dir": str(run_dir),
            "model": {"image_vae": str(pipeline), "preset": "tiny"},
-           "data": {"train": [{"shards": str(datasets / "shapes" / "train")}],
+           "data": {"pairs": [{"shards": str(datasets / "shapes" / "train")}],
                     "val_pairs": [{"shards": str(datasets / "shapes" / "val")}],
                     "tokenizer": str(datasets / "tokenizer"), "caption_tokens": 24, "shuffle_buffer": 20,
                     "caption_targets": "canonical"},
@@ -90,6 +90,7 @@ def test_matching_counts_the_captioner(tiny_datasets, tiny_mm_pipeline, tmp_path
 @pytest.mark.parametrize("over, match", [
     ({"model": {"preset": "tiny"}}, "model.image_vae"),
     ({"loss": {"beta": 1}}, "has no loss options"),
+    ({"data": {"train": [{"shards": "x"}], "tokenizer": "t"}}, "trains on image–caption shards"),
 ])
 def test_config_errors(tiny_datasets, tiny_mm_pipeline, tmp_path, over, match):
     from cola_mm.training.stages.ar_captioner import ARCaptionerStage

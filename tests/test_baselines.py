@@ -156,3 +156,19 @@ def test_batched_generation_of_the_baselines(tiny_baselines):
         texts, tokens = gen.generate_texts(prompts, max_new_tokens=6, seed=0)
         assert len(texts) == 2 and all(isinstance(t, str) for t in texts) and 0 <= tokens <= 12
         assert gen.generate_texts(prompts, max_new_tokens=6, seed=0) == (texts, tokens)  # seeded
+
+
+def test_matching_counts_a_multimodal_prior_on_its_own_rows(tiny_mm_pipeline, tiny_datasets, tmp_path):
+    d = tiny_datasets
+    cfg = _cfg(d, tmp_path / "mm", "prior", {"vae": str(tiny_mm_pipeline), "image_vae": str(tiny_mm_pipeline),
+                                             "dit": {"preset": "tiny"}},
+               loss={"freeze_vae": True},
+               data={"train": [{"shards": str(d / "text" / "train")}], "pairs": [{"shards": str(d / "shapes" / "train")}],
+                     "jobs": {"text_to_text": 1, "text_to_image": 1, "image_to_text": 1},
+                     "tokenizer": str(d / "tokenizer"), "seq_len": 64, "shuffle_buffer": 10})
+    r = matching.count(cfg, rows_sampled=30)
+    assert 0 < r["images_per_row"] < 64 and 0 < r["text_positions_per_row"] <= 64
+    assert r["vae_flops_per_row"] > 0 and r["flops_per_row"] == 6 * r["n_matmul"] * 128 + r["vae_flops_per_row"]
+    text_only = matching.count(cfg.replace(model={k: v for k, v in cfg.model.items() if k != "image_vae"},
+                                           data=cfg.data.replace(pairs=(), jobs={})))
+    assert r["other"] > text_only["other"]  # the image VAE is counted apart too

@@ -48,7 +48,7 @@ class SourceConfig(Config):
 
 @dataclass(frozen=True)
 class DataConfig(Config):
-    train: tuple[SourceConfig, ...]  # training mixture
+    train: tuple[SourceConfig, ...] = ()  # training mixture (text windows); may be empty when data.pairs is given
     val: tuple[SourceConfig, ...] = ()  # held-out data for periodic validation
     tokenizer: str = "datasets/tokenizer"  # tokenizer folder (ours or any HF tokenizer)
     seq_len: int = 128  # tokens per training window
@@ -65,7 +65,8 @@ class DataConfig(Config):
     caption_targets: str = "original"  # image→text targets
 
     def __post_init__(self):
-        check(len(self.train) > 0, "data.train needs at least one source")
+        check(len(self.train) > 0 or len(self.pairs) > 0, "data.train (or, for image jobs, data.pairs) needs at "
+                                                           "least one source")
         check(self.seq_len >= 2, f"data.seq_len must be >= 2, got {self.seq_len}")
         check(self.num_workers >= 0, "data.num_workers must be >= 0")
         check(self.caption_tokens >= 3, "data.caption_tokens must be >= 3")

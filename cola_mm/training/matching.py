@@ -23,8 +23,10 @@ the prior, its Text VAE) and prints
                  frozen image VAE: one encoder forward per image, counted by FlopCounterMode
 
   (the AR captioner: a row is one image, T = its latent tokens + ``data.caption_tokens``; its
-  prefix projection counts as matmul weights). Multimodal priors (``data.pairs``) are not counted
-  yet: their packed rows hold a varying number of images.
+  prefix projection counts as matmul weights). A multimodal prior's rows (``data.pairs``) hold a
+  varying number of images and caption tokens: the harness reads the first 200 rows of the run's
+  own training stream and counts the Text VAE on their text positions and the image encoder
+  once per image, on average (``text_positions_per_row``, ``images_per_row``).
 
   times ``batch_size · max_steps`` for the run (6 = forward 2 + backward 4 per weight and
   position; attention's n² term is left out for every family alike: at L = 128 it is ≤ 2 %).
@@ -69,7 +71,21 @@ def family_of(stage: str) -> str:
             "ar-captioner": "ar_captioner"}.get(stage, stage)
 
 
-def count(cfg: TrainConfig) -> dict[str, Any]:
+def _multimodal_row_contents(stage, n: int) -> tuple[float, float]:
+    """(Text VAE positions, images) per training row, averaged over the first ``n`` rows of the
+    run's own training stream (text windows: L tokens; packed samples: their caption tokens)."""
+    from itertools import islice
+
+    text, images = 0, 0
+    rows = list(islice(iter(stage.train_dataset(0, 1)), n))
+    for row in rows:
+        text += row["window"].numel() if row["window"] is not None else 0
+        text += sum(ids.numel() for _, ids in row["captions"])
+        images += len(row["images"])
+    return text / max(len(rows), 1), images / max(len(rows), 1)
+
+
+def count(cfg: TrainConfig, rows_sampled: int = 200) -> dict[str, Any]:
     """Parameters and training FLOPs of one run config (see the module docstring)."""
     from cola_mm.training.loop import build_stage
 
@@ -83,20 +99,26 @@ def count(cfg: TrainConfig) -> dict[str, Any]:
         out.update(non_embedding=non_emb, embedding=emb, other=0, tokens_per_row=L, n_matmul=matmul)
         out["flops_per_row"] = 6 * out["n_matmul"] * L
     elif cfg.stage == "prior":
-        if getattr(stage, "image_vae", None) is not None or cfg.data.pairs:
-            raise ValueError(f"{cfg.run_dir}: the matching harness counts text priors (data.pairs empty); the "
-                             f"multimodal rows' lengths vary by job")
         dit, vae = stage.module.dit, stage.module.vae
         dit_total = _unique_params([dit])
         dit_emb = _embedding_params(dit)  # the segment-type table (4 rows)
         enc = _unique_params([vae.encoder, vae.to_moments, vae.mean_norm])
         vae_total = _unique_params([vae]) - _embedding_params(vae)
         frozen = stage.loss_config.freeze_vae
-        c_vae = 2 * enc * L if frozen else 6 * vae_total * L + 8 * enc * L
+        text_positions, images = float(L), 0.0
+        if getattr(stage, "multimodal", False):  # rows of the three jobs: count them on the data itself
+            text_positions, images = _multimodal_row_contents(stage, rows_sampled)
+            out.update(rows_sampled=rows_sampled, text_positions_per_row=text_positions, images_per_row=images)
+        c_vae = (2 * enc * text_positions if frozen else 6 * vae_total * text_positions + 8 * enc * text_positions)
+        if images:
+            c_vae += images * image_encoder_flops(stage.image_vae)
         out.update(non_embedding=dit_total - dit_emb, embedding=dit_emb, other=_unique_params([vae]),
                    other_what="Text VAE (all weights)", vae_frozen=frozen, tokens_per_row=2 * L,
                    n_matmul=dit_total - dit_emb, vae_flops_per_row=c_vae)
         out["flops_per_row"] = 6 * out["n_matmul"] * 2 * L + c_vae
+        if getattr(stage, "image_vae", None) is not None:
+            out.update(other=out["other"] + _unique_params([stage.image_vae]),
+                       other_what="Text VAE and image VAE (all weights)")
     elif cfg.stage == "ar-captioner":
         non_emb, emb, matmul = _lm_counts(stage.module.lm)
         prefix = _unique_params([stage.module.prefix])

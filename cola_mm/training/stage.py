@@ -93,6 +93,10 @@ class TextWindowStage:
                             epochs=epochs, rank=rank, world_size=world)
 
     def train_dataset(self, rank: int, world: int) -> TokenWindows:
+        if not self.cfg.data.train:
+            from cola_mm.core.config import ConfigError
+
+            raise ConfigError(f"data.train: stage {self.cfg.stage} trains on text windows; give at least one source")
         return self._windows(self.cfg.data.train, rank, world, None, self.cfg.data.shuffle_buffer)
 
     def val_batches(self, n: int) -> list[Batch]:

@@ -5,7 +5,7 @@ Run config::
     stage: ar-captioner
     model: {image_vae: checkpoints/demo, preset: small, num_hidden_layers: 9}   # + any LlamaConfig key
     data:
-      train: [{shards: datasets/shapes/train}]      # image–caption shards (data.pairs is not used)
+      pairs: [{shards: datasets/shapes/train}]      # image–caption shards, as the prior's data.pairs
       val_pairs: [{shards: datasets/shapes/val}]
       tokenizer: checkpoints/demo/tokenizer
       caption_tokens: 32
@@ -80,8 +80,9 @@ class ARCaptionerStage:
             raise ConfigError("model.image_vae: the frozen image VAE whose latents the captioner reads (a pipeline "
                               "folder such as checkpoints/demo, or an image_vae folder) is required")
         self.image_vae_dir = _image_vae_folder(section.pop("image_vae"))
-        if cfg.data.pairs:
-            raise ConfigError("data.pairs: the ar-captioner stage reads its image–caption shards from data.train")
+        if not cfg.data.pairs or cfg.data.train or cfg.data.val:
+            raise ConfigError("data.pairs: the ar-captioner stage trains on image–caption shards (data.pairs, "
+                              "data.val_pairs); it reads no text windows (data.train, data.val)")
         self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         self.image_vae = ImageVAE.from_pretrained(self.image_vae_dir)
         n_tokens = self.image_vae.config.grid ** 2
@@ -102,7 +103,7 @@ class ARCaptionerStage:
                           latent_fingerprint=self.image_vae.fingerprint())
 
     def train_dataset(self, rank: int, world: int):
-        return self._pairs(self.cfg.data.train, rank, world, None, self.cfg.data.shuffle_buffer)
+        return self._pairs(self.cfg.data.pairs, rank, world, None, self.cfg.data.shuffle_buffer)
 
     def val_batches(self, n: int):
         if not self.cfg.data.val_pairs:
