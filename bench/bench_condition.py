@@ -16,6 +16,8 @@ are left out). A gap near 0 means the job ignores its condition.
 
     python bench/bench_condition.py --ckpt runs/demo/model --config runs/demo/config.json \
         --json bench/results/condition_use.json
+    python bench/bench_condition.py --ckpt checkpoints/demo --config configs/demo_gpu.yaml \
+        --json bench/results/demo_gpu_condition_use.json      # the bundled prior
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def rolled(batch: dict, key: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="trained multimodal pipeline folder")
-    parser.add_argument("--config", required=True, help="the run's config.json (its data section is used)")
+    parser.add_argument("--config", required=True, help="the run's config (config.json, or its YAML; its data "
+                                                        "section is used)")
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
@@ -49,7 +52,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    raw = json.loads(Path(args.config).read_text())
+    import yaml
+
+    raw = yaml.safe_load(Path(args.config).read_text())  # YAML or JSON
     dit_cfg = {k: v for k, v in json.loads((Path(args.ckpt) / "dit" / "config.json").read_text()).items()
                if not k.startswith("_") and k != "d_latent"}
     raw.update(model={"init": args.ckpt, "image_vae": args.ckpt, "dit": {**dit_cfg, "preset": "small"}},
