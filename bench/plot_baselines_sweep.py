@@ -4,7 +4,7 @@ training FLOPs, one line per family, mean ± std over the suite's seeds.
     python bench/plot_baselines_sweep.py --suite bench/results/suite_<names>.json \\
         --matching bench/results/baselines_matching.json --png bench/results/baselines_sweep.png
 
-``--suite``: a ``cola-mm eval suite --jobs text`` JSON over the sweep's model folders;
+``--suite`` (repeatable): ``cola-mm eval suite --jobs text`` JSONs over the sweep's model folders;
 ``--matching``: ``python -m cola_mm.training.matching … --json`` over their run configs (it
 gives each run's training FLOPs and parameters; runs are matched by ``run_dir``). Prints the table
 in Markdown.
@@ -36,11 +36,13 @@ def rows(suite: dict, matching: list[dict]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", required=True)
+    parser.add_argument("--suite", required=True, action="append", help="suite JSON (repeat: their checkpoints are merged)")
     parser.add_argument("--matching", required=True)
     parser.add_argument("--png", required=True)
     args = parser.parse_args()
-    data = rows(json.loads(Path(args.suite).read_text()), json.loads(Path(args.matching).read_text()))
+    suites = [json.loads(Path(p).read_text()) for p in args.suite]
+    merged = {"checkpoints": {k: v for s in suites for k, v in s["checkpoints"].items()}}
+    data = rows(merged, json.loads(Path(args.matching).read_text()))
     import matplotlib
 
     matplotlib.use("Agg")

@@ -152,6 +152,27 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
     return out
 
 
+TEXT_BATCH = 16  # prompts per sampler call for a Cola-MM pipeline (its batch equals one-by-one)
+
+
+def continue_prompts(pipe, prompts: Sequence[str], max_new_tokens: int, steps: int | None,
+                     cfg_scale: float | None, seed: int, progress: bool, desc: str) -> list[str]:
+    """Every prompt continued at ``seed`` (each from the same starting noise, as one call per
+    prompt would): a Cola-MM pipeline in batches of :data:`TEXT_BATCH` (its sampler's batch gives
+    the one-by-one results), a baseline one prompt at a time."""
+    from tqdm import tqdm
+
+    if getattr(pipe, "family", None) != "cola_mm":
+        return [pipe.generate_text(p, max_new_tokens=max_new_tokens, steps=steps, cfg_scale=cfg_scale, seed=seed)
+                for p in tqdm(prompts, desc=desc, disable=not progress, leave=False)]
+    out: list[str] = []
+    for i in tqdm(range(0, len(prompts), TEXT_BATCH), desc=desc, disable=not progress, leave=False):
+        chunk = list(prompts[i:i + TEXT_BATCH])
+        out += pipe.generate_text(chunk, max_new_tokens=max_new_tokens, steps=steps, cfg_scale=cfg_scale,
+                                  seeds=[seed] * len(chunk))
+    return out
+
+
 def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, max_new_tokens: int,
              steps: int | None, ar=None, encoder=None, progress: bool = True,
              vocabulary: frozenset[str] | None = None, n_speaker_prompts: int = 0,
@@ -185,8 +206,7 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
             print(f"note: no speaker figures ({err})", file=sys.stderr)
     per_seed, samples = [], {}
     for seed in seeds:
-        texts = [pipe.generate_text(p, max_new_tokens=max_new_tokens, steps=steps, cfg_scale=cfg_scale, seed=seed)
-                 for p in tqdm(prompts, desc=f"text seed {seed}", disable=not progress, leave=False)]
+        texts = continue_prompts(pipe, prompts, max_new_tokens, steps, cfg_scale, seed, progress, f"text seed {seed}")
         texts = [t[len(p):] if t.startswith(p) else t for p, t in zip(prompts, texts)]
         r = {"corpus_word_rate": tm.corpus_word_rate(texts, vocabulary),
              "unigram_entropy_bits": tm.unigram_entropy(texts, pipe.tokenizer),
@@ -200,9 +220,8 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
             model, tok = ar
             r["gen_ppl"] = tm.generative_perplexity(texts, model, tok, prompts=prompts)
         if speaker_prompts:
-            said = [pipe.generate_text(p["prompt"], max_new_tokens=max_new_tokens, steps=steps, cfg_scale=cfg_scale,
-                                       seed=seed)
-                    for p in tqdm(speaker_prompts, desc=f"speakers seed {seed}", disable=not progress, leave=False)]
+            said = continue_prompts(pipe, [p["prompt"] for p in speaker_prompts], max_new_tokens, steps, cfg_scale,
+                                    seed, progress, f"speakers seed {seed}")
             r.update(sp.speaker_figures(said, speaker_prompts, play_speakers))
             samples[f"{seed}_speakers"] = [{"prompt": p["prompt"][-120:], "continuation": t}
                                            for p, t in zip(speaker_prompts[:3], said[:3])]
