@@ -43,11 +43,14 @@ from cola_mm.evaluation.ar import load_ar
 WITHIN = 1.2  # "equal quality": gen-PPL within this factor of the AR's (issue 24's bar)
 
 
+PRIOR_CFG: float | None = None  # --prior-cfg
+
+
 def generate(gen, prompts: list[str], max_new_tokens: int, steps: int | None, seed: int) -> tuple[list[str], int]:
     """(texts, generated tokens) for one batch of prompts, whatever the family."""
     if gen.family == "cola_mm":
-        r = gen.generate_text(prompts, max_new_tokens=max_new_tokens, steps=steps, seeds=[seed] * len(prompts),
-                              return_result=True)
+        r = gen.generate_text(prompts, max_new_tokens=max_new_tokens, steps=steps, cfg_scale=PRIOR_CFG,
+                              seeds=[seed] * len(prompts), return_result=True)
         return r.outputs, sum(len(t) for t in r.tokens)
     if gen.family == "ar":
         return gen.generate_texts(prompts, max_new_tokens=max_new_tokens, seed=seed)
@@ -74,11 +77,14 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--prior-steps", default="2,4,8,16", help="ODE steps per block to try for the prior")
     parser.add_argument("--mdm-steps", default="6,12,24,48", help="denoising steps in all to try for masked diffusion")
+    parser.add_argument("--prior-cfg", type=float, default=None, help="the prior's text guidance (default: its own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", required=True)
     parser.add_argument("--png", default=None)
     args = parser.parse_args()
+    global PRIOR_CFG
+    PRIOR_CFG = args.prior_cfg
     torch.set_num_threads(args.threads)
     data = Path(args.data)
     models = dict(m.split("=", 1) for m in args.model)
@@ -89,7 +95,7 @@ def main() -> int:
     report = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-              "judge": args.judge, "prompts": args.prompts, "max_new_tokens": args.max_new_tokens,
+              "judge": args.judge, "prompts": args.prompts, "prior_cfg": args.prior_cfg, "max_new_tokens": args.max_new_tokens,
               "models": {}}
     human = None
     for name, folder in models.items():
