@@ -12,20 +12,26 @@ from cola_mm.data import captions, digits, registry, shapes
 from cola_mm.data.shards import DataError
 
 
-def test_the_bundled_datasets_are_registered_with_what_they_declare():
+def test_the_bundled_datasets_are_registered_with_what_they_declare(tmp_path):
     found = registry.datasets()
     assert list(found) == ["shapes", "digits", "text", "icons"]
     # icons: built by `cola-mm data icons`, not yet by `data all` nor judged (no icon judge yet)
-    assert not found["icons"].in_all and not found["icons"].has_images and found["icons"].grade_caption
+    icons = found["icons"]  # optional (not in `data all`), judged by the icon judge
+    assert not icons.in_all and icons.has_images and icons.judge == "icons" and icons.grade_caption
+    assert all(d.judge == "probe" for d in found.values() if d.has_images and d.name != "icons")
     assert all(found[n].in_all for n in ("shapes", "digits", "text"))
     for name in ("shapes", "digits"):
         d = found[name]
         assert d.has_images and d.image_splits and d.caption_splits and d.canonical_caption and d.grade_caption
     assert not found["text"].has_images and found["text"].canonical_caption is None
-    assert registry.image_eval_splits("text_to_image") == ("shapes/test", "shapes/novel", "shapes/two",
-                                                           "shapes/heldout-phrasing", "digits/test",
-                                                           "digits/heldout-phrasing")
-    assert registry.image_eval_splits("image_to_text") == ("shapes/test", "shapes/novel", "shapes/two", "digits/test")
+    no_icons = tmp_path  # a dataset root without icons: the optional dataset is left out
+    assert registry.image_eval_splits("text_to_image", no_icons) == ("shapes/test", "shapes/novel", "shapes/two",
+                                                                     "shapes/heldout-phrasing", "digits/test",
+                                                                     "digits/heldout-phrasing")
+    assert registry.image_eval_splits("image_to_text", no_icons) == ("shapes/test", "shapes/novel", "shapes/two",
+                                                                     "digits/test")
+    (tmp_path / "icons").mkdir()
+    assert registry.image_eval_splits("image_to_text", tmp_path)[-3:] == ("icons/test", "icons/novel", "icons/two")
     assert registry.of_split("digits/test") is found["digits"]
     assert registry.of_sample({"dataset": "shapes"}) is found["shapes"]
     with pytest.raises(DataError, match="unknown dataset 'photos'; registered datasets: shapes, digits, text, icons"):

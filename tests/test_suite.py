@@ -93,8 +93,10 @@ def test_markdown_of_a_text_only_run_has_no_image_tables(tiny_mm_pipeline, tiny_
 def test_val_split_set_reads_only_the_val_splits(tiny_mm_pipeline, tiny_datasets, tmp_path):
     """--splits val (model selection) grades the image jobs on each image dataset's val split and
     on nothing of test; test stays the default; a bad split set fails before any model loads."""
-    assert suite.eval_splits("val", "text_to_image") == ("shapes/val", "digits/val")
-    assert suite.eval_splits("val", "image_to_text") == ("shapes/val", "digits/val")
+    # icons are optional: read only under a root where they were built
+    assert suite.eval_splits("val", "text_to_image", tiny_datasets) == ("shapes/val", "digits/val")
+    assert suite.eval_splits("val", "image_to_text", tiny_datasets) == ("shapes/val", "digits/val")
+    assert suite.eval_splits("val", "text_to_image") == ("shapes/val", "digits/val", "icons/val")
     assert "shapes/test" in suite.eval_splits("test", "text_to_image")
     with pytest.raises(ValueError, match="split set"):
         suite.run_suite([tmp_path / "no_model"], data_root=tiny_datasets, probe_dir=None, split_set="train")
