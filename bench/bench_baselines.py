@@ -43,13 +43,11 @@ from cola_mm.evaluation.ar import load_ar
 WITHIN = 1.2  # "equal quality": gen-PPL within this factor of the AR's (issue 24's bar)
 
 
-PRIOR_CFG: float | None = None  # --prior-cfg
-
-
-def generate(gen, prompts: list[str], max_new_tokens: int, steps: int | None, seed: int) -> tuple[list[str], int]:
+def generate(gen, prompts: list[str], max_new_tokens: int, steps: int | None, seed: int,
+             prior_cfg: float | None) -> tuple[list[str], int]:
     """(texts, generated tokens) for one batch of prompts, whatever the family."""
     if gen.family == "cola_mm":
-        r = gen.generate_text(prompts, max_new_tokens=max_new_tokens, steps=steps, cfg_scale=PRIOR_CFG,
+        r = gen.generate_text(prompts, max_new_tokens=max_new_tokens, steps=steps, cfg_scale=prior_cfg,
                               seeds=[seed] * len(prompts), return_result=True)
         return r.outputs, sum(len(t) for t in r.tokens)
     if gen.family == "ar":
@@ -57,10 +55,10 @@ def generate(gen, prompts: list[str], max_new_tokens: int, steps: int | None, se
     return gen.generate_texts(prompts, max_new_tokens=max_new_tokens, steps=steps, seed=seed)
 
 
-def timed(gen, prompts, batch: int, max_new_tokens: int, steps, seed: int) -> tuple[list[str], float]:
+def timed(gen, prompts, batch: int, max_new_tokens: int, steps, seed: int, prior_cfg) -> tuple[list[str], float]:
     texts, tokens, start = [], 0, time.perf_counter()
     for i in range(0, len(prompts), batch):
-        t, n = generate(gen, prompts[i:i + batch], max_new_tokens, steps, seed)
+        t, n = generate(gen, prompts[i:i + batch], max_new_tokens, steps, seed, prior_cfg)
         texts += t
         tokens += n
     return texts, tokens / max(time.perf_counter() - start, 1e-9)
@@ -83,8 +81,6 @@ def main() -> int:
     parser.add_argument("--json", required=True)
     parser.add_argument("--png", default=None)
     args = parser.parse_args()
-    global PRIOR_CFG
-    PRIOR_CFG = args.prior_cfg
     torch.set_num_threads(args.threads)
     data = Path(args.data)
     models = dict(m.split("=", 1) for m in args.model)
@@ -109,8 +105,8 @@ def main() -> int:
                                "corpus_word_rate": tm.corpus_word_rate(human, vocab)}
         rows = []
         for steps in tqdm(grids[gen.family], desc=name):
-            texts, tps8 = timed(gen, prompts, 8, args.max_new_tokens, steps, args.seed)
-            _, tps1 = timed(gen, prompts[:8], 1, args.max_new_tokens, steps, args.seed)
+            texts, tps8 = timed(gen, prompts, 8, args.max_new_tokens, steps, args.seed, args.prior_cfg)
+            _, tps1 = timed(gen, prompts[:8], 1, args.max_new_tokens, steps, args.seed, args.prior_cfg)
             rows.append({"steps": steps, "tokens_per_s_batch1": tps1, "tokens_per_s_batch8": tps8,
                          "gen_ppl": tm.generative_perplexity(texts, judge, judge_tok, prompts=prompts),
                          "corpus_word_rate": tm.corpus_word_rate(texts, vocab),

@@ -202,20 +202,9 @@ class MaskedDiffusionGenerator:
         model, tokenizer, block = load_masked_diffusion(folder, with_block_size=True)
         return cls(model, tokenizer, **{"block_size": block, **kwargs})
 
-    @torch.no_grad()
     def generate_text(self, prompt: str, max_new_tokens: int = 48, steps: int | None = None,
                       cfg_scale: float | None = None, seed: int = 0) -> str:
-        tok = self.tokenizer
-        device = next(self.model.parameters()).device
-        ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
-        ids = ids[-(self.model.config.max_len - max_new_tokens):]  # the prompt's end, as the AR's judge does
-        generator = torch.Generator(device=device).manual_seed(seed)
-        out = sample(self.model, torch.tensor([ids], device=device), max_new_tokens,
-                     steps or max_new_tokens, self.block_size, self.temperature, generator)[0].tolist()
-        if tok.eos_token_id in out:
-            out = out[:out.index(tok.eos_token_id)]
-        return tok.decode(out, skip_special_tokens=True)
-
+        return self.generate_texts([prompt], max_new_tokens, steps, seed)[0][0]
 
     @torch.no_grad()
     def generate_texts(self, prompts: list[str], max_new_tokens: int = 48, steps: int | None = None,

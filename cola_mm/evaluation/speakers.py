@@ -19,6 +19,7 @@ A model that ignores its context writes some speech but names the training plays
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -34,12 +35,18 @@ def speaker_lines(text: str) -> list[str]:
     return [m.group(1) for line in text.splitlines() if (m := SPEAKER.match(line.strip()))]
 
 
-def _documents(shards: str | os.PathLike) -> list[tuple[str, str]]:
-    """(play name, document text) of every document of a text split, in shard order."""
+def _documents(shards: str | os.PathLike) -> tuple[tuple[str, str], ...]:
+    """(play name, document text) of every document of a text split, in shard order (read once
+    per folder: a suite run asks for the same splits for every checkpoint)."""
+    return _read_documents(str(Path(shards).resolve()))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_documents(shards: str) -> tuple[tuple[str, str], ...]:
     from cola_mm.data.loader import ShardDataset
 
-    return [(s["json"].get("name", ""), s["txt"]) for s in ShardDataset(Path(shards), required=("txt", "json"),
-                                                                         epochs=1)]
+    return tuple((s["json"].get("name", ""), s["txt"]) for s in ShardDataset(Path(shards), required=("txt", "json"),
+                                                                             epochs=1))
 
 
 def speakers_by_play(shards: str | os.PathLike) -> dict[str, set[str]]:

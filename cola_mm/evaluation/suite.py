@@ -345,8 +345,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         report_file = Path(probe_dir) / "report.json"
         judge_report = json.loads(report_file.read_text()).get("metrics") if report_file.is_file() else None
     icon_judge, icon_report = None, None
-    icons_evaluated = any(registry.of_split(s).judge == "icons" for s in eval_splits(split_set, "text_to_image", root))
-    if "images" in jobs and icon_judge_dir is not None and icons_evaluated:
+    if "images" in jobs and icon_judge_dir is not None and any(
+            registry.of_split(s).judge == "icons" for s in eval_splits(split_set, "text_to_image", root)):
         if hasattr(icon_judge_dir, "predict"):
             icon_judge, icon_judge_dir = icon_judge_dir, type(icon_judge_dir).__name__
         else:

@@ -155,14 +155,20 @@ class ARStage(TextWindowStage):
 
     def save_components(self, state_dict: dict[str, torch.Tensor], out: Path) -> None:
         """``save_pretrained`` the LM into ``out/ar`` and the tokenizer into ``out/tokenizer``."""
-        lm = build_model(self.model_config)
-        weights = {k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")}
-        missing, unexpected = lm.load_state_dict(weights, strict=False)
-        tied = {"lm_head.weight"} if self.model_config.tie_word_embeddings else set()
-        if set(missing) - tied or unexpected:
-            raise RuntimeError(f"AR export: missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
-        lm.save_pretrained(out / COMPONENT)
+        export_lm(self.model_config, state_dict, out / COMPONENT)
         save_tokenizer(self.tokenizer, out / "tokenizer")
+
+
+def export_lm(config, state_dict: dict[str, torch.Tensor], folder: Path, prefix: str = "lm.") -> None:
+    """``save_pretrained`` into ``folder`` the LlamaForCausalLM whose weights are ``state_dict``'s
+    ``prefix``-ed keys (a tied ``lm_head`` may be absent; anything else missing is an error)."""
+    lm = build_model(config)
+    weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    missing, unexpected = lm.load_state_dict(weights, strict=False)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"LM export: missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
+    lm.save_pretrained(folder)
 
 
 def _report(vocab_size: int = 8192) -> None:

@@ -30,7 +30,7 @@ from cola_mm.baselines.ar_captioner import (COMPONENT, ARCaptionerPrefix, Prefix
 from cola_mm.core.config import ConfigError
 from cola_mm.training.config import TrainConfig
 from cola_mm.training.stage import first_batches
-from cola_mm.training.stages.ar import build_model, llama_config
+from cola_mm.training.stages.ar import build_model, export_lm, llama_config
 from cola_mm.vae_text.tokenizer import load_tokenizer, save_tokenizer
 
 
@@ -53,12 +53,13 @@ class ARCaptionerModule(nn.Module):
         self.image_vae.eval()
         return self
 
-    def image_tokens(self, pixels=None, latents=None) -> torch.Tensor:
+    def image_tokens(self, pixels=None, latents=None, sample: bool = True) -> torch.Tensor:
+        """The prefix: a posterior sample (training) or its mean (``sample=False``, validation)."""
         with torch.no_grad():
             if latents is not None:  # a latent cache: the VAE's encoder is not run
-                z = self.image_vae.sample(latents[:, 0], latents[:, 1])
+                z = self.image_vae.sample(latents[:, 0], latents[:, 1]) if sample else latents[:, 0]
                 return self.image_vae.to_tokens(z).float()
-            return self.image_vae.images_to_tokens(pixels, sample=True).float()
+            return self.image_vae.images_to_tokens(pixels, sample=sample).float()
 
     def forward(self, ids, mask, pixels=None, latents=None):
         nll, n = captioner_loss(self.lm, self.prefix, self.image_tokens(pixels, latents), ids, mask)
@@ -134,30 +135,17 @@ class ARCaptionerStage:
     @torch.no_grad()
     def validate(self, module: ARCaptionerModule, batches, device) -> dict[str, float]:
         total, count = 0.0, 0
-        gen = torch.Generator(device=device)
-        for i, batch in enumerate(batches):
+        for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            gen.manual_seed(1000 + i)
-            if "latents" in batch:
-                z = batch["latents"][:, 0]  # the posterior mean: validation is deterministic
-                tokens = module.image_vae.to_tokens(z).float()
-            else:
-                tokens = module.image_vae.images_to_tokens(batch["pixels"]).float()
+            tokens = module.image_tokens(batch.get("pixels"), batch.get("latents"), sample=False)  # deterministic
             nll, n = captioner_loss(module.lm, module.prefix, tokens, batch["ids"], batch["mask"])
             total, count = total + nll.item(), count + n
         loss = total / max(count, 1)
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
 
     def save_components(self, state_dict: dict[str, torch.Tensor], out: Path) -> None:
-        lm = build_model(self.model_config)
-        lm_weights = {k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")}
-        missing, unexpected = lm.load_state_dict(lm_weights, strict=False)
-        tied = {"lm_head.weight"} if self.model_config.tie_word_embeddings else set()
-        if set(missing) - tied or unexpected:
-            raise RuntimeError(f"captioner export: missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
-        prefix = ARCaptionerPrefix(self.prefix_config)
-        prefix.load_state_dict({k[len("prefix."):]: v for k, v in state_dict.items() if k.startswith("prefix.")})
-        prefix.save_pretrained(out / COMPONENT)  # first: it writes its folder anew
-        lm.save_pretrained(out / COMPONENT / "lm")
+        prefix = {k[len("prefix."):]: v for k, v in state_dict.items() if k.startswith("prefix.")}
+        ARCaptionerPrefix(self.prefix_config).save_pretrained(out / COMPONENT, prefix)  # first: it writes its folder anew
+        export_lm(self.model_config, state_dict, out / COMPONENT / "lm")
         self.image_vae.save_pretrained(out / "image_vae")
         save_tokenizer(self.tokenizer, out / "tokenizer")
