@@ -70,8 +70,13 @@ def solver_option(p: argparse.ArgumentParser) -> None:
 def cmd_data_all(args: argparse.Namespace) -> None:
     """Build every registered dataset and the tokenizer under one root; existing parts are kept."""
     root = Path(args.out)
-    for dataset in registry.datasets().values():
-        if dataset.in_all:
+    without = set(args.without or ())
+    optional = {n for n, d in registry.datasets().items() if not d.in_all and d.build_missing is not None}
+    if without - optional:
+        raise DataError(f"--without: {', '.join(sorted(without - optional))} is not an optional dataset; "
+                        f"optional: {', '.join(sorted(optional)) or 'none'}")
+    for dataset in registry.datasets().values():  # required ones, and optional ones where they can be built
+        if dataset.build_missing is not None and dataset.name not in without:
             dataset.build_missing(root / dataset.name, args)
     tok_dir = root / "tokenizer"
     if (tok_dir / "tokenizer.json").is_file():
@@ -496,14 +501,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("all", help="every bundled dataset and the tokenizer under one root",
                         description="Build OUT/<dataset> for every registered dataset (" +
                                     ", ".join(n for n, d in registry.datasets().items() if d.in_all)
-                                    + ") and train OUT/tokenizer on them; parts that already exist are kept.")
+                                    + "; optional, where it can be built: "
+                                    + ", ".join(n for n, d in registry.datasets().items()
+                                                if not d.in_all and d.build_missing is not None)
+                                    + ") and train OUT/tokenizer on the required ones; parts that already exist "
+                                      "are kept.")
     p.add_argument("--out", default="datasets", help="root folder (default ./datasets)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard")
     p.add_argument("--size", type=_positive_int, default=64, help="image side (default 64)")
     p.add_argument("--vocab-size", type=_positive_int, default=8192, help="tokenizer vocabulary")
+    p.add_argument("--without", nargs="+", metavar="NAME", default=None,
+                   help="leave out these optional datasets (e.g. --without icons)")
     for dataset in registry.datasets().values():
-        if dataset.in_all:
+        if dataset.build_missing is not None:
             dataset.add_all_arguments(p)
     p.set_defaults(func=cmd_data_all)
 

@@ -1,4 +1,4 @@
-"""Icons: captioned scenes of Noto Color Emoji icons, the third image world (issue 18, part one).
+"""Icons: captioned scenes of Noto Color Emoji icons, the third image world (issue 18).
 
 ``cola-mm data icons --out DIR [--font PATH]`` renders 64 px scenes of one or two icons. Each
 icon has a size (small or large) and a cell of the 3×3 grid, with continuous jitter. Every
@@ -12,7 +12,8 @@ a large cookie on a white background"). The ground truth is in each sample's jso
   make a size caption ambiguous. The list comes from the font actually used, so it is stored in
   the manifest.
 - **The font** is found at Debian's path or given with ``--font``. Without it, the command
-  fails with one line that says how to install it.
+  fails with one line that says how to install it; ``cola-mm data all`` skips the icons with
+  that line and builds the rest (icons are an optional dataset: not in the tokenizer's corpus).
 - **Splits held out by construction.** The hashes are fixed, so they do not depend on the seed.
   - ``novel``: about 10 % of (icon, background) pairs never appear in training. Their one-icon
     scenes form ``novel``. A tenth of the icons ("alone" icons) appear in training only in
@@ -25,8 +26,7 @@ a large cookie on a white background"). The ground truth is in each sample's jso
     no training caption uses.
 
 The icon judge is :mod:`cola_mm.evaluation.icon_judge`, a per-cell CNN trained on renders
-from its own namespace. Not yet built: its use in the suite, CLIP scores and a model trained on
-icons. Until they exist, this dataset is not part of ``cola-mm data all`` or the evaluation.
+from its own namespace; the suite reads icons rows wherever a dataset root holds ``icons/``.
 """
 
 from __future__ import annotations
@@ -437,6 +437,35 @@ def _build(args: argparse.Namespace) -> None:
         print(f"icons/{split}: {info['count']} samples in {len(info['shards'])} shard(s) -> {Path(args.out) / split}")
 
 
+def _add_all_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--icons-count", type=positive_int, default=20000,
+                   help="icons training scenes (default 20000; eval splits get a tenth); built only where the "
+                        "Noto Color Emoji font is installed")
+    p.add_argument("--icons-font", default=None, help="a colour emoji font file for the icons (default: Debian's)")
+
+
+def _build_missing(root: Path, args: argparse.Namespace) -> None:
+    """`cola-mm data all`: the icons splits not built yet under ``root``. Optional: without the font
+    this prints why and how to install it, and the other datasets are still built."""
+    try:
+        font = find_font(getattr(args, "icons_font", None))
+    except DataError as err:
+        print(f"icons: skipped ({err})")
+        return
+    manifest = read_manifest(root)
+    done = manifest.get("splits", {}) if manifest.get("generator_version") == GENERATOR_VERSION else {}
+    missing = tuple(s for s in SPLITS if s not in done)
+    if not missing:
+        print(f"icons: already built in {root}")
+        return
+    count = getattr(args, "icons_count", 20000)
+    for split in missing:
+        n = count if split == "train" else max(1, count // 10)
+        info = build_icons(root, split, n, size=args.size, seed=args.seed, shard_size=args.shard_size,
+                           overwrite=True, font=font)
+        print(f"icons/{split}: {info['count']} samples in {len(info['shards'])} shard(s) -> {root / split}")
+
+
 def judge_image(pred: dict, truth: dict, top_k: int = 1) -> Grade:
     """Grade the icon judge's reading of an image (:meth:`cola_mm.evaluation.icon_judge.IconJudge.predict`)
     against a scene's json: the count, the background, and every icon at its cell with its size
@@ -466,7 +495,8 @@ DATASET = Dataset(
                 "captions from the Unicode names. Splits held out by construction: val/test combinations never in "
                 "train, novel (icon, background) pairs and icons seen only alone, unseen icon pairs in two, "
                 "heldout-phrasing wording. Needs `sudo apt-get install fonts-noto-color-emoji` (or --font).",
-    add_arguments=_add_arguments, build=_build, build_missing=None, in_all=False,
+    add_arguments=_add_arguments, build=_build, add_all_arguments=_add_all_arguments, build_missing=_build_missing,
+    in_all=False,  # optional: `data all` builds it where the font is installed; not in the tokenizer
     # evaluated where built (registry.evaluated): text → image is read by the icon judge
     image_splits=("test", "novel", "two", "heldout-phrasing"), caption_splits=("test", "novel", "two"),
     canonical_caption=canonical_caption, grade_caption=grade_caption, judge_image=judge_image, judge="icons",

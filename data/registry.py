@@ -56,7 +56,9 @@ class Dataset:
     # what is missing under ROOT/NAME with those flags
     add_all_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
     build_missing: Callable[[Path, argparse.Namespace], None] | None = None
-    # False: not built by `cola-mm data all` (a dataset not yet part of the evaluation)
+    # True: a required part of every dataset root (`cola-mm data all` builds it and trains the
+    # tokenizer on it; evaluations report its absence). False: optional (e.g. icons, which needs a
+    # font package): `data all` builds it where its build_missing can, evaluations read it where built
     in_all: bool = True
     # image–caption datasets only (None / () for text corpora):
     image_splits: tuple[str, ...] = ()  # held-out splits whose captions prompt text → image

@@ -56,13 +56,13 @@ def write_corpus(folder: Path, books: int = 4, paragraphs: int = 60, seed: int =
 
 @pytest.fixture(scope="session")
 def tiny_datasets(tmp_path_factory) -> Path:
-    """datasets/{text,shapes,digits,tokenizer} at toy scale (vocab 400)."""
+    """datasets/{text,shapes,digits,tokenizer} at toy scale (vocab 400); the optional icons left out."""
     from cola_mm.cli import main
 
     root = tmp_path_factory.mktemp("datasets")
     corpus = write_corpus(root / "corpus")
     assert main(["data", "all", "--out", str(root), "--shapes-count", "200", "--text-source",
-                 str(corpus), "--vocab-size", "400", "--doc-chars", "400"]) == 0
+                 str(corpus), "--vocab-size", "400", "--doc-chars", "400", "--without", "icons"]) == 0
     return root
 
 

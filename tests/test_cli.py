@@ -70,7 +70,7 @@ def test_data_all_builds_every_dataset_and_the_tokenizer(tmp_path):
                         for j in range(40)), encoding="utf-8")
     root = tmp_path / "datasets"
     argv = ["data", "all", "--out", str(root), "--shapes-count", "40", "--text-source", str(corpus),
-            "--vocab-size", "400", "--doc-chars", "300"]
+            "--vocab-size", "400", "--doc-chars", "300", "--icons-count", "20"]
     assert main(argv) == 0
     shapes = json.loads((root / "shapes" / "manifest.json").read_text())
     assert {k: v["count"] for k, v in shapes["splits"].items()} == {"train": 40, "val": 4, "test": 4, "novel": 4,
@@ -80,6 +80,9 @@ def test_data_all_builds_every_dataset_and_the_tokenizer(tmp_path):
     assert sum(digits["splits"][k]["count"] for k in ("train", "val", "test")) == 1797
     assert digits["splits"]["heldout-phrasing"]["count"] == 300  # the test scans, held-out wording
     assert (root / "text" / "manifest.json").is_file()
+    icons = json.loads((root / "icons" / "manifest.json").read_text())  # optional; the test command installs its font
+    assert {k: v["count"] for k, v in icons["splits"].items()} == {"train": 20, "val": 2, "test": 2, "novel": 2,
+                                                                  "two": 2, "heldout-phrasing": 2}
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
     text = "a large red circle in the top left"

@@ -39,6 +39,36 @@ def test_missing_font_is_one_line_that_says_how_to_install(monkeypatch, tmp_path
     assert r.returncode == 2 and r.stderr.strip() == f"cola-mm: error: --font: no file {tmp_path / 'nope.ttf'}"
 
 
+def test_data_all_builds_the_icons_where_the_font_is_and_skips_them_with_the_hint_where_not(monkeypatch, tmp_path,
+                                                                                           capsys, font):
+    """`cola-mm data all` treats icons as optional: with the font it builds every split (then keeps
+    them), without it one line says how to install the font and the other datasets still build."""
+    from cola_mm import cli
+    from cola_mm.data import registry
+
+    real = registry.datasets()
+    monkeypatch.setattr(registry, "datasets", lambda: {"icons": real["icons"]})
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "tokenizer.json").write_text("{}")  # already trained: skipped
+
+    def run(*extra):
+        args = cli.build_parser().parse_args(["data", "all", "--out", str(tmp_path), *extra])
+        args.func(args)
+
+    monkeypatch.setattr(icons, "FONT_PATHS", (str(tmp_path / "none.ttf"),))
+    run("--icons-count", "20")
+    out = capsys.readouterr().out
+    assert "icons: skipped (Noto Color Emoji is not installed" in out and "apt-get install fonts-noto-color-emoji" in out
+    assert not (tmp_path / "icons").exists()
+    run("--icons-count", "20", "--icons-font", font)
+    assert set(icons.read_manifest(tmp_path / "icons")["splits"]) == set(icons.SPLITS)
+    assert icons.read_manifest(tmp_path / "icons")["splits"]["train"]["count"] == 20
+    assert icons.read_manifest(tmp_path / "icons")["splits"]["test"]["count"] == 2
+    capsys.readouterr()
+    run("--icons-count", "20", "--icons-font", font)
+    assert "icons: already built" in capsys.readouterr().out
+
+
 def test_icon_list(font):
     found = icons.list_icons(font)
     names = [n for _, n in found]
