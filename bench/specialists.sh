@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Issue 19, unified vs specialists on this CPU (docs/experiments.md §13.2): the bundled recipe's
+# unified prior at the sweep's 128-wide DiT, its text → image specialist (same DiT, text → image
+# rows only) and an AR captioner of the same non-embedding size, at equal training FLOPs
+# (python -m cola_mm.training.matching), one thread per run, two runs at a time; then the probe
+# (the image judge, if not trained yet), one suite run over the three on the held-out image
+# splits, and the table and plot.
+#   bash bench/specialists.sh            (after `cola-mm data all --out datasets`)
+# Logs: runs/logs/<run>.log. A finished run is skipped (its run_dir/model exists).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p runs/logs
+configs="configs/specialists/unified_d128.yaml configs/specialists/t2i_d128.yaml configs/specialists/captioner_d128.yaml"
+train_one() {
+  local cfg=$1 run
+  run=$(python -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$cfg")
+  if [ -d "$run/model" ]; then echo "skip $cfg ($run/model exists)"; return; fi
+  echo "train $cfg -> $run"
+  OMP_NUM_THREADS=1 cola-mm train --config "$cfg" --resume-if-any --no-progress > "runs/logs/$(basename "$run").log" 2>&1
+}
+export -f train_one
+printf '%s\n' $configs | xargs -P "${PARALLEL:-2}" -I{} bash -c 'train_one {}'
+python -m cola_mm.training.matching $configs --json bench/results/specialists_matching.json
+[ -d runs/probe ] || cola-mm probe train --data datasets --out runs/probe
+cola-mm eval suite --ckpt runs/unified_d128/model --ckpt runs/t2i_d128/model --ckpt runs/captioner_d128/model \
+  --jobs images --probe runs/probe --seeds 0,1,2 --limit "${LIMIT:-100}" --no-progress --json-dir bench/results --grid-dir ''
+python bench/plot_specialists.py --suite bench/results/suite_unified_d128_t2i_d128_captioner_d128.json \
+  --unified unified_d128 --t2i t2i_d128 --captioner captioner_d128 \
+  --matching bench/results/specialists_matching.json --png bench/results/specialists.png
