@@ -17,10 +17,10 @@ import re
 from collections import defaultdict
 
 NAME = re.compile(r"^loc_d(\d+)_([0-9p]+)$")
-METRICS = (  # (job, key, label, log scale)
-    ("text", "gen_ppl", "gen-PPL (AR judge)", True),
-    ("text", "corpus_word_rate", "corpus-word rate", False),
-    ("context", "text_foreign_gap", "context gap (foreign − true flow loss)", False),
+METRICS = (  # (job, key, label, log scale, table cell)
+    ("text", "gen_ppl", "gen-PPL (AR judge)", True, "{:,.0f} ± {:,.0f}"),
+    ("text", "corpus_word_rate", "corpus-word rate", False, "{:.3f} ± {:.3f}"),
+    ("context", "text_foreign_gap", "context gap (foreign − true flow loss)", False, "{:+.4f} ± {:.4f}"),
 )
 
 
@@ -33,7 +33,7 @@ def read_sweep(suite: dict) -> dict[int, list[tuple[float, dict]]]:
             raise SystemExit(f"{name}: not a loc sweep run (expected loc_d<D>_<loc>, e.g. loc_d16_1p7)")
         width, loc = int(match.group(1)), float(match.group(2).replace("p", "."))
         figures = {}
-        for job, key, _, _ in METRICS:
+        for job, key, *_ in METRICS:
             summary = entry.get(job, {}).get("summary", {})
             if key in summary:
                 figures[key] = (summary[key]["mean"], summary[key]["std"])
@@ -42,14 +42,11 @@ def read_sweep(suite: dict) -> dict[int, list[tuple[float, dict]]]:
 
 
 def table(sweep: dict) -> str:
-    rows = ["| d latent | loc | gen-PPL | corpus-word rate | context gap |", "|---|---|---|---|---|"]
+    rows = ["| d latent | loc | gen-PPL | corpus-word rate | context gap |", "|---|---|---|---|---|"]  # METRICS' order
     for width, runs in sweep.items():
         best = min(runs, key=lambda r: r[1].get("gen_ppl", (float("inf"),))[0])[0]
         for loc, f in runs:
-            cells = []
-            for key, fmt in (("gen_ppl", "{:,.0f} ± {:,.0f}"), ("corpus_word_rate", "{:.3f} ± {:.3f}"),
-                             ("text_foreign_gap", "{:+.4f} ± {:.4f}")):
-                cells.append(fmt.format(*f[key]) if key in f else "–")
+            cells = [cell.format(*f[key]) if key in f else "–" for _, key, _, _, cell in METRICS]
             if loc == best:
                 cells[0] = f"**{cells[0]}**"
             rows.append(f"| {width} | {loc:g} | " + " | ".join(cells) + " |")
@@ -71,7 +68,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.8))
-    for ax, (_, key, label, log) in zip(axes, METRICS):
+    for ax, (_, key, label, log, _) in zip(axes, METRICS):
         for width, runs in sweep.items():
             points = [(loc, f[key]) for loc, f in runs if key in f]
             if not points:

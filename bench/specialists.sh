@@ -9,17 +9,9 @@
 # Logs: runs/logs/<run>.log. A finished run is skipped (its run_dir/model exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p runs/logs
 configs="configs/specialists/unified_d128.yaml configs/specialists/t2i_d128.yaml configs/specialists/captioner_d128.yaml"
-train_one() {
-  local cfg=$1 run
-  run=$(python -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['run_dir'])" "$cfg")
-  if [ -d "$run/model" ]; then echo "skip $cfg ($run/model exists)"; return; fi
-  echo "train $cfg -> $run"
-  OMP_NUM_THREADS=1 cola-mm train --config "$cfg" --resume-if-any --no-progress > "runs/logs/$(basename "$run").log" 2>&1
-}
-export -f train_one
-printf '%s\n' $configs | xargs -P "${PARALLEL:-2}" -I{} bash -c 'train_one {}'
+source bench/train_runs.sh
+for cfg in $configs; do echo "$(run_name "$cfg") --config $cfg"; done | train_all
 python -m cola_mm.training.matching $configs --json bench/results/specialists_matching.json
 [ -d runs/probe ] || cola-mm probe train --data datasets --out runs/probe
 cola-mm eval suite --ckpt runs/unified_d128/model --ckpt runs/t2i_d128/model --ckpt runs/captioner_d128/model \
