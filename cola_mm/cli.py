@@ -64,6 +64,12 @@ def solver_option(p: argparse.ArgumentParser) -> None:
                    help="ODE solver (default: the pipeline's, euler)")
 
 
+def rounding_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rounding", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-encode each finished text block from its decoded tokens before later blocks read it "
+                        "(default: the pipeline's text_rounding; docs/experiments.md measures it)")
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -174,7 +180,7 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
     pipe = load_pipeline(args)
     args.prompt = _prompt(args.prompt)
     stream = pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
-                              cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver)
+                              cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver, rounding=args.rounding)
     print(clean_text(args.prompt, []), end="", flush=True)  # invalid UTF-8 in argv: shown as U+FFFD
     for deltas in stream:
         print(deltas[0], end="", flush=True)
@@ -201,7 +207,8 @@ def cmd_generate_image(args: argparse.Namespace) -> None:
 def cmd_caption(args: argparse.Namespace) -> None:
 
     pipe = load_pipeline(args)
-    captions = pipe.caption(args.images, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver)
+    captions = pipe.caption(args.images, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver,
+                            rounding=args.rounding)
     for path, text in zip(args.images, captions):
         print(f"{path}\t{text}")
 
@@ -566,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     solver_option(p)
+    rounding_option(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_generate_text)
 
@@ -591,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt_option(p, "pipeline folder with an image_vae/")
     p.add_argument("images", nargs="+", help="image files")
     solver_option(p)
+    rounding_option(p)
     sampling(p)
     p.set_defaults(func=cmd_caption)
 

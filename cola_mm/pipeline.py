@@ -82,6 +82,9 @@ class PipelineConfig(Config):
     # guidance for image → text: 3 lifts shapes captions 63 % → 96 % (configs/demo_caption.yaml, docs/experiments.md)
     default_caption_cfg_scale: float = 3.0
     jobs: tuple[str, ...] = ("text_to_text",)  # the jobs the prior was trained on
+    # re-encode every finished text block from its decoded tokens before later blocks read it
+    # (continuations and captions; :class:`TextDecoder`)
+    text_rounding: bool = False
 
     def __post_init__(self):
         check(self.block_size >= 1, "block_size must be >= 1")
@@ -125,10 +128,17 @@ def load_pipeline_config(folder: str | os.PathLike) -> PipelineConfig:
 
 class TextDecoder:
     """Turns generated text blocks into text, per sample: the Text VAE decoder with its own
-    key/value cache, ``<eos>`` stopping, a token budget, and multi-byte-safe text deltas."""
+    key/value cache, ``<eos>`` stopping, a token budget, and multi-byte-safe text deltas.
+
+    With ``rounding``, :meth:`round` also maps each finished block back onto the Text VAE's
+    latent space before the prior reads it as context: the block is decoded to tokens (argmax)
+    and those tokens are encoded again (posterior mean, the encoder with its own cache). The
+    prior was trained on encoder latents of real text; a sampled block is only near them, and
+    every later block conditions on it. (The continuous analogue of Diffusion-LM's rounding.)"""
 
     def __init__(self, pipe: "ColaPipeline", n: int, max_new_tokens: int | Sequence[int],
-                 skip_first: Sequence[int] = (), drop_bos: bool = False):
+                 skip_first: Sequence[int] = (), drop_bos: bool = False, rounding: bool = False,
+                 prompt_tails: Sequence[Sequence[int]] = ()):
         self.vae, self.tokenizer = pipe.text_vae, pipe.tokenizer
         self.caches = [KVCache() for _ in range(n)]
         self.tokens: list[list[int]] = [[] for _ in range(n)]
@@ -141,10 +151,43 @@ class TextDecoder:
         self.blocks_seen = 0
         bs = self.vae.config.block_size  # the decoder's sliding window: the context it was trained on
         self.window = pipe.config.trained_context // bs * bs
+        self.rounding = rounding
+        if rounding and pipe.dit.config.block_size % bs:
+            raise ValueError(f"text rounding needs the prior's block ({pipe.dit.config.block_size}) to be a "
+                             f"multiple of the Text VAE's ({bs})")
+        self.encoder_caches = [KVCache() for _ in range(n)]
+        self.prompt_tails = [list(t) for t in prompt_tails] or [[] for _ in range(n)]  # prompt ids in block 0
+        self._pending: dict[int, list[int]] = {}  # tokens decoded by round(), used by the next add_block
 
-    def prefill(self, i: int, latents: torch.Tensor) -> None:
-        """Run sample ``i``'s clean prompt latents (n, c) (prior space) through the decoder cache."""
+    def prefill(self, i: int, latents: torch.Tensor, ids: Sequence[int] = ()) -> None:
+        """Run sample ``i``'s clean prompt latents (n, c) (prior space) through the decoder cache
+        (and, with rounding, their token ``ids`` through the encoder cache)."""
         self.vae.decode(self.vae.from_prior(latents[None]), self.caches[i], update_cache=True, window=self.window)
+        if self.rounding:
+            self.vae.encode(torch.tensor([list(ids)], device=latents.device), self.encoder_caches[i],
+                            update_cache=True, window=self.window)
+
+    def _decode(self, z: torch.Tensor, i: int) -> list[int]:
+        """Sample ``i``'s block z (1, B, c) → its argmax tokens; the decoder cache moves on."""
+        logits = self.vae.decode(self.vae.from_prior(z), self.caches[i], update_cache=True, window=self.window)[0]
+        return logits.argmax(-1).tolist()
+
+    def round(self, z: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """The finished block z (b, B, c) of the samples ``rows``, re-encoded from its decoded
+        tokens (prior space, same shape). The first block keeps the prompt's own tokens where
+        it holds the prompt's tail. The tokens are kept for the following :meth:`add_block`."""
+        out = torch.empty_like(z)
+        for k, i in enumerate(rows):
+            tokens = self._decode(z[k:k + 1], i)
+            self._pending[i] = tokens
+            ids = list(tokens)
+            if self.blocks_seen == 0:
+                tail = self.prompt_tails[i]
+                ids[:len(tail)] = tail
+            mean, _ = self.vae.encode(torch.tensor([ids], device=z.device), self.encoder_caches[i],
+                                      update_cache=True, window=self.window)
+            out[k] = self.vae.to_prior(mean[0])
+        return out
 
     def add_block(self, z: torch.Tensor, rows: Sequence[int] | None = None) -> list[str]:
         """Decode one block (b, B, c) of the samples ``rows`` (default: all, in order); returns
@@ -153,9 +196,7 @@ class TextDecoder:
         rows = range(z.shape[0]) if rows is None else rows
         out = []
         for k, i in enumerate(rows):
-            logits = self.vae.decode(self.vae.from_prior(z[k:k + 1]), self.caches[i], update_cache=True,
-                                     window=self.window)[0]
-            tokens = logits.argmax(-1).tolist()
+            tokens = self._pending.pop(i) if i in self._pending else self._decode(z[k:k + 1], i)
             if self.blocks_seen == 0:
                 tokens = tokens[self.skip_first[i]:]
                 if self.drop_bos and tokens and tokens[0] == bos:
@@ -200,6 +241,8 @@ class TextStream:
         self._cancelled: set[int] = set()
         self._j = 0
         self.notices = notices
+        if decoder.rounding:  # the sampler commits each block as the decoder re-encodes it
+            sampler.round_block = lambda z: decoder.round(z, self._active)
 
     @property
     def texts(self) -> list[str]:
@@ -370,10 +413,12 @@ class ColaPipeline:
     @torch.no_grad()
     def stream_text(self, prompts: str | Sequence[str], max_new_tokens: int | Sequence[int] = 64,
                     steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
-                    solver: str | None = None, seeds: Sequence[int] | None = None) -> TextStream:
+                    solver: str | None = None, seeds: Sequence[int] | None = None,
+                    rounding: bool | None = None) -> TextStream:
         """Continue each prompt; iterate the returned :class:`TextStream` for the new text of
         each prompt after every block. Prompt ``i`` uses seed ``seed + i`` (or ``seeds[i]``);
-        ``max_new_tokens`` may be one budget per prompt."""
+        ``max_new_tokens`` may be one budget per prompt. ``rounding``: re-encode each finished
+        block (:class:`TextDecoder`; None: ``pipeline.json``'s ``text_rounding``)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompt given")
@@ -391,10 +436,12 @@ class ColaPipeline:
             prefixes.append(vae.to_prior(mean[0]))  # (P, c)
         lengths = [len(s) for s in ids]
         max_blocks = max(math.ceil((n + m) / B) - n // B for n, m in zip(lengths, budgets))
-        decoder = TextDecoder(self, len(prompts), budgets, skip_first=[n % B for n in lengths])
+        rounding = self.config.text_rounding if rounding is None else bool(rounding)
+        decoder = TextDecoder(self, len(prompts), budgets, skip_first=[n % B for n in lengths], rounding=rounding,
+                              prompt_tails=[seq[(len(seq) // B) * B:] for seq in ids])
         for i, (p, n) in enumerate(zip(prefixes, lengths)):  # decoder caches hold the prompt's whole blocks
             if n // B:
-                decoder.prefill(i, p[:(n // B) * B])
+                decoder.prefill(i, p[:(n // B) * B], ids[i][:(n // B) * B])
         padded = torch.zeros(len(prompts), max(lengths), self.dit.config.d_latent, device=device)
         for i, p in enumerate(prefixes):
             padded[i, :p.shape[0]] = p
@@ -406,10 +453,10 @@ class ColaPipeline:
     def generate_text(self, prompts: str | Sequence[str], max_new_tokens: int | Sequence[int] = 64,
                       steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
                       solver: str | None = None, seeds: Sequence[int] | None = None,
-                      return_result: bool = False) -> str | list[str] | Result:
+                      return_result: bool = False, rounding: bool | None = None) -> str | list[str] | Result:
         """The continuation of a prompt (a str), of several (a list), or with ``return_result``
         a :class:`Result` (texts, notices, token ids)."""
-        result = self.stream_text(prompts, max_new_tokens, steps, cfg_scale, seed, solver, seeds).run()
+        result = self.stream_text(prompts, max_new_tokens, steps, cfg_scale, seed, solver, seeds, rounding).run()
         if return_result:
             return result
         return result.outputs[0] if isinstance(prompts, str) else result.outputs
@@ -504,10 +551,11 @@ class ColaPipeline:
     def stream_captions(self, images: Sequence, steps: int | None = None, cfg_scale: float | None = None,
                         seed: int = 0, solver: str | None = None, max_tokens: int | None = None,
                         on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-                        seeds: Sequence[int] | None = None) -> TextStream:
+                        seeds: Sequence[int] | None = None, rounding: bool | None = None) -> TextStream:
         """Caption each image (paths, bytes, file objects or PIL images of any mode/size —
         :func:`cola_mm.core.images.load_image`); iterate the :class:`TextStream` for the new
-        text after every block. Caption ``i`` uses seed ``seed + i`` (or ``seeds[i]``)."""
+        text after every block. Caption ``i`` uses seed ``seed + i`` (or ``seeds[i]``).
+        ``rounding``: as :meth:`stream_text`'s."""
         from cola_mm.core.images import image_to_tensor, load_image
         from cola_mm.core.sequence import image_to_text, layout_row
 
@@ -534,7 +582,8 @@ class ColaPipeline:
         sampler.on_step = on_step
         sampler.start(context, row.positions[:n].expand(b, -1, -1).to(dev), row.segments[:n].expand(b, -1).to(dev),
                       row.block_ids[:n].expand(b, -1).to(dev), torch.ones(b, n, dtype=torch.bool, device=dev))
-        decoder = TextDecoder(self, b, T - 2, drop_bos=True)
+        decoder = TextDecoder(self, b, T - 2, drop_bos=True,
+                              rounding=self.config.text_rounding if rounding is None else bool(rounding))
         generators = [torch.Generator(device=dev).manual_seed(s) for s in seed_list]
 
         def next_block(j: int, gens: list) -> torch.Tensor:
@@ -548,8 +597,10 @@ class ColaPipeline:
     def caption(self, images: Sequence, steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
                 solver: str | None = None, max_tokens: int | None = None,
                 on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-                seeds: Sequence[int] | None = None, return_result: bool = False) -> list[str] | Result:
+                seeds: Sequence[int] | None = None, return_result: bool = False,
+                rounding: bool | None = None) -> list[str] | Result:
         """One caption per image (see :meth:`stream_captions`); with ``return_result`` a
         :class:`Result` (captions, notices, token ids)."""
-        result = self.stream_captions(images, steps, cfg_scale, seed, solver, max_tokens, on_step, seeds).run()
+        result = self.stream_captions(images, steps, cfg_scale, seed, solver, max_tokens, on_step, seeds,
+                                      rounding).run()
         return result if return_result else result.outputs

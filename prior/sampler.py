@@ -91,6 +91,8 @@ class BlockSampler:
         self.segment = segment
         self.block = model.config.block_size
         self.on_step: Callable[[int, int, torch.Tensor], None] | None = None  # (step, steps, z) before each step
+        # a finished block (b, B, c) → the latents later blocks read as its clean context (default: itself)
+        self.round_block: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     # ---- the clean context
     def start(self, context: torch.Tensor, positions: torch.Tensor, segments: torch.Tensor,
@@ -254,7 +256,8 @@ class BlockSampler:
                 pinned: torch.Tensor | None = None, clean: torch.Tensor | None = None) -> torch.Tensor:
         """Generate one block at ``positions`` (b, B[, A]) with ``segments`` (b, B), integrate
         from noise to t = 0, commit it and return it (b, B, c). ``pinned`` (b, B) bool latents are
-        held on the noised path of ``clean`` (b, B, c) and set to it at the end (clean repaint)."""
+        held on the noised path of ``clean`` (b, B, c) and set to it at the end (clean repaint).
+        The cache holds ``round_block(z)`` where that is set (text rounding), else z."""
         b, B = segments.shape
         c = self.model.config.d_latent
         noise = torch.stack([torch.randn(B, c, generator=g, device=self.device) for g in generators])
@@ -276,7 +279,7 @@ class BlockSampler:
                 self.on_step(i, len(grid) - 1, z)
             z = solve(hold(z, t), t, t_next, velocity, hold)
         z = torch.where(pinned[..., None], clean, z)
-        self.commit(z, positions, segments)
+        self.commit(z if self.round_block is None else self.round_block(z), positions, segments)
         return z
 
     # ---- text continuation

@@ -490,6 +490,9 @@ def test_generate_image_and_caption_round_trip_and_seeds(mm_pipeline, tmp_path):
     images2 = again.generate_image("a small red circle in the top left corner", steps=3, seed=5, n=3)
     assert [im.tobytes() for im in images] == [im.tobytes() for im in images2]
     assert again.caption(images[:2], steps=3, seed=1) == caps
+    # with text rounding, a batch of captions still gives each image the caption it gets alone
+    rounded = pipe.caption(images[:2], steps=3, seed=1, rounding=True)
+    assert [pipe.caption(images[i], steps=3, seed=1 + i, rounding=True)[0] for i in range(2)] == rounded
     assert again.generate_text("the king", max_new_tokens=8, steps=2) == pipe.generate_text("the king", max_new_tokens=8, steps=2)
     # batching prompts of different lengths gives each the image it gets alone
     long_prompt = "a large blue square at the bottom right of the picture next to nothing at all really"

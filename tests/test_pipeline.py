@@ -205,3 +205,48 @@ def test_pipeline_folder_with_pickle_files_is_refused_unless_trusted(joint, tmp_
                         "--max-new-tokens", "2", "--steps", "1", "--trust-pickle-files"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_text_rounding_commits_the_encoders_latents_of_the_decoded_tokens(joint, tmp_path, monkeypatch):
+    """With rounding, the latents the prior reads as the context of later blocks are the Text VAE
+    encoder's posterior means of the tokens each sampled block decodes to (the first block keeps
+    the prompt's own tail), exactly what encoding the whole text at once gives."""
+    from cola_mm.pipeline import TextDecoder
+    from cola_mm.prior.sampler import BlockSampler
+
+    pipe = ColaPipeline.from_pretrained(joint)
+    prompt, kw = "the king", dict(max_new_tokens=16, steps=3, cfg_scale=2.0, seed=5)
+    plain = pipe.generate_text(prompt, **kw, return_result=True)
+    committed, decoded = [], []
+    commit, decode = BlockSampler.commit, TextDecoder._decode
+    monkeypatch.setattr(BlockSampler, "commit", lambda self, z, *a, **k: (committed.append(z.clone()), commit(self, z, *a, **k))[1])
+    monkeypatch.setattr(TextDecoder, "_decode", lambda self, z, i: (decoded.append(decode(self, z, i)), decoded[-1])[1])
+    rounded = pipe.generate_text(prompt, **kw, rounding=True, return_result=True)
+    monkeypatch.undo()
+
+    B = pipe.config.block_size
+    ids = pipe._prompt_ids(prompt, [])  # as stream_text encodes it
+    whole, tail = (len(ids) // B) * B, ids[(len(ids) // B) * B:]
+    generated = [list(tail) + decoded[0][len(tail):]] + decoded[1:]
+    assert len(committed) == len(decoded) >= 2  # every generated block was committed rounded
+    full = torch.tensor([ids[:whole] + [t for block in generated for t in block]])
+    mean, _ = pipe.text_vae.encode(full)
+    expected = pipe.text_vae.to_prior(mean[0, whole:]).reshape(len(decoded), B, -1)
+    for got, want in zip(committed, expected):
+        torch.testing.assert_close(got[0], want, atol=1e-4, rtol=1e-4)
+    # the first block is sampled before rounding can matter: its text is the plain run's
+    n = len(decoded[0]) - len(tail)
+    assert rounded.tokens[0][:n] == plain.tokens[0][:n] == decoded[0][len(tail):][:len(rounded.tokens[0])]
+
+    # batches match one by one; pipeline.json's text_rounding is the default
+    prompts = ["the king", "a lazy dog sat on the mat while the queen"]
+    together = pipe.generate_text(prompts, max_new_tokens=12, steps=2, seed=7, rounding=True)
+    for i, p in enumerate(prompts):
+        assert pipe.generate_text(p, max_new_tokens=12, steps=2, seed=7 + i, rounding=True) == together[i]
+    pipe.config = pipe.config.replace(text_rounding=True)
+    pipe.save_pretrained(tmp_path / "rounded")
+    other = ColaPipeline.from_pretrained(tmp_path / "rounded")
+    assert other.config.text_rounding
+    assert other.generate_text(prompts, max_new_tokens=12, steps=2, seed=7) == together
+    assert other.generate_text(prompts, max_new_tokens=12, steps=2, seed=7, rounding=False) == \
+        ColaPipeline.from_pretrained(joint).generate_text(prompts, max_new_tokens=12, steps=2, seed=7)
