@@ -64,3 +64,25 @@ def test_tiny_judge_trains_saves_and_predicts(font, tmp_path):
     assert a == b and len(a) == 3
     assert set(a[0]) == {"count", "background", "objects"} and a[0]["count"] in (0, 1, 2)
     assert len(loaded.config.icons) == len(found)
+
+
+def test_vae_round_trip_is_what_the_judge_grades_through_a_vae(font):
+    """--image-vae grades images after the VAE's round trip: an identity VAE gives back the same
+    pixels, a VAE that loses everything gives grey images, not the originals."""
+    import types
+
+    import torch
+
+    found = world.list_icons(font)
+    images = [world.render_scene(ij.judge_scene(ij.EVAL_NAMESPACE, 0, i, found), 64, font) for i in range(3)]
+
+    def vae(decode):
+        return types.SimpleNamespace(config=types.SimpleNamespace(image_size=64),
+                                     encode=lambda x: (x, torch.zeros_like(x)), decode=decode)
+
+    same = ij.vae_round_trip(vae(lambda z: z), images, batch_size=2)
+    assert [im.tobytes() for im in same] == [im.convert("RGB").tobytes() for im in images]
+    lost = ij.vae_round_trip(vae(torch.zeros_like), images)
+    assert all(im.getextrema() == ((128, 128),) * 3 for im in lost)
+    with pytest.raises(SystemExit):
+        ij.main(["eval", "--judge", "nowhere", "--image-vae", "x"])

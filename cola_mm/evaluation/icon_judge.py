@@ -202,9 +202,11 @@ def judge_image(pred: dict, truth: dict, top_k: int = 1) -> dict[str, bool]:
 
 
 def evaluate_judge(judge: IconJudge, n: int = 1000, data: str | Path | None = None, font: str | None = None,
-                   limit: int = 500) -> dict:
+                   limit: int = 500, image_vae=None) -> dict:
     """Accuracy on ``n`` held-out renders (their own namespace) and, with ``data``, on the built
-    icons splits (test, novel, two)."""
+    icons splits (test, novel, two). With ``image_vae`` the split images are graded after its
+    round trip (posterior mean → decode), under ``<split>_through_vae`` beside the originals: the
+    most a prior that decodes through that VAE can score."""
     from cola_mm.data.loader import ShardDataset
 
     font_path = str(world.find_font(font))
@@ -220,7 +222,24 @@ def evaluate_judge(judge: IconJudge, n: int = 1000, data: str | Path | None = No
                 samples = [s for _, s in zip(range(limit), ShardDataset(folder, required=("image", "json")))]
                 preds = judge.predict([s["image"] for s in samples])
                 report[split] = _summary(preds, [s["json"] for s in samples], len(samples))
+                if image_vae is not None:
+                    preds = judge.predict(vae_round_trip(image_vae, [s["image"] for s in samples]))
+                    report[f"{split}_through_vae"] = _summary(preds, [s["json"] for s in samples], len(samples))
     return report
+
+
+@torch.no_grad()
+def vae_round_trip(vae, images: Sequence[Image.Image], batch_size: int = 64) -> list[Image.Image]:
+    """Each image encoded by the image VAE (posterior mean) and decoded again, as RGB PIL images."""
+    from cola_mm.core.images import fit_square, image_to_tensor, tensor_to_image, to_rgb
+
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.stack([image_to_tensor(fit_square(to_rgb(im), vae.config.image_size))
+                         for im in images[i:i + batch_size]])
+        mean, _ = vae.encode(x)
+        out += [tensor_to_image(y) for y in vae.decode(mean).float()]
+    return out
 
 
 def _summary(preds: list[dict], truths: list[dict], n: int) -> dict:
@@ -245,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", required=True)
     p.add_argument("--data", default=None, help="a built icons dataset root (its test, novel, two)")
     p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--image-vae", default=None,
+                   help="also grade the splits after this image VAE's round trip (an image VAE or pipeline folder)")
     p.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.cmd == "train":
@@ -255,8 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
         return 0
+    if args.image_vae is not None and args.data is None:
+        ap.error("--image-vae grades the built splits: give --data too")
     judge = IconJudge.from_pretrained(args.judge)
-    report = evaluate_judge(judge, n=args.n, data=args.data)
+    image_vae = None
+    if args.image_vae is not None:
+        from cola_mm.vae_image.model import ImageVAE
+
+        folder = Path(args.image_vae)
+        image_vae = ImageVAE.from_pretrained(folder / "image_vae" if (folder / "image_vae").is_dir() else folder)
+    report = evaluate_judge(judge, n=args.n, data=args.data, image_vae=image_vae)
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
