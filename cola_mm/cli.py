@@ -309,7 +309,8 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
                              speaker_prompts=args.speaker_prompts, text_cfg_scale=args.text_cfg,
                              jobs=jobs, progress=not args.no_progress, clip=args.clip,
                              clip_checkpoint=args.clip_checkpoint, split_set=args.splits,
-                             icon_judge_dir=_icon_judge_dir(args.icon_judge))
+                             icon_judge_dir=_icon_judge_dir(args.icon_judge),
+                             datasets=[d for d in args.datasets.split(",") if d] if args.datasets else None)
     report["command"] = suite.command_line()
     tag = "" if args.splits == "test" else f"_{args.splits}"
     json_path = Path(args.json_dir) / f"suite_{'_'.join(report['checkpoints'])}{tag}.json" if args.json_dir else None
@@ -709,6 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", choices=("test", "val"), default="test",
                    help="test: the held-out splits, for reported figures (default); val: each image dataset's "
                         "val split, for choosing models and settings (files get a _val suffix)")
+    p.add_argument("--datasets", default=None,
+                   help="image rows of these image datasets only, comma-separated (e.g. icons; default: every "
+                        "one built under --data)")
     p.add_argument("--md", default=None, help="write the tables here (e.g. docs/results.md)")
     p.add_argument("--json-dir", default="bench/results", help="raw JSON folder (default bench/results)")
     p.add_argument("--grid-dir", default="bench/results", help="PNG grids folder (default bench/results)")

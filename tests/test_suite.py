@@ -112,6 +112,26 @@ def test_val_split_set_reads_only_the_val_splits(tiny_mm_pipeline, tiny_datasets
     assert "Model-selection splits" in page and "| shapes_val" in page and "test (n=" not in page
 
 
+def test_datasets_option_keeps_the_rows_of_the_named_image_datasets(tiny_mm_pipeline, tiny_datasets, tmp_path):
+    """--datasets: only the named image datasets' splits are read (a root without the others
+    works); an unknown name fails before any model loads."""
+    assert suite.eval_splits("val", "text_to_image", tiny_datasets, ["digits"]) == ("digits/val",)
+    assert suite.eval_splits("test", "image_to_text", None, ["icons"]) == ("icons/test", "icons/novel", "icons/two")
+    for bad in (["emoji"], ["text"], []):
+        with pytest.raises(ValueError, match="image datasets"):
+            suite.run_suite([tmp_path / "no_model"], data_root=tiny_datasets, probe_dir=None, datasets=bad)
+    root = tmp_path / "digits_only"  # a dataset root that holds digits (and the plays) only
+    root.mkdir()
+    for name in ("digits", "text"):
+        (root / name).symlink_to(tiny_datasets / name)
+    report = suite.run_suite([tiny_mm_pipeline], data_root=root, probe_dir=FixedJudge(), seeds=(0,), limit=2,
+                             steps=1, jobs=("images",), progress=False, split_set="val", datasets=["digits"])
+    entry = next(iter(report["checkpoints"].values()))
+    figures = set(entry["text_to_image"]["summary"]) | set(entry["image_to_text"]["summary"])
+    assert report["datasets"] == ["digits"] and figures
+    assert all(k.startswith("digits_val") for k in figures), sorted(figures)
+
+
 def test_mean_std_and_aggregate():
     assert suite.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
     assert suite.mean_std([0.5]) == (0.5, 0.0)

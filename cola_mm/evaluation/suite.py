@@ -66,18 +66,26 @@ JOBS = ("images", "text", "context")
 SPLIT_SETS = ("test", "val")  # the held-out splits reported, or the val splits models are chosen on
 
 
-def eval_splits(split_set: str, job: str, root: PathLike | None = None) -> tuple[str, ...]:
+def eval_splits(split_set: str, job: str, root: PathLike | None = None,
+                datasets: Sequence[str] | None = None) -> tuple[str, ...]:
     """The image splits of ``job`` (``text_to_image`` or ``image_to_text``) for a split set: ``test``,
     each dataset's held-out evaluation splits (touched only for reported figures); ``val``, each
     image dataset's ``val`` split (for choosing models and settings). Text has one held-out split,
     the val plays, which both sets read. Given the dataset ``root``, an optional dataset (icons)
-    counts only where it was built (:func:`cola_mm.data.registry.evaluated`)."""
+    counts only where it was built (:func:`cola_mm.data.registry.evaluated`). ``datasets``: only
+    these image datasets' splits (None: every one)."""
     if split_set not in SPLIT_SETS:
         raise ValueError(f"split set must be one of {', '.join(SPLIT_SETS)}, got {split_set!r}")
+    image_datasets = [d.name for d in registry.datasets().values() if d.has_images]
+    unknown = sorted(set(datasets or ()) - set(image_datasets))
+    if unknown or (datasets is not None and not datasets):
+        raise ValueError(f"image datasets: unknown {unknown or 'none given'}; choose from {', '.join(image_datasets)}")
     if split_set == "test":
-        return registry.image_eval_splits(job, root)
-    return tuple(f"{d.name}/val" for d in registry.datasets().values()
-                 if d.has_images and getattr(d, registry.JOB_SPLITS[job]) and registry.evaluated(d, root))
+        splits = registry.image_eval_splits(job, root)
+    else:
+        splits = tuple(f"{d.name}/val" for d in registry.datasets().values()
+                       if d.has_images and getattr(d, registry.JOB_SPLITS[job]) and registry.evaluated(d, root))
+    return splits if datasets is None else tuple(s for s in splits if s.split("/")[0] in datasets)
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -114,16 +122,16 @@ def _has_images(pipe) -> bool:
 
 def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: int | None,
                steps: int | None, progress: bool, grid_examples: int = 0, clip=None,
-               split_set: str = "test") -> dict[str, Any]:
+               split_set: str = "test", datasets: Sequence[str] | None = None) -> dict[str, Any]:
     """Text → image and image → text per seed (flat dicts) and a few examples for the grids;
     ``clip`` (a :class:`~cola_mm.evaluation.clip.ClipEncoder` or None) adds ``*_clip_score``
-    figures to text → image; ``split_set`` is :func:`eval_splits`'."""
+    figures to text → image; ``split_set`` and ``datasets`` are :func:`eval_splits`'."""
     from cola_mm.evaluation.images import evaluate_captions, evaluate_text_to_image
 
     if not _has_images(pipe):
         return {"text_to_image": NOT_AVAILABLE, "image_to_text": NOT_AVAILABLE}
     judges = {k: v for k, v in (probe if isinstance(probe, dict) else {"probe": probe}).items() if v is not None}
-    t2i_splits = eval_splits(split_set, "text_to_image", data_root)
+    t2i_splits = eval_splits(split_set, "text_to_image", data_root, datasets)
     judged = tuple(s for s in t2i_splits if registry.of_split(s).judge in judges)
     out: dict[str, Any] = {"text_to_image": {"per_seed": []}, "image_to_text": {"per_seed": []},
                            "examples": {"text_to_image": [], "image_to_text": []},
@@ -139,7 +147,7 @@ def image_jobs(pipe, probe, data_root: PathLike, seeds: Sequence[int], limit: in
             out["text_to_image"]["per_seed"].append(t2i)
             out["examples"]["text_to_image"] += ex
         i2t, ex = evaluate_captions(pipe, data_root, limit=limit, steps=steps, seed=seed, progress=progress, keep=keep,
-                                    splits=eval_splits(split_set, "image_to_text", data_root))
+                                    splits=eval_splits(split_set, "image_to_text", data_root, datasets))
         out["image_to_text"]["per_seed"].append(i2t)
         out["examples"]["image_to_text"] += ex
     if not draws:
@@ -313,21 +321,22 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
               progress: bool = True, grid_examples: int = 16, clip: Any = None,
               clip_checkpoint: PathLike | None = None, split_set: str = "test",
               icon_judge_dir: Any = None, speaker_prompts: int = 16,
-              text_cfg_scale: float | None = None) -> dict[str, Any]:
+              text_cfg_scale: float | None = None, datasets: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every job on every checkpoint; returns the report (see the module docstring).
     ``split_set``: ``test`` (reported figures) or ``val`` (model selection), see :func:`eval_splits`.
     ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``;
     ``icon_judge_dir`` the icon judge's (:mod:`cola_mm.evaluation.icon_judge`; or an object), read
     only when the icons splits are evaluated (built under ``data_root``): without it they get no
     text → image rows (listed in ``text_to_image_unjudged``); ``clip``
-    (None: no CLIPScore) and ``clip_checkpoint`` are what :func:`load_clip_judge` takes."""
+    (None: no CLIPScore) and ``clip_checkpoint`` are what :func:`load_clip_judge` takes;
+    ``datasets`` keeps the image rows of these image datasets only (None: every built one)."""
     from cola_mm.evaluation.generators import load_text_generator
     from cola_mm.data.shards import DataError
 
     root = Path(data_root)
     if not root.is_dir():
         raise DataError(f"no dataset root {root}: build it with `cola-mm data all --out {root}`")
-    eval_splits(split_set, "text_to_image")  # a bad split set fails before any model loads
+    eval_splits(split_set, "text_to_image", datasets=datasets)  # bad split sets / datasets fail before any model loads
     if clip_checkpoint is not None and clip is None:
         raise ValueError("--clip-checkpoint needs --clip ARCH (the checkpoint's open_clip arch, e.g. ViT-B-32)")
     clip_encoder, clip_info = None, None
@@ -346,7 +355,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         judge_report = json.loads(report_file.read_text()).get("metrics") if report_file.is_file() else None
     icon_judge, icon_report = None, None
     if "images" in jobs and icon_judge_dir is not None and any(
-            registry.of_split(s).judge == "icons" for s in eval_splits(split_set, "text_to_image", root)):
+            registry.of_split(s).judge == "icons" for s in eval_splits(split_set, "text_to_image", root, datasets)):
         if hasattr(icon_judge_dir, "predict"):
             icon_judge, icon_judge_dir = icon_judge_dir, type(icon_judge_dir).__name__
         else:
@@ -371,7 +380,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
             print(f"note: no MAUVE score ({str(err).splitlines()[0]})", file=sys.stderr)
     report: dict[str, Any] = {"suite_version": 1, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "machine": machine(), "data": str(root), "split_set": split_set,
-                              "seeds": list(seeds), "limit": limit,
+                              "datasets": list(datasets) if datasets is not None else None, "seeds": list(seeds), "limit": limit,
                               "steps": steps, "text_cfg_scale": text_cfg_scale, "judge": {"dir": str(probe_dir) if probe else None,
                                                         "report": judge_report},
                               "icon_judge": {"dir": str(icon_judge_dir) if icon_judge else None,
@@ -384,7 +393,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         started = time.time()
         if "images" in jobs:
             entry.update(image_jobs(pipe, {"probe": probe, "icons": icon_judge}, root, seeds, limit, steps, progress,
-                                    grid_examples, clip_encoder, split_set))
+                                    grid_examples, clip_encoder, split_set, datasets))
         if "text" in jobs and not hasattr(pipe, "generate_text"):
             entry["text"] = NOT_AVAILABLE
         elif "text" in jobs:
