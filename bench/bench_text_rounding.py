@@ -8,8 +8,8 @@ windows of those plays that the suite does *not* read (the suite takes ``--suite
 evenly spaced windows; these are evenly spaced over the rest — the bench checks that the two
 sets share no window).
 
-Per setting and seed: corpus-word rate, generative perplexity under ``--ar``, repeated
-4-grams, and the same-seed shared 3-grams across prompts (the suite's text metrics).
+Per setting and seed: the suite's text figures (:func:`cola_mm.evaluation.suite.continuation_figures`:
+corpus-word rate, generative perplexity under ``--ar``, repeated 4-grams, same-seed overlap …).
 
     python bench/bench_text_rounding.py --ckpt checkpoints/demo --ar runs/baseline_ar/model \\
         --json bench/results/text_rounding.json
@@ -31,7 +31,7 @@ from cola_mm.data.windows import Source, TokenWindows
 from cola_mm.evaluation import text_metrics as tm
 from cola_mm.evaluation.ar import load_ar
 from cola_mm.evaluation.context import prompts_from_windows
-from cola_mm.evaluation.suite import aggregate, continue_prompts
+from cola_mm.evaluation.suite import aggregate, continuation_figures, continue_prompts
 from cola_mm.pipeline import ColaPipeline
 
 
@@ -70,7 +70,7 @@ def main() -> None:
                                  2 * args.new_tokens)
     prompts = prompts_from_windows(pipe.tokenizer, ids, n_tokens=args.new_tokens)
     vocabulary = tm.corpus_vocabulary(root / "text" / "train")
-    judge, judge_tok = load_ar(args.ar)
+    judge = load_ar(args.ar)
     seeds = [int(s) for s in args.seeds.split(",")]
     base = pipe.config
     rows = []
@@ -81,11 +81,8 @@ def main() -> None:
             for seed in seeds:
                 texts = continue_prompts(pipe, prompts, args.new_tokens, None, cfg, seed, True,
                                          f"rounding={rounding} cfg={cfg} seed {seed}")
-                texts = [t[len(p):] if t.startswith(p) else t for p, t in zip(prompts, texts)]
-                per_seed.append({"corpus_word_rate": tm.corpus_word_rate(texts, vocabulary),
-                                 "gen_ppl": tm.generative_perplexity(texts, judge, judge_tok, prompts=prompts),
-                                 "repeated_4gram_rate": tm.repeated_ngrams(texts, 4),
-                                 "same_seed_3gram": tm.continuation_overlap(texts)["shared_3gram_rate"]})
+                texts, figures = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, judge)
+                per_seed.append(figures)
             row = {"rounding": rounding, "cfg_scale": cfg, "per_seed": per_seed, "summary": aggregate(per_seed),
                    "seconds": round(time.time() - started, 1), "sample": texts[:2]}
             s = row["summary"]

@@ -137,8 +137,7 @@ class TextDecoder:
     every later block conditions on it. (The continuous analogue of Diffusion-LM's rounding.)"""
 
     def __init__(self, pipe: "ColaPipeline", n: int, max_new_tokens: int | Sequence[int],
-                 skip_first: Sequence[int] = (), drop_bos: bool = False, rounding: bool = False,
-                 prompt_tails: Sequence[Sequence[int]] = ()):
+                 prompt_tails: Sequence[Sequence[int]] = (), drop_bos: bool = False, rounding: bool | None = None):
         self.vae, self.tokenizer = pipe.text_vae, pipe.tokenizer
         self.caches = [KVCache() for _ in range(n)]
         self.tokens: list[list[int]] = [[] for _ in range(n)]
@@ -146,17 +145,17 @@ class TextDecoder:
         self.finished = [False] * n
         budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
         self.max_new_tokens = budgets
-        self.skip_first = list(skip_first) or [0] * n  # leading tokens of the first block to skip (prompt tail)
+        # the prompt's ids in the first generated block (the tokens its text skips, and rounding keeps)
+        self.prompt_tails = [list(t) for t in prompt_tails] or [[] for _ in range(n)]
         self.drop_bos = drop_bos  # generated text starts with <bos> (captions)
         self.blocks_seen = 0
         bs = self.vae.config.block_size  # the decoder's sliding window: the context it was trained on
         self.window = pipe.config.trained_context // bs * bs
-        self.rounding = rounding
-        if rounding and pipe.dit.config.block_size % bs:
+        self.rounding = pipe.config.text_rounding if rounding is None else bool(rounding)
+        if self.rounding and pipe.dit.config.block_size % bs:
             raise ValueError(f"text rounding needs the prior's block ({pipe.dit.config.block_size}) to be a "
                              f"multiple of the Text VAE's ({bs})")
-        self.encoder_caches = [KVCache() for _ in range(n)]
-        self.prompt_tails = [list(t) for t in prompt_tails] or [[] for _ in range(n)]  # prompt ids in block 0
+        self.encoder_caches = [KVCache() for _ in range(n)] if self.rounding else []
         self._pending: dict[int, list[int]] = {}  # tokens decoded by round(), used by the next add_block
 
     def prefill(self, i: int, latents: torch.Tensor, ids: Sequence[int] = ()) -> None:
@@ -198,7 +197,7 @@ class TextDecoder:
         for k, i in enumerate(rows):
             tokens = self._pending.pop(i) if i in self._pending else self._decode(z[k:k + 1], i)
             if self.blocks_seen == 0:
-                tokens = tokens[self.skip_first[i]:]
+                tokens = tokens[len(self.prompt_tails[i]):]
                 if self.drop_bos and tokens and tokens[0] == bos:
                     tokens = tokens[1:]
             for tok in tokens:
@@ -436,9 +435,8 @@ class ColaPipeline:
             prefixes.append(vae.to_prior(mean[0]))  # (P, c)
         lengths = [len(s) for s in ids]
         max_blocks = max(math.ceil((n + m) / B) - n // B for n, m in zip(lengths, budgets))
-        rounding = self.config.text_rounding if rounding is None else bool(rounding)
-        decoder = TextDecoder(self, len(prompts), budgets, skip_first=[n % B for n in lengths], rounding=rounding,
-                              prompt_tails=[seq[(len(seq) // B) * B:] for seq in ids])
+        decoder = TextDecoder(self, len(prompts), budgets, prompt_tails=[seq[(len(seq) // B) * B:] for seq in ids],
+                              rounding=rounding)
         for i, (p, n) in enumerate(zip(prefixes, lengths)):  # decoder caches hold the prompt's whole blocks
             if n // B:
                 decoder.prefill(i, p[:(n // B) * B], ids[i][:(n // B) * B])
@@ -582,8 +580,7 @@ class ColaPipeline:
         sampler.on_step = on_step
         sampler.start(context, row.positions[:n].expand(b, -1, -1).to(dev), row.segments[:n].expand(b, -1).to(dev),
                       row.block_ids[:n].expand(b, -1).to(dev), torch.ones(b, n, dtype=torch.bool, device=dev))
-        decoder = TextDecoder(self, b, T - 2, drop_bos=True,
-                              rounding=self.config.text_rounding if rounding is None else bool(rounding))
+        decoder = TextDecoder(self, b, T - 2, drop_bos=True, rounding=rounding)
         generators = [torch.Generator(device=dev).manual_seed(s) for s in seed_list]
 
         def next_block(j: int, gens: list) -> torch.Tensor:

@@ -220,11 +220,11 @@ def evaluate_judge(judge: IconJudge, n: int = 1000, data: str | Path | None = No
             folder = Path(data) / split
             if folder.is_dir():
                 samples = [s for _, s in zip(range(limit), ShardDataset(folder, required=("image", "json")))]
-                preds = judge.predict([s["image"] for s in samples])
-                report[split] = _summary(preds, [s["json"] for s in samples], len(samples))
+                images, truths = [s["image"] for s in samples], [s["json"] for s in samples]
+                report[split] = _summary(judge.predict(images), truths, len(samples))
                 if image_vae is not None:
-                    preds = judge.predict(vae_round_trip(image_vae, [s["image"] for s in samples]))
-                    report[f"{split}_through_vae"] = _summary(preds, [s["json"] for s in samples], len(samples))
+                    report[f"{split}_through_vae"] = _summary(judge.predict(vae_round_trip(image_vae, images)), truths,
+                                                              len(samples))
     return report
 
 
@@ -283,8 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.image_vae is not None:
         from cola_mm.vae_image.model import ImageVAE
 
-        folder = Path(args.image_vae)
-        image_vae = ImageVAE.from_pretrained(folder / "image_vae" if (folder / "image_vae").is_dir() else folder)
+        image_vae = ImageVAE.from_pretrained(args.image_vae)  # an image VAE folder, or a pipeline's image_vae/
     report = evaluate_judge(judge, n=args.n, data=args.data, image_vae=image_vae)
     print(json.dumps(report, indent=2))
     if args.json:

@@ -181,6 +181,28 @@ def continue_prompts(pipe, prompts: Sequence[str], max_new_tokens: int, steps: i
     return out
 
 
+def continuation_figures(texts: Sequence[str], prompts: Sequence[str], vocabulary: frozenset[str], tokenizer,
+                         ar=None, encoder=None, references: Sequence[str] | None = None) -> tuple[list[str], dict]:
+    """The continuations of one seed without their prompts, and the suite's text figures of them
+    (:mod:`cola_mm.evaluation.text_metrics`); ``ar`` (model, tokenizer) adds gen-PPL, ``encoder``
+    and ``references`` MAUVE."""
+    from cola_mm.evaluation import text_metrics as tm
+
+    texts = [t[len(p):] if t.startswith(p) else t for p, t in zip(prompts, texts)]
+    r = {"corpus_word_rate": tm.corpus_word_rate(texts, vocabulary),
+         "unigram_entropy_bits": tm.unigram_entropy(texts, tokenizer),
+         "repeated_4gram_rate": tm.repeated_ngrams(texts, 4)}
+    overlap = tm.continuation_overlap(texts)
+    r["same_seed_difflib"] = overlap["difflib_ratio"]
+    r["same_seed_3gram"] = overlap["shared_3gram_rate"]
+    if encoder is not None:
+        r["mauve"] = tm.mauve_score(texts, references, encoder)
+    if ar is not None:
+        model, tok = ar
+        r["gen_ppl"] = tm.generative_perplexity(texts, model, tok, prompts=prompts)
+    return texts, r
+
+
 def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, max_new_tokens: int,
              steps: int | None, ar=None, encoder=None, progress: bool = True,
              vocabulary: frozenset[str] | None = None, n_speaker_prompts: int = 0,
@@ -215,18 +237,7 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
     per_seed, samples = [], {}
     for seed in seeds:
         texts = continue_prompts(pipe, prompts, max_new_tokens, steps, cfg_scale, seed, progress, f"text seed {seed}")
-        texts = [t[len(p):] if t.startswith(p) else t for p, t in zip(prompts, texts)]
-        r = {"corpus_word_rate": tm.corpus_word_rate(texts, vocabulary),
-             "unigram_entropy_bits": tm.unigram_entropy(texts, pipe.tokenizer),
-             "repeated_4gram_rate": tm.repeated_ngrams(texts, 4)}
-        overlap = tm.continuation_overlap(texts)
-        r["same_seed_difflib"] = overlap["difflib_ratio"]
-        r["same_seed_3gram"] = overlap["shared_3gram_rate"]
-        if encoder is not None:
-            r["mauve"] = tm.mauve_score(texts, references, encoder)
-        if ar is not None:
-            model, tok = ar
-            r["gen_ppl"] = tm.generative_perplexity(texts, model, tok, prompts=prompts)
+        texts, r = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, ar, encoder, references)
         if speaker_prompts:
             said = continue_prompts(pipe, [p["prompt"] for p in speaker_prompts], max_new_tokens, steps, cfg_scale,
                                     seed, progress, f"speakers seed {seed}")
