@@ -10,6 +10,10 @@
 #      safetensors in fp16, split), runs.tar (metrics, configs, loss curves, logs).
 # A run that outlasts its share is stopped and its last checkpoint exported instead.
 #   OUT=/tmp/out BUDGET=300 bash bench/gpu_demo.sh
+# Another recipe and twin: CONFIG=configs/demo3_gpu.yaml TWIN='--set model.dit.d_model=384' (the twin
+# is the same config with TWIN's overrides; its packs keep the names demo_b4/demo_b16). Where the
+# config reads icons, they are built here from the font in FONT (carry .fonts/NotoColorEmoji.ttf:
+# the GPU machine cannot install it). Every pack holds its image_vae/.
 # Join the AR afterwards with bench/gpu_demo_unpack.py. The model choice between the two priors is
 # made on the val splits (cola-mm eval suite --split val), never on test.
 set -uo pipefail
@@ -20,6 +24,9 @@ DEADLINE=${DEADLINE:-540}    # seconds from the start by which everything is pac
 MIN_STEPS=${MIN_STEPS:-500}  # the fewest main steps
 PY=${PY:-python3}
 BATCH=${BATCH:-64}         # rows per step (configs/demo_gpu.yaml)
+CONFIG=${CONFIG:-configs/demo_gpu.yaml}
+TWIN=${TWIN:---set model.dit.block_size=16}
+FONT=${FONT:-.fonts/NotoColorEmoji.ttf}
 AR_STEPS=${AR_STEPS:-4000}  # the reference AR (configs/ar_reference.yaml)
 LOGS=/tmp/gpu_demo_logs
 T0=$(date +%s)
@@ -49,6 +56,11 @@ if [ ! -f datasets/shapes/manifest.json ]; then
   cli data shapes --out datasets/shapes --split all --max-objects 2 > $LOGS/shapes.log 2>&1 || { tail $LOGS/shapes.log; exit 1; }
 fi
 
+if grep -q 'datasets/icons' "$CONFIG" && [ ! -f datasets/icons/manifest.json ]; then
+  log "icons shards"
+  cli data icons --out datasets/icons --count 40000 --font "$FONT" > $LOGS/icons.log 2>&1 || { tail $LOGS/icons.log; exit 1; }
+fi
+
 # 2. the reference AR, in the background
 log "reference AR ($AR_STEPS steps) in the background"
 OMP_NUM_THREADS=2 cli train --config configs/ar_reference.yaml --set run_dir=runs/ar_reference --set max_steps="$AR_STEPS" \
@@ -56,8 +68,8 @@ OMP_NUM_THREADS=2 cli train --config configs/ar_reference.yaml --set run_dir=run
 AR_PID=$!
 
 # 3a. the rate probes
-common=(--config configs/demo_gpu.yaml --set batch_size="$BATCH" --no-progress)
-b16=(--set model.dit.block_size=16)
+common=(--config "$CONFIG" --set batch_size="$BATCH" --no-progress)
+read -r -a b16 <<< "$TWIN"
 log "rate probes ($PROBE steps)"
 cli train "${common[@]}" --set run_dir=/tmp/probe_b4 --set max_steps="$PROBE" --set val_every=0 \
   --set ckpt_every="$PROBE" > $LOGS/probe_b4.log 2>&1 &
@@ -101,7 +113,7 @@ export_prior() {  # run_dir name
   fi
   [ -n "$src" ] || { log "$1: nothing to export"; return; }
   cli export "$src" "/tmp/exp_$2" --dtype float16 && \
-    tar -cf "$OUT/$2.tar" -C "/tmp/exp_$2" dit pipeline.json README.md
+    tar -cf "$OUT/$2.tar" -C "/tmp/exp_$2" dit image_vae pipeline.json README.md
 }
 export_prior runs/demo_gpu_b4 demo_b4
 export_prior runs/demo_gpu_b16 demo_b16

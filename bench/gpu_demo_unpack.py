@@ -3,9 +3,9 @@
     python bench/gpu_demo_unpack.py FILES_DIR [--out runs/gpu_demo] [--vaes checkpoints/demo]
         [--ar-tokenizer datasets/tokenizer]
 
-- every ``NAME.tar`` holding ``dit/``, ``pipeline.json`` and a model card becomes a whole
-  pipeline ``OUT/NAME`` (its frozen Text VAE, image VAE and tokenizer copied from ``--vaes``,
-  the folder the GPU run read them from);
+- every ``NAME.tar`` holding ``dit/``, ``image_vae/``, ``pipeline.json`` and a model card becomes
+  a whole pipeline ``OUT/NAME`` (its frozen Text VAE and tokenizer copied from ``--vaes``, the
+  folder the GPU run read them from; the image VAE too where the pack has none);
 - ``ar_reference.fp16.part-*`` are joined, cast back to fp32 and written with the AR's config as
   ``OUT/ar_reference/ar`` + ``tokenizer/`` (the tokenizer the AR was trained with);
 - ``runs.tar`` (metrics, configs, loss curves, logs) is unpacked into ``OUT/runs``.
@@ -27,7 +27,8 @@ def unpack_pipeline(tar: Path, out: Path, vaes: Path) -> Path:
     with tarfile.open(tar) as t:
         t.extractall(dst, filter="data")
     for part in ("text_vae", "image_vae", "tokenizer"):
-        shutil.copytree(vaes / part, dst / part)
+        if not (dst / part).exists():  # a pack may carry its own image_vae/ (a recipe with another image VAE)
+            shutil.copytree(vaes / part, dst / part)
     return dst
 
 
