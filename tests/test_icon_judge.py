@@ -86,3 +86,13 @@ def test_vae_round_trip_is_what_the_judge_grades_through_a_vae(font):
     assert all(im.getextrema() == ((128, 128),) * 3 for im in lost)
     with pytest.raises(SystemExit):
         ij.main(["eval", "--judge", "nowhere", "--image-vae", "x"])
+
+
+def test_eval_splits_must_exist(tmp_path, capsys):
+    (tmp_path / "val").mkdir()
+    for argv in (["--splits", "val,nope"], ["--splits", ","]):
+        with pytest.raises(SystemExit):
+            ij.main(["eval", "--judge", "nowhere", "--data", str(tmp_path), *argv])
+        assert "--splits: no split folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ij.main(["eval", "--judge", "nowhere", "--splits", "val"])

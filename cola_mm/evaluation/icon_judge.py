@@ -201,10 +201,13 @@ def judge_image(pred: dict, truth: dict, top_k: int = 1) -> dict[str, bool]:
     return world.judge_image(pred, truth, top_k)
 
 
+SPLITS = ("test", "novel", "two")
+
+
 def evaluate_judge(judge: IconJudge, n: int = 1000, data: str | Path | None = None, font: str | None = None,
-                   limit: int = 500, image_vae=None) -> dict:
+                   limit: int = 500, image_vae=None, splits: Sequence[str] = SPLITS) -> dict:
     """Accuracy on ``n`` held-out renders (their own namespace) and, with ``data``, on the built
-    icons splits (test, novel, two). With ``image_vae`` the split images are graded after its
+    icons ``splits`` (default test, novel, two; those missing are skipped). With ``image_vae`` the split images are graded after its
     round trip (posterior mean → decode), under ``<split>_through_vae`` beside the originals: the
     most a prior that decodes through that VAE can score."""
     from cola_mm.data.loader import ShardDataset
@@ -216,7 +219,7 @@ def evaluate_judge(judge: IconJudge, n: int = 1000, data: str | Path | None = No
     preds = judge.predict([world.render_scene(s, 64, font_path) for s in scenes])
     report["renders"] = _summary(preds, scenes, n)
     if data is not None:
-        for split in ("test", "novel", "two"):
+        for split in splits:
             folder = Path(data) / split
             if folder.is_dir():
                 samples = [s for _, s in zip(range(limit), ShardDataset(folder, required=("image", "json")))]
@@ -263,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("eval", help="the judge's accuracy on held-out renders and built splits")
     p.add_argument("--judge", required=True)
     p.add_argument("--data", default=None, help="a built icons dataset root (its test, novel, two)")
+    p.add_argument("--splits", default=None,
+                   help="comma-separated splits of --data to grade instead (e.g. val, to choose an image VAE)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--image-vae", default=None,
                    help="also grade the splits after this image VAE's round trip (an image VAE or pipeline folder)")
@@ -278,13 +283,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.image_vae is not None and args.data is None:
         ap.error("--image-vae grades the built splits: give --data too")
+    splits = SPLITS
+    if args.splits is not None:
+        if args.data is None:
+            ap.error("--splits names splits of --data: give --data too")
+        splits = tuple(x.strip() for x in args.splits.split(",") if x.strip())
+        missing = [x for x in splits if not (Path(args.data) / x).is_dir()]
+        if not splits or missing:
+            ap.error(f"--splits: no split folder {', '.join(missing) or '(none named)'} in {args.data}")
     judge = IconJudge.from_pretrained(args.judge)
     image_vae = None
     if args.image_vae is not None:
         from cola_mm.vae_image.model import ImageVAE
 
         image_vae = ImageVAE.from_pretrained(args.image_vae)  # an image VAE folder, or a pipeline's image_vae/
-    report = evaluate_judge(judge, n=args.n, data=args.data, image_vae=image_vae)
+    report = evaluate_judge(judge, n=args.n, data=args.data, image_vae=image_vae, splits=splits)
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
