@@ -132,6 +132,34 @@ def test_datasets_option_keeps_the_rows_of_the_named_image_datasets(tiny_mm_pipe
     assert all(k.startswith("digits_val") for k in figures), sorted(figures)
 
 
+class FixedIconJudge:
+    """Reads every image as one large rocket in the centre on a pink background."""
+
+    def predict(self, images):
+        return [{"count": 1, "background": "pink",
+                 "objects": [{"cell": "center", "icon": "rocket", "size": "large", "top": ["rocket"]}]}
+                for _ in images]
+
+
+def test_icons_rows_alone_need_no_shapes_probe(tiny_mm_pipeline, tiny_datasets, tmp_path):
+    """--datasets icons judges with the icon judge only: the shapes probe is not loaded, so a
+    machine without runs/probe can evaluate an icons model."""
+    from cola_mm.data import icons as world
+
+    root = tmp_path / "icons_only"
+    root.mkdir()
+    (root / "text").symlink_to(tiny_datasets / "text")
+    world.build_icons(root / "icons", "val", 3, progress=False)
+    report = suite.run_suite([tiny_mm_pipeline], data_root=root, probe_dir=tmp_path / "no_probe", seeds=(0,),
+                             limit=2, steps=1, jobs=("images",), progress=False, split_set="val",
+                             datasets=["icons"], icon_judge_dir=FixedIconJudge())
+    entry = next(iter(report["checkpoints"].values()))
+    assert "icons_val_all_acc" in entry["text_to_image"]["summary"], sorted(entry["text_to_image"]["summary"])
+    with pytest.raises(CheckpointError):  # the probe is still read where a probe-judged split is evaluated
+        suite.run_suite([tiny_mm_pipeline], data_root=tiny_datasets, probe_dir=tmp_path / "no_probe", seeds=(0,),
+                        limit=2, steps=1, jobs=("images",), progress=False, split_set="val", datasets=["digits"])
+
+
 def test_mean_std_and_aggregate():
     assert suite.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
     assert suite.mean_std([0.5]) == (0.5, 0.0)

@@ -356,17 +356,17 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
             raise ValueError("--clip scores the text → image rows, which need a judge (--probe)")
         clip_encoder, clip_info = load_clip_judge(clip, clip_checkpoint, root, limit)
     probe, judge_report = None, None
+    t2i_judges = {registry.of_split(s).judge for s in eval_splits(split_set, "text_to_image", root, datasets)}
     if "images" in jobs and probe_dir is not None and hasattr(probe_dir, "predict"):
         probe, probe_dir = probe_dir, type(probe_dir).__name__  # a judge object (tests, notebooks)
-    elif "images" in jobs and probe_dir is not None:
+    elif "images" in jobs and probe_dir is not None and "probe" in t2i_judges:  # not for icons rows only
         from cola_mm.evaluation.probe import Probe
 
         probe = Probe.from_pretrained(probe_dir)
         report_file = Path(probe_dir) / "report.json"
         judge_report = json.loads(report_file.read_text()).get("metrics") if report_file.is_file() else None
     icon_judge, icon_report = None, None
-    if "images" in jobs and icon_judge_dir is not None and any(
-            registry.of_split(s).judge == "icons" for s in eval_splits(split_set, "text_to_image", root, datasets)):
+    if "images" in jobs and icon_judge_dir is not None and "icons" in t2i_judges:
         if hasattr(icon_judge_dir, "predict"):
             icon_judge, icon_judge_dir = icon_judge_dir, type(icon_judge_dir).__name__
         else:
