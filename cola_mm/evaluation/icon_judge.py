@@ -207,9 +207,10 @@ SPLITS = ("test", "novel", "two")
 def evaluate_judge(judge: IconJudge, n: int = 1000, data: str | Path | None = None, font: str | None = None,
                    limit: int = 500, image_vae=None, splits: Sequence[str] = SPLITS) -> dict:
     """Accuracy on ``n`` held-out renders (their own namespace) and, with ``data``, on the built
-    icons ``splits`` (default test, novel, two; those missing are skipped). With ``image_vae`` the split images are graded after its
-    round trip (posterior mean → decode), under ``<split>_through_vae`` beside the originals: the
-    most a prior that decodes through that VAE can score."""
+    icons ``splits`` (default test, novel, two; those missing are skipped). With ``image_vae`` the
+    split images are graded after its round trip (posterior mean → decode), under
+    ``<split>_through_vae`` beside the originals: the most a prior that decodes through that VAE
+    can score."""
     from cola_mm.data.loader import ShardDataset
 
     font_path = str(world.find_font(font))
