@@ -27,25 +27,11 @@ from pathlib import Path
 
 import torch
 
-from cola_mm.data.windows import Source, TokenWindows
 from cola_mm.evaluation import text_metrics as tm
 from cola_mm.evaluation.ar import load_ar
-from cola_mm.evaluation.context import prompts_from_windows
+from cola_mm.evaluation.context import prompts_from_windows, tuning_windows
 from cola_mm.evaluation.suite import aggregate, continuation_figures, continue_prompts
 from cola_mm.pipeline import ColaPipeline
-
-
-def tuning_windows(shards: Path, tokenizer, n: int, suite_n: int, seq_len: int) -> tuple[torch.Tensor, list[int]]:
-    """``n`` windows evenly spaced over those the suite's ``suite_n`` picks leave out, and their
-    indices (:func:`cola_mm.evaluation.context.read_windows` picks the suite's)."""
-    every = [w["ids"] for w in TokenWindows([Source(str(shards))], tokenizer, seq_len, shuffle_buffer=0, epochs=1)]
-    suite = set(torch.linspace(0, len(every) - 1, suite_n).round().long().tolist())
-    rest = [i for i in range(len(every)) if i not in suite]
-    if len(rest) < n:
-        raise SystemExit(f"{shards}: {len(rest)} windows outside the suite's, {n} asked for")
-    pick = [rest[i] for i in torch.linspace(0, len(rest) - 1, n).round().long().tolist()]
-    assert not suite & set(pick), "tuning windows overlap the suite's"
-    return torch.stack([every[i] for i in pick]), pick
 
 
 def main() -> None:

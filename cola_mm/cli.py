@@ -13,6 +13,7 @@ status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -22,6 +23,16 @@ from cola_mm.core.components import CheckpointError
 from cola_mm.core.config import ConfigError
 from cola_mm.data import registry
 from cola_mm.data.registry import positive_int as _positive_int
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"a temperature must be in [0, 2], got {text}")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -62,6 +73,12 @@ def load_pipeline(args: argparse.Namespace):
 def solver_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", choices=tuple(SOLVERS), default=None,
                    help="ODE solver (default: the pipeline's, euler)")
+
+
+def temperature_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=_temperature, default=None,
+                   help="scale of the starting noise, 0–2 (< 1: closer to the most likely output; "
+                        "default: the pipeline's)")
 
 
 def rounding_option(p: argparse.ArgumentParser) -> None:
@@ -163,7 +180,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     defaults = {name: value for name, value in (("default_cfg_scale", args.text_cfg),
                                                 ("default_image_cfg_scale", args.image_cfg),
                                                 ("default_caption_cfg_scale", args.caption_cfg),
-                                                ("default_steps", args.steps)) if value is not None}
+                                                ("default_steps", args.steps),
+                                                ("text_temperature", args.text_temperature),
+                                                ("image_temperature", args.image_temperature),
+                                                ("caption_temperature", args.caption_temperature))
+                if value is not None}
     if defaults:  # the sampler settings chosen on val travel with the weights (pipeline.json)
         pipe.config = dataclasses.replace(pipe.config, **defaults)
     pipe.save_pretrained(dst, dtype=getattr(torch, DTYPES[args.dtype]))
@@ -180,7 +201,8 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
     pipe = load_pipeline(args)
     args.prompt = _prompt(args.prompt)
     stream = pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
-                              cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver, rounding=args.rounding)
+                              cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver, rounding=args.rounding,
+                              temperature=args.temperature)
     print(clean_text(args.prompt, []), end="", flush=True)  # invalid UTF-8 in argv: shown as U+FFFD
     for deltas in stream:
         print(deltas[0], end="", flush=True)
@@ -194,7 +216,7 @@ def cmd_generate_image(args: argparse.Namespace) -> None:
 
     pipe = load_pipeline(args)
     result = pipe.generate_image(_prompt(args.prompt), steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, n=args.n,
-                                 solver=args.solver, return_result=True)
+                                 solver=args.solver, return_result=True, temperature=args.temperature)
     images = result.outputs
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +230,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
     pipe = load_pipeline(args)
     captions = pipe.caption(args.images, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver,
-                            rounding=args.rounding)
+                            rounding=args.rounding, temperature=args.temperature)
     for path, text in zip(args.images, captions):
         print(f"{path}\t{text}")
 
@@ -250,6 +272,8 @@ def cmd_eval_text_to_image(args: argparse.Namespace) -> None:
     from cola_mm.evaluation.probe import Probe
 
     pipe = load_pipeline(args)
+    if args.temperature is not None:
+        pipe.config = dataclasses.replace(pipe.config, image_temperature=args.temperature)
     probe = Probe.from_pretrained(args.probe)
     results, examples = evaluate_text_to_image(pipe, probe, args.data, limit=args.limit, steps=args.steps,
                                                cfg_scale=args.cfg_scale, seed=args.seed, keep=8 if args.grid else 0)
@@ -263,6 +287,8 @@ def cmd_eval_caption(args: argparse.Namespace) -> None:
     from cola_mm.evaluation.images import evaluate_captions, format_table
 
     pipe = load_pipeline(args)
+    if args.temperature is not None:
+        pipe.config = dataclasses.replace(pipe.config, caption_temperature=args.temperature)
     results, examples = evaluate_captions(pipe, args.data, limit=args.limit, steps=args.steps,
                                           cfg_scale=args.cfg_scale, seed=args.seed, keep=8 if args.grid else 0)
     print(format_table(results))
@@ -558,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-cfg", type=_positive_float, default=None, help="set the text → image guidance default")
     p.add_argument("--caption-cfg", type=_positive_float, default=None, help="set the captioning guidance default")
     p.add_argument("--steps", type=_positive_int, default=None, help="set the default ODE steps per block")
+    for job in ("text", "image", "caption"):
+        p.add_argument(f"--{job}-temperature", type=_temperature, default=None,
+                       help=f"set the {job} job's default noise temperature (0–2; 1 = the training noise)")
     p.add_argument("--card", default=None, help="model card to ship as README.md (default: SRC's)")
     p.set_defaults(func=cmd_export)
 
@@ -573,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="limit on new tokens (default 64)")
     p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    temperature_option(p)
     solver_option(p)
     rounding_option(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -581,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     def sampling(p: argparse.ArgumentParser) -> None:
         p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
         p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+        temperature_option(p)
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     p = gsub.add_parser("image", help="generate images from a text prompt",

@@ -85,6 +85,11 @@ class PipelineConfig(Config):
     # re-encode every finished text block from its decoded tokens before later blocks read it
     # (continuations and captions; :class:`TextDecoder`)
     text_rounding: bool = False
+    # scale of each job's starting noise (:class:`cola_mm.prior.sampler.SamplerConfig`'s
+    # ``temperature``; 1 = the training distribution)
+    text_temperature: float = 1.0
+    image_temperature: float = 1.0
+    caption_temperature: float = 1.0
 
     def __post_init__(self):
         check(self.block_size >= 1, "block_size must be >= 1")
@@ -390,10 +395,10 @@ class ColaPipeline:
         out["jobs"] = ", ".join(self.config.jobs)
         return out
 
-    def _sampler_config(self, steps, cfg_scale, solver) -> SamplerConfig:
+    def _sampler_config(self, steps, cfg_scale, solver, temperature: float = 1.0) -> SamplerConfig:
         return SamplerConfig(steps=steps or self.config.default_steps, cfg_scale=cfg_scale,
                              solver=solver or self.config.solver, time_shift=self.config.time_shift,
-                             window=self.config.trained_context)
+                             window=self.config.trained_context, temperature=temperature)
 
     def _need_images(self) -> None:
         if self.image_vae is None:
@@ -413,11 +418,12 @@ class ColaPipeline:
     def stream_text(self, prompts: str | Sequence[str], max_new_tokens: int | Sequence[int] = 64,
                     steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
                     solver: str | None = None, seeds: Sequence[int] | None = None,
-                    rounding: bool | None = None) -> TextStream:
+                    rounding: bool | None = None, temperature: float | None = None) -> TextStream:
         """Continue each prompt; iterate the returned :class:`TextStream` for the new text of
         each prompt after every block. Prompt ``i`` uses seed ``seed + i`` (or ``seeds[i]``);
         ``max_new_tokens`` may be one budget per prompt. ``rounding``: re-encode each finished
-        block (:class:`TextDecoder`; None: ``pipeline.json``'s ``text_rounding``)."""
+        block (:class:`TextDecoder`; None: ``pipeline.json``'s ``text_rounding``). ``temperature``:
+        the scale of each block's starting noise (None: ``pipeline.json``'s ``text_temperature``)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompt given")
@@ -426,7 +432,8 @@ class ColaPipeline:
             raise ValueError(f"max_new_tokens must be >= 1 (one int, or one per prompt), got {max_new_tokens}")
         notices: list[str] = []
         seed_list = _seeds(seed, seeds, len(prompts))
-        cfg = self._sampler_config(steps, self.config.default_cfg_scale if cfg_scale is None else cfg_scale, solver)
+        cfg = self._sampler_config(steps, self.config.default_cfg_scale if cfg_scale is None else cfg_scale, solver,
+                                   self.config.text_temperature if temperature is None else temperature)
         device, B, vae = self.device, self.dit.config.block_size, self.text_vae
         ids = [self._prompt_ids(p, notices) for p in prompts]
         prefixes = []
@@ -451,10 +458,12 @@ class ColaPipeline:
     def generate_text(self, prompts: str | Sequence[str], max_new_tokens: int | Sequence[int] = 64,
                       steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
                       solver: str | None = None, seeds: Sequence[int] | None = None,
-                      return_result: bool = False, rounding: bool | None = None) -> str | list[str] | Result:
+                      return_result: bool = False, rounding: bool | None = None,
+                      temperature: float | None = None) -> str | list[str] | Result:
         """The continuation of a prompt (a str), of several (a list), or with ``return_result``
         a :class:`Result` (texts, notices, token ids)."""
-        result = self.stream_text(prompts, max_new_tokens, steps, cfg_scale, seed, solver, seeds, rounding).run()
+        result = self.stream_text(prompts, max_new_tokens, steps, cfg_scale, seed, solver, seeds, rounding,
+                                  temperature).run()
         if return_result:
             return result
         return result.outputs[0] if isinstance(prompts, str) else result.outputs
@@ -477,16 +486,20 @@ class ColaPipeline:
     def generate_image_tokens(self, prompts: Sequence[str], steps: int | None = None, cfg_scale: float | None = None,
                               seed: int = 0, solver: str | None = None,
                               on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-                              seeds: Sequence[int] | None = None, notices: list[str] | None = None) -> torch.Tensor:
+                              seeds: Sequence[int] | None = None, notices: list[str] | None = None,
+                              temperature: float | None = None) -> torch.Tensor:
         """Prior tokens (b, n, c) of one image per prompt; image ``i`` uses seed ``seed + i``
-        (or ``seeds[i]``). What the call changed about a prompt is appended to ``notices``."""
+        (or ``seeds[i]``). What the call changed about a prompt is appended to ``notices``.
+        ``temperature``: the scale of the starting noise (None: ``pipeline.json``'s
+        ``image_temperature``)."""
         from cola_mm.core.sequence import layout_row, text_to_image
 
         self._need_images()
         notices = [] if notices is None else notices
         seed_list = _seeds(seed, seeds, len(prompts))
         scale = self.config.default_image_cfg_scale if cfg_scale is None else cfg_scale
-        cfg = self._sampler_config(steps, scale, solver)
+        cfg = self._sampler_config(steps, scale, solver,
+                                   self.config.image_temperature if temperature is None else temperature)
         g = self.image_vae.config.grid
         contexts, rows = [], []
         cache: dict[str, tuple] = {}
@@ -521,7 +534,8 @@ class ColaPipeline:
     def generate_image(self, prompt: str | Sequence[str], steps: int | None = None, cfg_scale: float | None = None,
                        seed: int = 0, n: int = 1, solver: str | None = None,
                        on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-                       seeds: Sequence[int] | None = None, return_result: bool = False) -> list | Result:
+                       seeds: Sequence[int] | None = None, return_result: bool = False,
+                       temperature: float | None = None) -> list | Result:
         """``n`` images (PIL, RGB) per prompt; image ``i`` of the flat list uses seed ``seed + i``
         (or ``seeds[i]``). With ``return_result`` a :class:`Result` (images and notices)."""
         from cola_mm.core.images import tensor_to_image
@@ -533,7 +547,7 @@ class ColaPipeline:
             raise ValueError(f"n must be an int >= 1, got {n}")
         notices: list[str] = []
         flat = [p for p in prompts for _ in range(n)]
-        tokens = self.generate_image_tokens(flat, steps, cfg_scale, seed, solver, on_step, seeds, notices)
+        tokens = self.generate_image_tokens(flat, steps, cfg_scale, seed, solver, on_step, seeds, notices, temperature)
         images = [tensor_to_image(x) for x in self.image_vae.tokens_to_images(tokens).float().cpu()]
         return Result(images, notices) if return_result else images
 
@@ -549,11 +563,13 @@ class ColaPipeline:
     def stream_captions(self, images: Sequence, steps: int | None = None, cfg_scale: float | None = None,
                         seed: int = 0, solver: str | None = None, max_tokens: int | None = None,
                         on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-                        seeds: Sequence[int] | None = None, rounding: bool | None = None) -> TextStream:
+                        seeds: Sequence[int] | None = None, rounding: bool | None = None,
+                        temperature: float | None = None) -> TextStream:
         """Caption each image (paths, bytes, file objects or PIL images of any mode/size —
         :func:`cola_mm.core.images.load_image`); iterate the :class:`TextStream` for the new
         text after every block. Caption ``i`` uses seed ``seed + i`` (or ``seeds[i]``).
-        ``rounding``: as :meth:`stream_text`'s."""
+        ``rounding``: as :meth:`stream_text`'s; ``temperature``: the scale of each block's starting
+        noise (None: ``pipeline.json``'s ``caption_temperature``)."""
         from cola_mm.core.images import image_to_tensor, load_image
         from cola_mm.core.sequence import image_to_text, layout_row
 
@@ -576,7 +592,8 @@ class ColaPipeline:
         row = layout_row([image_to_text((c.grid, c.grid), n_text)], text_block=B)
         dev = self.device
         sampler = BlockSampler(self.dit, self._sampler_config(
-            steps, self.config.default_caption_cfg_scale if cfg_scale is None else cfg_scale, solver))
+            steps, self.config.default_caption_cfg_scale if cfg_scale is None else cfg_scale, solver,
+            self.config.caption_temperature if temperature is None else temperature))
         sampler.on_step = on_step
         sampler.start(context, row.positions[:n].expand(b, -1, -1).to(dev), row.segments[:n].expand(b, -1).to(dev),
                       row.block_ids[:n].expand(b, -1).to(dev), torch.ones(b, n, dtype=torch.bool, device=dev))
@@ -595,9 +612,9 @@ class ColaPipeline:
                 solver: str | None = None, max_tokens: int | None = None,
                 on_step: Callable[[int, int, torch.Tensor], None] | None = None,
                 seeds: Sequence[int] | None = None, return_result: bool = False,
-                rounding: bool | None = None) -> list[str] | Result:
+                rounding: bool | None = None, temperature: float | None = None) -> list[str] | Result:
         """One caption per image (see :meth:`stream_captions`); with ``return_result`` a
         :class:`Result` (captions, notices, token ids)."""
         result = self.stream_captions(images, steps, cfg_scale, seed, solver, max_tokens, on_step, seeds,
-                                      rounding).run()
+                                      rounding, temperature).run()
         return result if return_result else result.outputs

@@ -45,6 +45,9 @@ class SamplerConfig(Config):
     time_shift: float = 1.0  # >1 spends more steps at high noise
     use_cache: bool = True  # False recomputes the clean prefix at every step (for checks)
     window: int = 0  # latents a block may attend to, itself included (0 = all); see window_start
+    # scale of the starting noise (1 = the training distribution; < 1 trades diversity for
+    # staying near the modes, as lowering an AR's softmax temperature does)
+    temperature: float = 1.0
 
     def __post_init__(self):
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
@@ -52,6 +55,7 @@ class SamplerConfig(Config):
         check(self.solver in SOLVERS, f"solver must be one of {tuple(SOLVERS)}, got {self.solver!r}")
         check(self.time_shift > 0, "time_shift must be > 0")
         check(self.window >= 0, f"window must be >= 0 (0 = no window), got {self.window}")
+        check(0 <= self.temperature <= 2, f"temperature must be in [0, 2], got {self.temperature}")
 
 
 def window_start(blocks: torch.Tensor, valid: torch.Tensor, block: int, size: int, window: int) -> int:
@@ -261,6 +265,7 @@ class BlockSampler:
         b, B = segments.shape
         c = self.model.config.d_latent
         noise = torch.stack([torch.randn(B, c, generator=g, device=self.device) for g in generators])
+        noise = noise * self.config.temperature
         if pinned is None:
             pinned = torch.zeros(b, B, dtype=torch.bool, device=self.device)
             clean = torch.zeros_like(noise)

@@ -236,6 +236,22 @@ def read_windows(shards: str | os.PathLike, tokenizer, n: int, seq_len: int = 12
     return torch.stack([every[i] for i in pick])
 
 
+def tuning_windows(shards: str | os.PathLike, tokenizer, n: int, suite_n: int,
+                   seq_len: int) -> tuple[torch.Tensor, list[int]]:
+    """``n`` windows evenly spaced over those that :func:`read_windows`'s ``suite_n`` picks leave
+    out, and their indices: prompts to choose settings on, disjoint from the suite's (the held-out
+    plays are the only text split, so they are both val and test)."""
+    every = [w["ids"] for w in TokenWindows([Source(str(shards))], tokenizer, seq_len, shuffle_buffer=0, epochs=1)]
+    suite = set(torch.linspace(0, len(every) - 1, suite_n).round().long().tolist())
+    rest = [i for i in range(len(every)) if i not in suite]
+    if len(rest) < n:
+        raise ValueError(f"{shards}: {len(rest)} windows outside the suite's, {n} asked for")
+    pick = [rest[i] for i in torch.linspace(0, len(rest) - 1, n).round().long().tolist()]
+    if suite & set(pick):
+        raise AssertionError("tuning windows overlap the suite's")
+    return torch.stack([every[i] for i in pick]), pick
+
+
 @torch.no_grad()
 def encode_text(text_vae, ids: torch.Tensor, batch_size: int = 16, with_variance: bool = False,
                 progress: str | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,134 @@
+"""The text job's noise temperature, on tuning prompts: which default should a pipeline ship?
+
+Each generated text block starts from noise ``temperature · ε`` (``pipeline.json``
+``text_temperature``, :class:`cola_mm.prior.sampler.SamplerConfig`). Below 1 the ODE starts
+nearer the middle of the noise distribution and ends nearer the modes of the prior: fewer
+latents fall between the Text VAE's token codes, at some cost in diversity (0 gives one output
+per prompt whatever the seed). This bench measures that trade on the windows of the held-out
+plays that the suite does *not* read (:func:`cola_mm.evaluation.context.tuning_windows`), so the
+choice never sees the suite's prompts.
+
+Per temperature and seed, the suite's text figures (:func:`cola_mm.evaluation.suite.continuation_figures`:
+corpus-word rate, repeated 4-grams, same-seed overlap across prompts, and gen-PPL with ``--ar``);
+per temperature also the *cross-seed* overlap: the mean shared 3-gram rate of one prompt's
+continuations under different seeds (1.0 = the seed no longer matters).
+
+    python bench/bench_text_temperature.py --ckpt checkpoints/demo --ar runs/baseline_ar/model \\
+        --json bench/results/text_temperature.json
+
+Writes a PNG next to the JSON: word rate, gen-PPL and cross-seed overlap per temperature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from cola_mm.evaluation import text_metrics as tm
+from cola_mm.evaluation.context import pair_overlap, prompts_from_windows, tuning_windows
+from cola_mm.evaluation.suite import aggregate, continuation_figures, continue_prompts
+from cola_mm.pipeline import ColaPipeline
+
+
+def cross_seed_overlap(by_seed: list[list[str]]) -> float:
+    """Mean shared word-3-gram rate between the continuations of the same prompt under two seeds."""
+    rates = [pair_overlap(a, b)["shared_3gram_rate"] for a, b in itertools.combinations(by_seed, 2)]
+    return sum(rates) / len(rates) if rates else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ckpt", default="checkpoints/demo")
+    ap.add_argument("--data", default="datasets")
+    ap.add_argument("--ar", default=None, help="judge AR folder for generative perplexity (default: none)")
+    ap.add_argument("--temperatures", default="1,0.8,0.6,0.4,0")
+    ap.add_argument("--prompts", type=int, default=48)
+    ap.add_argument("--suite-prompts", type=int, default=32, help="the suite's --text-prompts (left out)")
+    ap.add_argument("--new-tokens", type=int, default=64, help="as the suite: prompts of this many tokens too")
+    ap.add_argument("--cfg", type=float, default=None, help="text guidance (default: the pipeline's)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--png", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    root = Path(args.data)
+    ids, picked = tuning_windows(root / "text" / "val", pipe.tokenizer, args.prompts, args.suite_prompts,
+                                 2 * args.new_tokens)
+    prompts = prompts_from_windows(pipe.tokenizer, ids, n_tokens=args.new_tokens)
+    vocabulary = tm.corpus_vocabulary(root / "text" / "train")
+    judge = None
+    if args.ar:
+        from cola_mm.evaluation.ar import load_ar
+
+        judge = load_ar(args.ar)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = pipe.config
+    rows = []
+    for temperature in [float(t) for t in args.temperatures.split(",")]:
+        pipe.config = dataclasses.replace(base, text_temperature=temperature)
+        started, per_seed, by_seed = time.time(), [], []
+        for seed in seeds:
+            texts = continue_prompts(pipe, prompts, args.new_tokens, None, args.cfg, seed, True,
+                                     f"temperature {temperature} seed {seed}")
+            texts, figures = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, judge)
+            per_seed.append(figures)
+            by_seed.append(texts)
+        row = {"temperature": temperature, "per_seed": per_seed, "summary": aggregate(per_seed),
+               "cross_seed_3gram": cross_seed_overlap(by_seed), "seconds": round(time.time() - started, 1),
+               "sample": by_seed[0][:2]}
+        s = row["summary"]
+        ppl = f", gen-PPL {s['gen_ppl']['mean']:.0f} ± {s['gen_ppl']['std']:.0f}" if "gen_ppl" in s else ""
+        print(f"temperature {temperature}: word rate {s['corpus_word_rate']['mean']:.3f} "
+              f"± {s['corpus_word_rate']['std']:.3f}{ppl}, same-seed 3-grams {s['same_seed_3gram']['mean']:.3f}, "
+              f"cross-seed 3-grams {row['cross_seed_3gram']:.3f}", flush=True)
+        rows.append(row)
+    report = {"ckpt": args.ckpt, "judge": args.ar, "prompts": args.prompts, "new_tokens": args.new_tokens,
+              "cfg_scale": args.cfg if args.cfg is not None else base.default_cfg_scale,
+              "tuning_windows": picked, "seeds": seeds, "rows": rows}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    plot(rows, Path(args.png) if args.png else out.with_suffix(".png"))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("corpus_word_rate", "corpus-word rate")]
+    if "gen_ppl" in rows[0]["summary"]:
+        panels.append(("gen_ppl", "gen-PPL"))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.5))
+    temps = [r["temperature"] for r in rows]
+    for ax, (key, label) in zip(axes, panels):
+        ax.errorbar(temps, [r["summary"][key]["mean"] for r in rows], yerr=[r["summary"][key]["std"] for r in rows],
+                    marker="o", capsize=3)
+        ax.set_xlabel("text temperature")
+        ax.set_title(label)
+        if key == "gen_ppl":
+            ax.set_yscale("log")
+    ax = axes[-1]
+    ax.plot(temps, [r["cross_seed_3gram"] for r in rows], marker="o", label="one prompt, two seeds")
+    ax.plot(temps, [r["summary"]["same_seed_3gram"]["mean"] for r in rows], marker="s", label="one seed, two prompts")
+    ax.set_xlabel("text temperature")
+    ax.set_title("shared word 3-grams")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
