@@ -8,8 +8,9 @@ Endpoints: ``POST /v1/completions`` (text continuation), ``POST /v1/chat/complet
 messages' text is continued; a user message with an ``image_url`` part is captioned),
 ``POST /v1/images/generations`` (text → image), ``GET /v1/models``, ``GET /health``.
 Completions and chat stream as server-sent events (``stream: true``), one chunk per generated
-block. Sampler settings beyond the OpenAI fields: ``steps`` and ``guidance`` (classifier-free
-guidance scale); ``seed`` fixes the output (choice ``i`` uses ``seed + i``).
+block. ``temperature`` (0–2) scales each block's starting noise (the checkpoint's default for the
+job when absent). Sampler settings beyond the OpenAI fields: ``steps`` and ``guidance``
+(classifier-free guidance scale); ``seed`` fixes the output (choice ``i`` uses ``seed + i``).
 
 **Request batching.** One worker thread owns the pipeline. Concurrent requests of the same job
 and sampler settings are gathered (up to ``max_batch`` samples, waiting at most ``max_wait_ms``
@@ -203,13 +204,13 @@ class Batcher:
     def _run_text(self, batch: list[Job]) -> None:
         inputs = [x for j in batch for x in j.inputs]
         seeds = [s for j in batch for s in j.seeds]
-        kind, steps, cfg, solver, *rest = batch[0].key
+        kind, steps, cfg, solver, temperature, *rest = batch[0].key
         if kind == "text":
             stream = self.pipe.stream_text(inputs, max_new_tokens=[b for j in batch for b in j.budgets], steps=steps,
-                                           cfg_scale=cfg, solver=solver, seeds=seeds)
+                                           cfg_scale=cfg, solver=solver, seeds=seeds, temperature=temperature)
         else:
             stream = self.pipe.stream_captions(inputs, steps=steps, cfg_scale=cfg, solver=solver, max_tokens=rest[0],
-                                               seeds=seeds)
+                                               seeds=seeds, temperature=temperature)
         spans, start = [], 0
         for job in batch:
             spans.append(range(start, start + job.rows))
@@ -248,13 +249,14 @@ class Batcher:
         job.emit(("done", [texts[i] for i in span], [tokens[i] for i in span], [finished[i] for i in span]))
 
     def _run_image(self, batch: list[Job]) -> None:
-        _, steps, cfg, solver = batch[0].key
+        _, steps, cfg, solver, temperature = batch[0].key
         live = [j for j in batch if not j.cancelled]
         if not live:
             return
         prompts = [p for j in live for p in j.inputs]
         seeds = [s for j in live for s in j.seeds]
-        tokens = self.pipe.generate_image_tokens(prompts, steps=steps, cfg_scale=cfg, solver=solver, seeds=seeds)
+        tokens = self.pipe.generate_image_tokens(prompts, steps=steps, cfg_scale=cfg, solver=solver, seeds=seeds,
+                                                 temperature=temperature)
         images = self.pipe.decode_image_tokens(tokens)
         self.stats["blocks"] += 1
         self.stats["row_blocks"] += len(prompts)
@@ -291,12 +293,14 @@ def _sampler_key(body: dict, pipe, kind: str) -> tuple:
     default = {"text": pipe.config.default_cfg_scale, "caption": pipe.config.default_caption_cfg_scale,
                "image": pipe.config.default_image_cfg_scale}[kind]
     guidance = _get(body, "guidance", "float", default, 0.0, 30.0)
+    # the scale of the starting noise, OpenAI's range; the checkpoint's default for the job
+    temperature = _get(body, "temperature", "float", getattr(pipe.config, f"{kind}_temperature"), 0.0, 2.0)
     solver = _get(body, "solver", "str", pipe.config.solver)
     from cola_mm.prior.flow import SOLVERS
 
     if solver not in SOLVERS:
         raise APIError(f"'solver' must be one of {sorted(SOLVERS)}, got {solver!r}", "solver", code="invalid_value")
-    return (kind, steps or pipe.config.default_steps, guidance, solver)
+    return (kind, steps or pipe.config.default_steps, guidance, solver, temperature)
 
 
 def create_app(pipe, model_id: str = "cola-mm", api_key: str | None = None, max_batch: int = 8,

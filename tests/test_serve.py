@@ -126,6 +126,26 @@ def test_image_generation_equals_the_pipeline_alone(server, client):
     assert [g.tobytes() for g in got] == [a.tobytes() for a in alone]
 
 
+def test_temperature_reaches_every_job(server, client):
+    """OpenAI's ``temperature`` scales the starting noise, as the pipeline's ``temperature=`` does."""
+    pipe = server["pipe"]
+    out = client.completions.create(model="x", prompt="the king", max_tokens=6, seed=7, temperature=0.0,
+                                    extra_body=SAMPLER)
+    assert out.choices[0].text == pipe.generate_text("the king", max_new_tokens=6, steps=2, seed=7, temperature=0.0)
+    cold = client.images.generate(model="x", prompt="a red circle", n=1, size="64x64", response_format="b64_json",
+                                  extra_body={"seed": 4, "temperature": 0.0, **SAMPLER})
+    got = Image.open(io.BytesIO(base64.b64decode(cold.data[0].b64_json))).convert("RGB")
+    alone = pipe.generate_image("a red circle", steps=2, seed=4, temperature=0.0)[0]
+    assert got.tobytes() == alone.tobytes()
+    assert got.tobytes() != pipe.generate_image("a red circle", steps=2, seed=4)[0].tobytes()
+    image = Image.new("RGB", (64, 64), (230, 40, 40))
+    content = [{"type": "image_url", "image_url": {"url": data_url(image)}}]
+    caption = client.chat.completions.create(model="x", messages=[{"role": "user", "content": content}], seed=5,
+                                             max_tokens=10, temperature=0.5, extra_body=SAMPLER)
+    assert caption.choices[0].message.content == pipe.caption([image], steps=2, seed=5, max_tokens=10,
+                                                              temperature=0.5)[0]
+
+
 def test_concurrent_requests_are_batched_and_unchanged(server, client):
     pipe = server["pipe"]
     stats = server["app"].state.batcher.stats
@@ -197,6 +217,9 @@ ERRORS = [
     ("/v1/images/generations", {"prompt": "a red circle", "response_format": "url"}, 400, "response_format"),
     ("/v1/images/generations", {"prompt": "a red circle", "n": 0}, 400, "n"),
     ("/v1/images/generations", {"size": "64x64"}, 400, "prompt"),
+    ("/v1/completions", {"prompt": "x", "temperature": 2.5}, 400, "temperature"),
+    ("/v1/images/generations", {"prompt": "x", "temperature": -0.1}, 400, "temperature"),
+    ("/v1/completions", {"prompt": "x", "temperature": "hot"}, 400, "temperature"),
 ]
 
 
