@@ -63,8 +63,12 @@ def clean_prompt(text: str) -> tuple[str | None, list[str]]:
     return text, []
 
 
-def sampling_controls(key: str, pipe, default_cfg: float, max_n: int = 0, n_label: str = "") -> dict:
-    cols = st.columns(4 if max_n else 3)
+TEMPERATURE_HELP = "scale of the starting noise: below 1 stays nearer the model's modes, 0 ignores the seed"
+
+
+def sampling_controls(key: str, pipe, default_cfg: float, default_temperature: float, max_n: int = 0,
+                      n_label: str = "") -> dict:
+    cols = st.columns(5 if max_n else 4)
     out = {}
     i = 0
     if max_n:
@@ -74,7 +78,9 @@ def sampling_controls(key: str, pipe, default_cfg: float, max_n: int = 0, n_labe
                                   help="ODE steps per block (8–16 recover most quality)")
     out["cfg_scale"] = cols[i + 1].slider("guidance scale", 1.0, 10.0, float(default_cfg), 0.5, key=f"{key}_cfg",
                                           help="classifier-free guidance (1 = off)")
-    out["seed"] = int(cols[i + 2].number_input("seed", 0, 2**31 - 1, 0, key=f"{key}_seed"))
+    out["temperature"] = cols[i + 2].slider("temperature", 0.0, 2.0, float(default_temperature), 0.1,
+                                            key=f"{key}_temperature", help=TEMPERATURE_HELP)
+    out["seed"] = int(cols[i + 3].number_input("seed", 0, 2**31 - 1, 0, key=f"{key}_seed"))
     return out
 
 
@@ -106,7 +112,8 @@ def text_to_image_tab(pipe) -> None:
         if ex_cols[i % 3].button(example, key=f"example_{i}"):
             st.session_state["t2i_prompt"] = example
     prompt = st.text_input("Prompt", key="t2i_prompt", placeholder="a large red circle in the center")
-    ctl = sampling_controls("t2i", pipe, pipe.config.default_image_cfg_scale, max_n=8, n_label="images")
+    ctl = sampling_controls("t2i", pipe, pipe.config.default_image_cfg_scale, pipe.config.image_temperature, max_n=8,
+                            n_label="images")
     trajectory = st.checkbox("Show the denoising trajectory", key="t2i_traj")
     if not st.button("Generate images", type="primary", key="t2i_go"):
         return
@@ -126,7 +133,7 @@ def text_to_image_tab(pipe) -> None:
                 frames.append(z[:1].clone())
 
     result = pipe.generate_image(text, steps=ctl["steps"], cfg_scale=ctl["cfg_scale"], seed=ctl["seed"],
-                                 n=ctl["n"], on_step=on_step, return_result=True)
+                                 n=ctl["n"], on_step=on_step, return_result=True, temperature=ctl["temperature"])
     images = result.outputs
     bar.progress(1.0, text="done")
     for notice in notices + result.notices:
@@ -152,7 +159,8 @@ def image_to_text_tab(pipe) -> None:
     upload = st.file_uploader("Image", type=list(UPLOAD_TYPES), key="i2t_upload")
     examples = sorted(EXAMPLES.glob("*.png")) if EXAMPLES.is_dir() else []
     choice = st.selectbox("…or a bundled example", ["(none)"] + [p.name for p in examples], key="i2t_example")
-    ctl = sampling_controls("i2t", pipe, pipe.config.default_caption_cfg_scale, max_n=4, n_label="captions")
+    ctl = sampling_controls("i2t", pipe, pipe.config.default_caption_cfg_scale, pipe.config.caption_temperature,
+                            max_n=4, n_label="captions")
     if not st.button("Caption", type="primary", key="i2t_go"):
         return
     if upload is not None:
@@ -171,7 +179,8 @@ def image_to_text_tab(pipe) -> None:
     blocks = -(-pipe.config.caption_tokens // pipe.dit.config.block_size)
     bar = st.progress(0.0, text="captioning")
     captions = pipe.caption([image] * ctl["n"], steps=ctl["steps"], cfg_scale=ctl["cfg_scale"], seed=ctl["seed"],
-                            on_step=progress_callback(bar, blocks * ctl["steps"], "denoising"))
+                            on_step=progress_callback(bar, blocks * ctl["steps"], "denoising"),
+                            temperature=ctl["temperature"])
     bar.progress(1.0, text="done")
     for i, text in enumerate(captions):
         st.markdown(f"**{i + 1}.** {text or '*(empty caption)*'}")
@@ -179,11 +188,13 @@ def image_to_text_tab(pipe) -> None:
 
 def text_tab(pipe) -> None:
     prompt = st.text_area("Prompt", key="t2t_prompt", placeholder="KING HENRY. Now, lords,")
-    c0, c1, c2, c3 = st.columns(4)
+    c0, c1, c2, c3, c4 = st.columns(5)
     max_new = int(c0.number_input("max new tokens", 1, 256, 48, key="t2t_max"))
     steps = c1.slider("steps", 1, 50, pipe.config.default_steps, key="t2t_steps")
     cfg = c2.slider("guidance scale", 1.0, 10.0, float(pipe.config.default_cfg_scale), 0.5, key="t2t_cfg")
-    seed = int(c3.number_input("seed", 0, 2**31 - 1, 0, key="t2t_seed"))
+    temperature = c3.slider("temperature", 0.0, 2.0, float(pipe.config.text_temperature), 0.1,
+                            key="t2t_temperature", help=TEMPERATURE_HELP)
+    seed = int(c4.number_input("seed", 0, 2**31 - 1, 0, key="t2t_seed"))
     if not st.button("Continue", type="primary", key="t2t_go"):
         return
     text, notices = clean_prompt(prompt)
@@ -195,7 +206,8 @@ def text_tab(pipe) -> None:
     bar = st.progress(0.0, text="generating")
     out = st.empty()
     shown = ""
-    stream = pipe.stream_text(text, max_new_tokens=max_new, steps=steps, cfg_scale=cfg, seed=seed)
+    stream = pipe.stream_text(text, max_new_tokens=max_new, steps=steps, cfg_scale=cfg, seed=seed,
+                              temperature=temperature)
     for j, deltas in enumerate(stream):
         shown += deltas[0]
         out.markdown(f"**{text}**{shown}")

@@ -89,6 +89,25 @@ def test_text_tab_streams(app):
     assert "Type a prompt first" in app.warning[0].value
 
 
+def test_temperature_sliders_start_at_the_checkpoint_default_and_reach_the_sampler(app, tiny_mm_pipeline):
+    from cola_mm.pipeline import ColaPipeline
+
+    pipe = ColaPipeline.from_pretrained(tiny_mm_pipeline)
+    for key, default in (("t2i_temperature", pipe.config.image_temperature),
+                         ("i2t_temperature", pipe.config.caption_temperature),
+                         ("t2t_temperature", pipe.config.text_temperature)):
+        assert app.slider(key=key).value == default
+    app.slider(key="t2t_temperature").set_value(0.0)
+    app.text_area(key="t2t_prompt").input("the king")
+    app.slider(key="t2t_steps").set_value(2)
+    app.number_input(key="t2t_max").set_value(12)
+    app.number_input(key="t2t_seed").set_value(3)
+    app.button(key="t2t_go").click().run()
+    assert not app.exception, app.exception
+    expected = pipe.generate_text("the king", max_new_tokens=12, steps=2, seed=3, temperature=0.0)
+    assert f"**the king**{expected}" in _texts(app.main.markdown)
+
+
 # --------------------------------------------------------------------------- uploads
 
 
