@@ -16,6 +16,9 @@ continuations under different seeds (1.0 = the seed no longer matters).
     python bench/bench_text_temperature.py --ckpt checkpoints/demo --ar runs/baseline_ar/model \\
         --json bench/results/text_temperature.json
 
+``reference`` scores the plays' own next tokens after each prompt by the same figures (their
+corpus-word rate, unigram entropy and gen-PPL are what text of this corpus measures).
+
 Writes a PNG next to the JSON: word rate, gen-PPL and cross-seed overlap per temperature.
 """
 
@@ -70,6 +73,12 @@ def main() -> None:
         from cola_mm.evaluation.ar import load_ar
 
         judge = load_ar(args.ar)
+    # the plays' own next 64 tokens after each prompt, scored alike: what text reads like here
+    references = [pipe.tokenizer.decode(row[args.new_tokens:2 * args.new_tokens].tolist(), skip_special_tokens=True)
+                  for row in ids]
+    _, reference = continuation_figures(references, prompts, vocabulary, pipe.tokenizer, judge)
+    print("reference (the plays' own continuations): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()), flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     base = pipe.config
     rows = []
@@ -93,21 +102,21 @@ def main() -> None:
         rows.append(row)
     report = {"ckpt": args.ckpt, "judge": args.ar, "prompts": args.prompts, "new_tokens": args.new_tokens,
               "cfg_scale": args.cfg if args.cfg is not None else base.default_cfg_scale,
-              "tuning_windows": picked, "seeds": seeds, "rows": rows}
+              "tuning_windows": picked, "seeds": seeds, "reference": reference, "rows": rows}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
-    plot(rows, Path(args.png) if args.png else out.with_suffix(".png"))
+    plot(rows, reference, Path(args.png) if args.png else out.with_suffix(".png"))
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], reference: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("corpus_word_rate", "corpus-word rate")]
+    panels = [("corpus_word_rate", "corpus-word rate"), ("unigram_entropy_bits", "unigram entropy (bits)")]
     if "gen_ppl" in rows[0]["summary"]:
         panels.append(("gen_ppl", "gen-PPL"))
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.5))
@@ -115,8 +124,10 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, (key, label) in zip(axes, panels):
         ax.errorbar(temps, [r["summary"][key]["mean"] for r in rows], yerr=[r["summary"][key]["std"] for r in rows],
                     marker="o", capsize=3)
+        ax.axhline(reference[key], color="grey", linestyle="--", label="the plays' own text")
         ax.set_xlabel("text temperature")
         ax.set_title(label)
+        ax.legend(fontsize=8)
         if key == "gen_ppl":
             ax.set_yscale("log")
     ax = axes[-1]
