@@ -7,6 +7,7 @@ the output independent of the seed; another value really changes it; the default
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from cola_mm.core.config import ConfigError
-from cola_mm.pipeline import ColaPipeline
+from cola_mm.pipeline import ColaPipeline, PipelineConfig
 from cola_mm.prior.sampler import SamplerConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,11 +40,14 @@ def test_sampler_config_checks_the_range():
     assert SamplerConfig().temperature == 1.0
 
 
-def test_temperature_one_is_the_default_and_zero_ignores_the_seed(pipe):
-    assert (pipe.config.image_temperature, pipe.config.text_temperature, pipe.config.caption_temperature) == (1, 1, 1)
+def test_defaults_come_from_pipeline_json_and_zero_ignores_the_seed(pipe):
+    assert PipelineConfig().image_temperature == PipelineConfig().text_temperature == 1.0  # a folder without them
+    saved = json.loads((DEMO / "pipeline.json").read_text())
+    assert pipe.config.image_temperature == saved["image_temperature"]
     default = pixels(pipe.generate_image(PROMPT, steps=2, seed=0, n=2))
+    assert np.array_equal(default, pixels(pipe.generate_image(PROMPT, steps=2, seed=0, n=2,
+                                                              temperature=pipe.config.image_temperature)))
     one = pixels(pipe.generate_image(PROMPT, steps=2, seed=0, n=2, temperature=1.0))
-    assert np.array_equal(default, one)
     half = pixels(pipe.generate_image(PROMPT, steps=2, seed=0, n=2, temperature=0.5))
     assert np.abs(half - one).mean() > 1.0  # the noise really is scaled
     zero = pixels(pipe.generate_image(PROMPT, steps=2, seed=0, n=2, temperature=0.0))
@@ -51,7 +55,7 @@ def test_temperature_one_is_the_default_and_zero_ignores_the_seed(pipe):
     texts = [pipe.generate_text("ROMEO. But soft", 8, steps=2, seed=s, temperature=0.0) for s in (0, 5)]
     assert texts[0] == texts[1]
     assert pipe.generate_text("ROMEO. But soft", 8, steps=2, seed=0) == \
-        pipe.generate_text("ROMEO. But soft", 8, steps=2, seed=0, temperature=1.0)
+        pipe.generate_text("ROMEO. But soft", 8, steps=2, seed=0, temperature=pipe.config.text_temperature)
     image = REPO / "apps" / "examples" / "digit_3.png"
     captions = pipe.caption([image, image], steps=2, seeds=[0, 9], temperature=0.0)
     assert captions[0] == captions[1]
@@ -63,7 +67,13 @@ def test_export_sets_the_defaults_and_the_cli_takes_the_option(pipe, tmp_path):
                         "--text-temperature", "0.7"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     saved = json.loads((out / "pipeline.json").read_text())
-    assert (saved["image_temperature"], saved["text_temperature"], saved["caption_temperature"]) == (0.0, 0.7, 1.0)
+    assert (saved["image_temperature"], saved["text_temperature"]) == (0.0, 0.7)
+    assert saved["caption_temperature"] == pipe.config.caption_temperature  # not given: kept from SRC
+    # readable by others as any new file is (safetensors writes weights 0o600, mkdtemp folders 0o700)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for f in [out, *out.rglob("*")]:
+        assert f.stat().st_mode & 0o777 == (0o777 if f.is_dir() else 0o666) & ~mask, f
     cold = ColaPipeline.from_pretrained(out)
     got = pixels(cold.generate_image(PROMPT, steps=2, seed=3))
     want = pixels(pipe.generate_image(PROMPT, steps=2, seed=3, temperature=0.0))

@@ -233,6 +233,9 @@ class ImageVAE(nn.Module):
         tmp = path / (SIDECAR + ".tmp")
         tmp.write_text(json.dumps(side, indent=2) + "\n")
         os.replace(tmp, path / SIDECAR)
+        from cola_mm.core.components import share_as_usual
+
+        share_as_usual(path, folder_too=False)  # the folder may be the caller's
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",

@@ -32,6 +32,37 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded or written: reported to the user as one line."""
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``os.umask`` sets it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_as_usual(folder: str | os.PathLike, folder_too: bool = True, recursive: bool = False) -> None:
+    """Give the files in ``folder`` (and with ``folder_too`` the folder itself) the permissions of
+    an ordinary new file and folder (0o666 / 0o777 less the umask); ``recursive``: subfolders too. safetensors writes weights 0o600 and ``tempfile.mkdtemp``
+    folders are 0o700, so a saved model would otherwise be unreadable to another user (a
+    service account serving it, a container with another UID)."""
+    mask = _umask()
+    folder = Path(folder)
+    for child in folder.iterdir():
+        if child.is_symlink():
+            continue
+        if child.is_file():
+            child.chmod(0o666 & ~mask)
+        elif recursive and child.is_dir():
+            share_as_usual(child, True, True)
+    if folder_too:
+        folder.chmod(0o777 & ~mask)
+
+
 def save_component(path: str | os.PathLike, kind: str, config: Config,
                    state_dict: Mapping[str, torch.Tensor], extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``path/config.json`` and ``path/model.safetensors`` atomically (a temporary
@@ -44,6 +75,7 @@ def save_component(path: str | os.PathLike, kind: str, config: Config,
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "class": kind})
+        share_as_usual(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from cola_mm.core.components import share_as_usual
 from cola_mm.core.config import ConfigError
 from cola_mm.training import checkpoint as ckpt
 from cola_mm.training.config import TrainConfig
@@ -423,6 +424,7 @@ def _export_model(components: Path, out: Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(components, tmp)
+    share_as_usual(tmp, recursive=True)  # weights written 0o600 (safetensors, transformers) become readable
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
