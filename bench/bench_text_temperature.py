@@ -8,7 +8,8 @@ per prompt whatever the seed). This bench measures that trade on the windows of 
 plays that the suite does *not* read (:func:`cola_mm.evaluation.context.tuning_windows`), so the
 choice never sees the suite's prompts.
 
-Per temperature and seed, the suite's text figures (:func:`cola_mm.evaluation.suite.continuation_figures`:
+Per temperature and seed, the suite's text figures (with ``--speaker-prompts``, also its speaker
+figures on speaker prompts that the suite's do not include) (:func:`cola_mm.evaluation.suite.continuation_figures`:
 corpus-word rate, repeated 4-grams, same-seed overlap across prompts, and gen-PPL with ``--ar``);
 per temperature also the *cross-seed* overlap: the mean shared 3-gram rate of one prompt's
 continuations under different seeds (1.0 = the seed no longer matters).
@@ -55,6 +56,9 @@ def main() -> None:
     ap.add_argument("--suite-prompts", type=int, default=32, help="the suite's --text-prompts (left out)")
     ap.add_argument("--new-tokens", type=int, default=64, help="as the suite: prompts of this many tokens too")
     ap.add_argument("--cfg", type=float, default=None, help="text guidance (default: the pipeline's)")
+    ap.add_argument("--speaker-prompts", type=int, default=16,
+                    help="prompts ending on a held-out character's speaker line, none of the suite's (0: none)")
+    ap.add_argument("--suite-speaker-prompts", type=int, default=16, help="the suite's --speaker-prompts (left out)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", required=True)
@@ -79,6 +83,13 @@ def main() -> None:
     _, reference = continuation_figures(references, prompts, vocabulary, pipe.tokenizer, judge)
     print("reference (the plays' own continuations): "
           + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()), flush=True)
+    said_prompts, play_speakers = [], {}
+    if args.speaker_prompts:
+        from cola_mm.evaluation import speakers as sp
+
+        said_prompts = sp.speaker_prompts(root / "text" / "val", root / "text" / "train", pipe.tokenizer,
+                                          args.speaker_prompts, avoid=args.suite_speaker_prompts)
+        play_speakers = sp.speakers_by_play(root / "text" / "val")
     seeds = [int(s) for s in args.seeds.split(",")]
     base = pipe.config
     rows = []
@@ -89,6 +100,10 @@ def main() -> None:
             texts = continue_prompts(pipe, prompts, args.new_tokens, None, args.cfg, seed, True,
                                      f"temperature {temperature} seed {seed}")
             texts, figures = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, judge)
+            if said_prompts:
+                said = continue_prompts(pipe, [p["prompt"] for p in said_prompts], 48, None, args.cfg,  # as the suite
+                                        seed, True, f"temperature {temperature} speakers seed {seed}")
+                figures.update(sp.speaker_figures(said, said_prompts, play_speakers))
             per_seed.append(figures)
             by_seed.append(texts)
         row = {"temperature": temperature, "per_seed": per_seed, "summary": aggregate(per_seed),
@@ -98,7 +113,9 @@ def main() -> None:
         ppl = f", gen-PPL {s['gen_ppl']['mean']:.0f} ± {s['gen_ppl']['std']:.0f}" if "gen_ppl" in s else ""
         print(f"temperature {temperature}: word rate {s['corpus_word_rate']['mean']:.3f} "
               f"± {s['corpus_word_rate']['std']:.3f}{ppl}, same-seed 3-grams {s['same_seed_3gram']['mean']:.3f}, "
-              f"cross-seed 3-grams {row['cross_seed_3gram']:.3f}", flush=True)
+              f"cross-seed 3-grams {row['cross_seed_3gram']:.3f}"
+              + (f", speech after the speaker line {s['speech_after_speaker']['mean']:.2f}" if said_prompts else ""),
+              flush=True)
         rows.append(row)
     report = {"ckpt": args.ckpt, "judge": args.ar, "prompts": args.prompts, "new_tokens": args.new_tokens,
               "cfg_scale": args.cfg if args.cfg is not None else base.default_cfg_scale,

@@ -51,6 +51,15 @@ def test_prompts_end_on_a_held_out_character_in_a_scene(corpus):
         S.speaker_prompts(corpus / "val", corpus / "train", CharTokenizer(), 9)
 
 
+def test_tuning_prompts_leave_out_the_suites(corpus):
+    suite = S.speaker_prompts(corpus / "val", corpus / "train", CharTokenizer(), 1, prompt_tokens=200)
+    tuning = S.speaker_prompts(corpus / "val", corpus / "train", CharTokenizer(), 2, prompt_tokens=200, avoid=1)
+    assert len(tuning) == 2 and not {p["prompt"] for p in suite} & {p["prompt"] for p in tuning}
+    assert [p["speaker"] for p in tuning] == ["MIRANDA", "PROSPERO"]
+    with pytest.raises(ValueError, match="speaker lines of held-out characters"):
+        S.speaker_prompts(corpus / "val", corpus / "train", CharTokenizer(), 3, avoid=1)
+
+
 def test_figures_reward_the_right_answer_and_refuse_the_wrong_ones(corpus):
     prompts = S.speaker_prompts(corpus / "val", corpus / "train", CharTokenizer(), 2)
     play = S.speakers_by_play(corpus / "val")

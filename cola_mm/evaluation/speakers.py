@@ -57,11 +57,17 @@ def speakers_by_play(shards: str | os.PathLike) -> dict[str, set[str]]:
     return out
 
 
+def _evenly(items: list, n: int) -> list:
+    return [items[round(i * (len(items) - 1) / max(n - 1, 1))] for i in range(n)]
+
+
 def speaker_prompts(val: str | os.PathLike, train: str | os.PathLike, tokenizer, n: int,
-                    prompt_tokens: int = 48) -> list[dict]:
+                    prompt_tokens: int = 48, avoid: int = 0) -> list[dict]:
     """``n`` prompts (evenly spaced over the candidates): ``{"prompt", "play", "speaker"}``, each
     the held-out text up to a line naming a speaker of its play only, cut to ``prompt_tokens``
-    tokens (whole tokens from the end; the speaker line is always whole)."""
+    tokens (whole tokens from the end; the speaker line is always whole). ``avoid``: leave out
+    the candidates that a call with ``n=avoid`` picks (the suite's), so that tuning prompts never
+    include the suite's."""
     seen_in_training = set().union(*speakers_by_play(train).values()) if Path(train).is_dir() else set()
     candidates = []
     for play, text in _documents(val):
@@ -72,9 +78,12 @@ def speaker_prompts(val: str | os.PathLike, train: str | os.PathLike, tokenizer,
             if m and m.group(1) not in seen_in_training and earlier >= 2:  # in a scene, not the cast list
                 candidates.append((play, m.group(1), text[:offset]))
             earlier += bool(m)
+    if avoid:
+        taken = {id(c) for c in _evenly(candidates, avoid)}
+        candidates = [c for c in candidates if id(c) not in taken]
     if len(candidates) < n:
         raise ValueError(f"{val}: {len(candidates)} speaker lines of held-out characters, {n} asked for")
-    picks = [candidates[round(i * (len(candidates) - 1) / max(n - 1, 1))] for i in range(n)]
+    picks = _evenly(candidates, n)
     out = []
     for play, speaker, text in picks:
         ids = tokenizer.encode(text, add_special_tokens=False)[-prompt_tokens:]
