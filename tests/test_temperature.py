@@ -84,9 +84,9 @@ def test_export_sets_the_defaults_and_the_cli_takes_the_option(pipe, tmp_path):
         r = subprocess.run([sys.executable, "-m", "cola_mm.cli", *args], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "temperature" in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
     png = tmp_path / "t.png"
-    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "generate", "image", "--ckpt", str(DEMO), "--prompt", PROMPT,
-                        "--steps", "2", "--temperature", "0", "--out", str(png)], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "generate", "image", "--ckpt", str(DEMO),
+                        "--prompt", PROMPT, "--steps", "2", "--temperature", "0", "--out", str(png)],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     from PIL import Image
 

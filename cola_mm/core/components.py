@@ -47,9 +47,10 @@ def _umask() -> int:
 
 def share_as_usual(folder: str | os.PathLike, folder_too: bool = True, recursive: bool = False) -> None:
     """Give the files in ``folder`` (and with ``folder_too`` the folder itself) the permissions of
-    an ordinary new file and folder (0o666 / 0o777 less the umask); ``recursive``: subfolders too. safetensors writes weights 0o600 and ``tempfile.mkdtemp``
-    folders are 0o700, so a saved model would otherwise be unreadable to another user (a
-    service account serving it, a container with another UID)."""
+    an ordinary new file and folder (0o666 / 0o777 less the umask); ``recursive``: subfolders
+    too. safetensors writes weights 0o600 and ``tempfile.mkdtemp`` folders are 0o700, so a saved
+    model would otherwise be unreadable to another user (a service account serving it, a
+    container with another UID)."""
     mask = _umask()
     folder = Path(folder)
     for child in folder.iterdir():
