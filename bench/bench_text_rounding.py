@@ -29,7 +29,7 @@ import torch
 
 from cola_mm.evaluation import text_metrics as tm
 from cola_mm.evaluation.ar import load_ar
-from cola_mm.evaluation.context import prompts_from_windows, tuning_windows
+from cola_mm.evaluation.context import tuning_prompts
 from cola_mm.evaluation.suite import aggregate, continuation_figures, continue_prompts
 from cola_mm.pipeline import ColaPipeline
 
@@ -52,9 +52,8 @@ def main() -> None:
 
     pipe = ColaPipeline.from_pretrained(args.ckpt)
     root = Path(args.data)
-    ids, picked = tuning_windows(root / "text" / "val", pipe.tokenizer, args.prompts, args.suite_prompts,
-                                 2 * args.new_tokens)
-    prompts = prompts_from_windows(pipe.tokenizer, ids, n_tokens=args.new_tokens)
+    _, picked, prompts = tuning_prompts(root / "text" / "val", pipe.tokenizer, args.prompts, args.suite_prompts,
+                                        args.new_tokens)
     vocabulary = tm.corpus_vocabulary(root / "text" / "train")
     judge = load_ar(args.ar)
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from cola_mm.evaluation import text_metrics as tm
-from cola_mm.evaluation.context import pair_overlap, prompts_from_windows, tuning_windows
+from cola_mm.evaluation.context import pair_overlap, tuning_prompts
 from cola_mm.evaluation.suite import aggregate, continuation_figures, continue_prompts
 from cola_mm.pipeline import ColaPipeline
 
@@ -68,9 +68,8 @@ def main() -> None:
 
     pipe = ColaPipeline.from_pretrained(args.ckpt)
     root = Path(args.data)
-    ids, picked = tuning_windows(root / "text" / "val", pipe.tokenizer, args.prompts, args.suite_prompts,
-                                 2 * args.new_tokens)
-    prompts = prompts_from_windows(pipe.tokenizer, ids, n_tokens=args.new_tokens)
+    ids, picked, prompts = tuning_prompts(root / "text" / "val", pipe.tokenizer, args.prompts, args.suite_prompts,
+                                          args.new_tokens)
     vocabulary = tm.corpus_vocabulary(root / "text" / "train")
     judge = None
     if args.ar:

@@ -43,7 +43,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from cola_mm.core.components import CheckpointError, read_json
+from cola_mm.core.components import CheckpointError, read_json, share_as_usual
 from cola_mm.core.config import Config, check
 from cola_mm.vae_image.kl import DEFAULTS as KL_DEFAULTS, KLAutoencoder, unsupported
 
@@ -233,8 +233,6 @@ class ImageVAE(nn.Module):
         tmp = path / (SIDECAR + ".tmp")
         tmp.write_text(json.dumps(side, indent=2) + "\n")
         os.replace(tmp, path / SIDECAR)
-        from cola_mm.core.components import share_as_usual
-
         share_as_usual(path, folder_too=False)  # the folder may be the caller's
 
     @classmethod

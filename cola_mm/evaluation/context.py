@@ -252,6 +252,14 @@ def tuning_windows(shards: str | os.PathLike, tokenizer, n: int, suite_n: int,
     return torch.stack([every[i] for i in pick]), pick
 
 
+def tuning_prompts(shards: str | os.PathLike, tokenizer, n: int, suite_n: int,
+                   prompt_tokens: int) -> tuple[torch.Tensor, list[int], list[str]]:
+    """:func:`tuning_windows` of ``2 · prompt_tokens`` tokens, their indices, and their first
+    ``prompt_tokens`` tokens as prompts (the rest of each window is what the plays say next)."""
+    ids, picked = tuning_windows(shards, tokenizer, n, suite_n, 2 * prompt_tokens)
+    return ids, picked, prompts_from_windows(tokenizer, ids, n_tokens=prompt_tokens)
+
+
 @torch.no_grad()
 def encode_text(text_vae, ids: torch.Tensor, batch_size: int = 16, with_variance: bool = False,
                 progress: str | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
