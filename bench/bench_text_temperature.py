@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--speaker-prompts", type=int, default=16,
                     help="prompts ending on a held-out character's speaker line, none of the suite's (0: none)")
     ap.add_argument("--suite-speaker-prompts", type=int, default=16, help="the suite's --speaker-prompts (left out)")
+    ap.add_argument("--lead-blocks", type=int, default=0,
+                    help="every row: the first N generated blocks start from --lead-temperature noise")
+    ap.add_argument("--lead-temperature", type=float, default=1.0)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", required=True)
@@ -93,7 +96,8 @@ def main() -> None:
     base = pipe.config
     rows = []
     for temperature in [float(t) for t in args.temperatures.split(",")]:
-        pipe.config = dataclasses.replace(base, text_temperature=temperature)
+        pipe.config = dataclasses.replace(base, text_temperature=temperature, text_lead_blocks=args.lead_blocks,
+                                          text_lead_temperature=args.lead_temperature)
         started, per_seed, by_seed = time.time(), [], []
         for seed in seeds:
             texts = continue_prompts(pipe, prompts, args.new_tokens, None, args.cfg, seed, True,
@@ -118,6 +122,7 @@ def main() -> None:
         rows.append(row)
     report = {"ckpt": args.ckpt, "judge": args.ar, "prompts": args.prompts, "new_tokens": args.new_tokens,
               "cfg_scale": args.cfg if args.cfg is not None else base.default_cfg_scale,
+              "lead_blocks": args.lead_blocks, "lead_temperature": args.lead_temperature,
               "tuning_windows": picked, "seeds": seeds, "reference": reference, "rows": rows}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,16 @@ def _positive_float(text: str) -> float:
     if not (0 < value < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text}")
+    return value
 from cola_mm.data.shards import DataError
 from cola_mm.prior.flow import SOLVERS
 from cola_mm.training.loop import TrainingDiverged
@@ -183,7 +193,9 @@ def cmd_export(args: argparse.Namespace) -> None:
                                                 ("default_steps", args.steps),
                                                 ("text_temperature", args.text_temperature),
                                                 ("image_temperature", args.image_temperature),
-                                                ("caption_temperature", args.caption_temperature))
+                                                ("caption_temperature", args.caption_temperature),
+                                                ("text_lead_blocks", args.text_lead_blocks),
+                                                ("text_lead_temperature", args.text_lead_temperature))
                 if value is not None}
     if defaults:  # the sampler settings chosen on val travel with the weights (pipeline.json)
         pipe.config = dataclasses.replace(pipe.config, **defaults)
@@ -202,7 +214,7 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
     args.prompt = _prompt(args.prompt)
     stream = pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
                               cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver, rounding=args.rounding,
-                              temperature=args.temperature)
+                              temperature=args.temperature, lead_blocks=args.lead_blocks)
     print(clean_text(args.prompt, []), end="", flush=True)  # invalid UTF-8 in argv: shown as U+FFFD
     for deltas in stream:
         print(deltas[0], end="", flush=True)
@@ -587,6 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
     for job in ("text", "image", "caption"):
         p.add_argument(f"--{job}-temperature", type=_temperature, default=None,
                        help=f"set the {job} job's default noise temperature (0–2; 1 = the training noise)")
+    p.add_argument("--text-lead-blocks", type=_non_negative_int, default=None,
+                   help="text: the first N generated blocks start from --text-lead-temperature noise (0 = off)")
+    p.add_argument("--text-lead-temperature", type=_temperature, default=None,
+                   help="text: the noise temperature of those first blocks (0–2)")
     p.add_argument("--card", default=None, help="model card to ship as README.md (default: SRC's)")
     p.set_defaults(func=cmd_export)
 
@@ -603,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     temperature_option(p)
+    p.add_argument("--lead-blocks", type=_non_negative_int, default=None,
+                   help="the first N generated blocks start from the pipeline's text_lead_temperature noise "
+                        "(default: the pipeline's text_lead_blocks; 0: every block at --temperature)")
     solver_option(p)
     rounding_option(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -90,6 +90,10 @@ class PipelineConfig(Config):
     text_temperature: float = 1.0
     image_temperature: float = 1.0
     caption_temperature: float = 1.0
+    # text continuation: the first ``text_lead_blocks`` generated blocks start from noise scaled
+    # by ``text_lead_temperature`` instead of ``text_temperature`` (0 blocks = off)
+    text_lead_blocks: int = 0
+    text_lead_temperature: float = 1.0
 
     def __post_init__(self):
         check(self.block_size >= 1, "block_size must be >= 1")
@@ -395,10 +399,12 @@ class ColaPipeline:
         out["jobs"] = ", ".join(self.config.jobs)
         return out
 
-    def _sampler_config(self, steps, cfg_scale, solver, temperature: float = 1.0) -> SamplerConfig:
+    def _sampler_config(self, steps, cfg_scale, solver, temperature: float = 1.0, lead_blocks: int = 0,
+                        lead_temperature: float = 1.0) -> SamplerConfig:
         return SamplerConfig(steps=steps or self.config.default_steps, cfg_scale=cfg_scale,
                              solver=solver or self.config.solver, time_shift=self.config.time_shift,
-                             window=self.config.trained_context, temperature=temperature)
+                             window=self.config.trained_context, temperature=temperature,
+                             lead_blocks=lead_blocks, lead_temperature=lead_temperature)
 
     def _need_images(self) -> None:
         if self.image_vae is None:
@@ -418,12 +424,16 @@ class ColaPipeline:
     def stream_text(self, prompts: str | Sequence[str], max_new_tokens: int | Sequence[int] = 64,
                     steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
                     solver: str | None = None, seeds: Sequence[int] | None = None,
-                    rounding: bool | None = None, temperature: float | None = None) -> TextStream:
+                    rounding: bool | None = None, temperature: float | None = None,
+                    lead_blocks: int | None = None) -> TextStream:
         """Continue each prompt; iterate the returned :class:`TextStream` for the new text of
         each prompt after every block. Prompt ``i`` uses seed ``seed + i`` (or ``seeds[i]``);
         ``max_new_tokens`` may be one budget per prompt. ``rounding``: re-encode each finished
         block (:class:`TextDecoder`; None: ``pipeline.json``'s ``text_rounding``). ``temperature``:
-        the scale of each block's starting noise (None: ``pipeline.json``'s ``text_temperature``)."""
+        the scale of each block's starting noise (None: ``pipeline.json``'s ``text_temperature``).
+        ``lead_blocks``: the first this many generated blocks start from noise scaled by
+        ``pipeline.json``'s ``text_lead_temperature`` instead (None: its ``text_lead_blocks``;
+        0: every block at ``temperature``, e.g. for a seed-independent output at 0)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompt given")
@@ -433,7 +443,9 @@ class ColaPipeline:
         notices: list[str] = []
         seed_list = _seeds(seed, seeds, len(prompts))
         cfg = self._sampler_config(steps, self.config.default_cfg_scale if cfg_scale is None else cfg_scale, solver,
-                                   self.config.text_temperature if temperature is None else temperature)
+                                   self.config.text_temperature if temperature is None else temperature,
+                                   self.config.text_lead_blocks if lead_blocks is None else lead_blocks,
+                                   self.config.text_lead_temperature)
         device, B, vae = self.device, self.dit.config.block_size, self.text_vae
         ids = [self._prompt_ids(p, notices) for p in prompts]
         prefixes = []
@@ -459,11 +471,11 @@ class ColaPipeline:
                       steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
                       solver: str | None = None, seeds: Sequence[int] | None = None,
                       return_result: bool = False, rounding: bool | None = None,
-                      temperature: float | None = None) -> str | list[str] | Result:
+                      temperature: float | None = None, lead_blocks: int | None = None) -> str | list[str] | Result:
         """The continuation of a prompt (a str), of several (a list), or with ``return_result``
         a :class:`Result` (texts, notices, token ids)."""
         result = self.stream_text(prompts, max_new_tokens, steps, cfg_scale, seed, solver, seeds, rounding,
-                                  temperature).run()
+                                  temperature, lead_blocks).run()
         if return_result:
             return result
         return result.outputs[0] if isinstance(prompts, str) else result.outputs

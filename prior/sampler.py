@@ -48,6 +48,10 @@ class SamplerConfig(Config):
     # scale of the starting noise (1 = the training distribution; < 1 trades diversity for
     # staying near the modes, as lowering an AR's softmax temperature does)
     temperature: float = 1.0
+    # text continuation: the first ``lead_blocks`` generated blocks start from
+    # ``lead_temperature``·ε instead (0 = none); a fuller start, then the low-noise rest
+    lead_blocks: int = 0
+    lead_temperature: float = 1.0
 
     def __post_init__(self):
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
@@ -56,6 +60,8 @@ class SamplerConfig(Config):
         check(self.time_shift > 0, "time_shift must be > 0")
         check(self.window >= 0, f"window must be >= 0 (0 = no window), got {self.window}")
         check(0 <= self.temperature <= 2, f"temperature must be in [0, 2], got {self.temperature}")
+        check(self.lead_blocks >= 0, f"lead_blocks must be >= 0, got {self.lead_blocks}")
+        check(0 <= self.lead_temperature <= 2, f"lead_temperature must be in [0, 2], got {self.lead_temperature}")
 
 
 def window_start(blocks: torch.Tensor, valid: torch.Tensor, block: int, size: int, window: int) -> int:
@@ -257,15 +263,17 @@ class BlockSampler:
 
     # ---- one block
     def denoise(self, positions: torch.Tensor, segments: torch.Tensor, generators: Sequence[torch.Generator],
-                pinned: torch.Tensor | None = None, clean: torch.Tensor | None = None) -> torch.Tensor:
+                pinned: torch.Tensor | None = None, clean: torch.Tensor | None = None,
+                temperature: float | None = None) -> torch.Tensor:
         """Generate one block at ``positions`` (b, B[, A]) with ``segments`` (b, B), integrate
         from noise to t = 0, commit it and return it (b, B, c). ``pinned`` (b, B) bool latents are
         held on the noised path of ``clean`` (b, B, c) and set to it at the end (clean repaint).
-        The cache holds ``round_block(z)`` where that is set (text rounding), else z."""
+        The cache holds ``round_block(z)`` where that is set (text rounding), else z.
+        ``temperature``: the starting noise's scale (None: the config's)."""
         b, B = segments.shape
         c = self.model.config.d_latent
         noise = torch.stack([torch.randn(B, c, generator=g, device=self.device) for g in generators])
-        noise = noise * self.config.temperature
+        noise = noise * (self.config.temperature if temperature is None else temperature)
         if pinned is None:
             pinned = torch.zeros(b, B, dtype=torch.bool, device=self.device)
             clean = torch.zeros_like(noise)
@@ -302,7 +310,8 @@ class BlockSampler:
                    ar[None, :] < (self.first_block * self.block)[:, None])
 
     def denoise_block(self, j: int, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        """Text: generate block ``j`` (0 = the first generated block) of every sample: (b, B, c)."""
+        """Text: generate block ``j`` (0 = the first generated block) of every sample: (b, B, c).
+        Blocks ``j < lead_blocks`` start from noise scaled by ``lead_temperature``."""
         b, device, B = self.prefix.shape[0], self.prefix.device, self.block
         c = self.model.config.d_latent
         start = (self.first_block + j) * B  # (b,)
@@ -314,7 +323,8 @@ class BlockSampler:
             idx = (self.first_block * B)[:, None] + torch.arange(B, device=device)
             idx = idx.clamp(max=self.prefix.shape[1] - 1)
             clean = torch.gather(self.prefix, 1, idx[..., None].expand(-1, -1, c)) * pinned[..., None]
-        return self.denoise(positions, self._segments(b, B), generators, pinned, clean)
+        lead = self.config.lead_temperature if j < self.config.lead_blocks else None
+        return self.denoise(positions, self._segments(b, B), generators, pinned, clean, lead)
 
 
 @torch.no_grad()

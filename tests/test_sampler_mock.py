@@ -171,3 +171,32 @@ def test_heun_with_clean_repaint_through_the_sampler_api():
     sampler.prefill(prefix, torch.tensor([6]))
     z = sampler.denoise_block(0, [torch.Generator().manual_seed(0)])
     torch.testing.assert_close(z[0], expected_blocks(prefix[0], 1, 4), atol=1e-5, rtol=1e-5)
+
+
+class StillFlow(ContextMeanFlow):
+    """A mock DiT whose velocity is 0: every generated block ends where its noise started, so
+    the starting noise's scale can be read off the output."""
+
+    def forward(self, x, t, positions, segments, mask, cache=None, update_cache=False):
+        return torch.zeros_like(super().forward(x, t, positions, segments, mask, cache, update_cache))
+
+
+def test_lead_blocks_start_from_their_own_temperature_and_the_rest_from_the_config():
+    prefix = torch.randn(8, 2, generator=torch.Generator().manual_seed(3))  # whole blocks: nothing pinned
+
+    def run(**config):
+        return generate_blocks(StillFlow(), [prefix], 3, SamplerConfig(steps=2, **config),
+                               [torch.Generator().manual_seed(7)])[0]
+
+    full = run()  # temperature 1: the noise itself
+    assert full.abs().mean() > 0.3
+    torch.testing.assert_close(run(temperature=0.4), 0.4 * full)
+    lead = run(temperature=0.4, lead_blocks=1, lead_temperature=1.0)
+    torch.testing.assert_close(lead[:4], full[:4])  # the first block: lead_temperature
+    torch.testing.assert_close(lead[4:], 0.4 * full[4:])  # the others: temperature
+    two = run(temperature=0.0, lead_blocks=2, lead_temperature=0.5)
+    torch.testing.assert_close(two[:8], 0.5 * full[:8])
+    assert not two[8:].any()
+    for bad in ({"lead_blocks": -1}, {"lead_temperature": 2.5}, {"lead_temperature": -0.1}):
+        with pytest.raises(ValueError, match="lead_"):
+            SamplerConfig(**bad)

@@ -52,7 +52,7 @@ def test_defaults_come_from_pipeline_json_and_zero_ignores_the_seed(pipe):
     assert np.abs(half - one).mean() > 1.0  # the noise really is scaled
     zero = pixels(pipe.generate_image(PROMPT, steps=2, seed=0, n=2, temperature=0.0))
     assert np.array_equal(zero[0], zero[1])  # seeds 0 and 1: one image
-    texts = [pipe.generate_text("ROMEO. But soft", 8, steps=2, seed=s, temperature=0.0) for s in (0, 5)]
+    texts = [pipe.generate_text("ROMEO. But soft", 8, steps=2, seed=s, temperature=0.0, lead_blocks=0) for s in (0, 5)]
     assert texts[0] == texts[1]
     assert pipe.generate_text("ROMEO. But soft", 8, steps=2, seed=0) == \
         pipe.generate_text("ROMEO. But soft", 8, steps=2, seed=0, temperature=pipe.config.text_temperature)
@@ -64,10 +64,12 @@ def test_defaults_come_from_pipeline_json_and_zero_ignores_the_seed(pipe):
 def test_export_sets_the_defaults_and_the_cli_takes_the_option(pipe, tmp_path):
     out = tmp_path / "cold"
     r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "export", str(DEMO), str(out), "--image-temperature", "0",
-                        "--text-temperature", "0.7"], capture_output=True, text=True, timeout=120)
+                        "--text-temperature", "0.7", "--text-lead-blocks", "2", "--text-lead-temperature", "0.9"],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     saved = json.loads((out / "pipeline.json").read_text())
     assert (saved["image_temperature"], saved["text_temperature"]) == (0.0, 0.7)
+    assert (saved["text_lead_blocks"], saved["text_lead_temperature"]) == (2, 0.9)
     assert saved["caption_temperature"] == pipe.config.caption_temperature  # not given: kept from SRC
     # readable by others as any new file is (safetensors writes weights 0o600, mkdtemp folders 0o700)
     mask = os.umask(0o022)
@@ -91,3 +93,27 @@ def test_export_sets_the_defaults_and_the_cli_takes_the_option(pipe, tmp_path):
     from PIL import Image
 
     assert np.array_equal(pixels([Image.open(png).convert("RGB")])[0], want[0])
+
+
+def test_the_text_lead_block_comes_from_pipeline_json_and_can_be_turned_off(pipe):
+    """The bundle starts its first text block from unscaled noise (text_lead_blocks 1 at
+    text_lead_temperature 1; docs/experiments.md §16), the rest at text_temperature."""
+    saved = json.loads((DEMO / "pipeline.json").read_text())
+    assert (pipe.config.text_lead_blocks, pipe.config.text_lead_temperature) == \
+        (saved["text_lead_blocks"], saved["text_lead_temperature"]) == (1, 1.0)
+    assert PipelineConfig().text_lead_blocks == 0  # a folder without them: no lead
+    prompt, kw = "ROMEO. But soft", {"max_new_tokens": 12, "steps": 2}
+    default = pipe.generate_text(prompt, seed=0, **kw)
+    assert default == pipe.generate_text(prompt, seed=0, lead_blocks=1, **kw)
+    assert default != pipe.generate_text(prompt, seed=0, lead_blocks=0, **kw)  # the lead really acts
+    # temperature 0 stays seed-independent only without the lead
+    assert len({pipe.generate_text(prompt, seed=s, temperature=0.0, **kw) for s in (0, 3, 5)}) > 1
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "generate", "text", "--prompt", prompt, "--max-new-tokens",
+                        "12", "--steps", "2", "--lead-blocks", "0", "--temperature", "0"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    want = prompt + pipe.generate_text(prompt, seed=9, temperature=0.0, lead_blocks=0, **kw)
+    assert r.stdout.rstrip("\n") == want.rstrip("\n")  # the CLI prints the prompt, then its continuation
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "generate", "text", "--prompt", prompt, "--lead-blocks",
+                        "-1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--lead-blocks" in r.stderr and "Traceback" not in r.stderr
