@@ -361,7 +361,7 @@ class ColaPipeline:
         from cola_mm.data.shards import DataError
 
         try:
-            tok = load_tokenizer(path / "tokenizer")
+            tok = load_tokenizer(path / "tokenizer", light=True)  # no transformers import
         except DataError as err:
             raise CheckpointError(str(err)) from None
         image_vae = None

@@ -157,3 +157,77 @@ def test_train_from_shards(tmp_path):
     assert load_tokenizer(tmp_path / "tok").get_vocab() == tok.get_vocab()
     with pytest.raises(DataError):
         train_tokenizer_from_shards([tmp_path / "nothing"], vocab_size=300, progress=False)
+
+
+# --------------------------------------------------------------------------- light loading
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("folder", ["trained", "bundled"])
+def test_light_tokenizer_gives_the_same_ids_and_text_as_transformers(trained, folder):
+    """``load_tokenizer(path, light=True)`` (the pipeline's) must be indistinguishable from the
+    transformers tokenizer on everything generation and evaluation call."""
+    from cola_mm.vae_text.tokenizer import TextTokenizer
+
+    path = trained[1] if folder == "trained" else REPO / "checkpoints" / "demo" / "tokenizer"
+    full, light = load_tokenizer(path), load_tokenizer(path, light=True)
+    assert isinstance(light, TextTokenizer) and isinstance(full, PreTrainedTokenizerFast)
+    assert len(light) == len(full) and light.vocab_size == full.vocab_size
+    assert light.get_vocab() == full.get_vocab()
+    for attr in ("pad", "bos", "eos", "mask", "unk"):
+        assert getattr(light, f"{attr}_token") == getattr(full, f"{attr}_token")
+        assert getattr(light, f"{attr}_token_id") == getattr(full, f"{attr}_token_id")
+    assert light.convert_tokens_to_ids(["<eos>", "no such token"]) == full.convert_tokens_to_ids(["<eos>", "no such token"])
+    plays = (REPO / "README.md").read_text()[:4000]
+    for text in [*NASTY, *CORPUS[:5], plays]:
+        for specials in (False, True):
+            ids = light.encode(text, add_special_tokens=specials)
+            assert ids == full.encode(text, add_special_tokens=specials), text
+        for skip in (False, True):
+            assert light.decode(ids, skip_special_tokens=skip) == full.decode(ids, skip_special_tokens=skip), text
+    import torch
+
+    rows = torch.randint(0, len(full), (20, 24), generator=torch.Generator().manual_seed(0))
+    rows[:, ::5] = torch.arange(5).repeat(4)[:20, None]  # special tokens among the others
+    for row in rows:
+        for skip in (False, True):
+            assert light.decode(row, skip_special_tokens=skip) == full.decode(row.tolist(), skip_special_tokens=skip)
+    assert light.decode(7) == full.decode(7)
+    assert light.batch_decode(rows[:3], skip_special_tokens=True) == full.batch_decode(rows[:3], skip_special_tokens=True)
+
+
+def test_light_loading_falls_back_for_other_folders_and_saves_a_full_copy(trained, tmp_path):
+    from cola_mm.vae_text.tokenizer import TextTokenizer, save_tokenizer
+
+    gpt2 = _gpt2_style_folder(tmp_path / "gpt2")
+    tok = load_tokenizer(gpt2, light=True)  # not ours (no pad, no mask): transformers, with them added
+    assert isinstance(tok, PreTrainedTokenizerFast) and tok.mask_token == "<mask>"
+    other = tmp_path / "other"
+    shutil.copytree(trained[1], other)
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "pad_token": "<eos>"}))
+    assert isinstance(load_tokenizer(other, light=True), PreTrainedTokenizerFast)  # other specials
+    light = load_tokenizer(trained[1], light=True)
+    assert isinstance(light, TextTokenizer)
+    save_tokenizer(light, tmp_path / "copy")
+    again = load_tokenizer(tmp_path / "copy")  # the full loader reads the copy
+    assert isinstance(again, PreTrainedTokenizerFast) and len(again) == len(light)
+    assert again.encode(NASTY[9]) == light.encode(NASTY[9])
+    save_tokenizer(light, trained[1])  # onto its own folder: nothing to do
+    assert isinstance(load_tokenizer(trained[1], light=True), TextTokenizer)
+
+
+def test_loading_a_pipeline_does_not_import_transformers():
+    """transformers costs about 1.5 s of every app and CLI start; generation never needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cola_mm.pipeline import ColaPipeline; "
+            f"p = ColaPipeline.from_pretrained({str(REPO / 'checkpoints' / 'demo')!r}); "
+            "p.generate_text('ROMEO.', 4, steps=1); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'diffusers')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

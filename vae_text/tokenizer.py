@@ -14,6 +14,9 @@ Special tokens, ids 0..4 in this order: :data:`SPECIAL_TOKENS` = ``<pad> <bos> <
 A trained tokenizer is a folder written by ``PreTrainedTokenizerFast.save_pretrained``
 (``tokenizer.json`` + ``tokenizer_config.json``) that ``transformers.AutoTokenizer`` loads
 offline. :func:`load_tokenizer` also takes any other HF tokenizer folder (e.g. GPT-2's).
+``load_tokenizer(path, light=True)`` (what :class:`~cola_mm.pipeline.ColaPipeline` uses) reads a
+folder of ours with the ``tokenizers`` library alone, as a :class:`TextTokenizer`: the same ids
+and text without importing transformers, which takes about 1.5 s of every app or CLI start.
 
 Run::
 
@@ -30,9 +33,11 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from cola_mm.data.shards import DataError
+
+# transformers is imported where it is used (``PreTrainedTokenizerFast`` below is a name in
+# annotations only): a pipeline that loads its tokenizer light never imports it
 
 PAD, BOS, EOS, MASK, UNK = "<pad>", "<bos>", "<eos>", "<mask>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, MASK, UNK]  # ids 0..4 in a tokenizer we train
@@ -47,7 +52,91 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt
 TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
 
+class TextTokenizer:
+    """One of our tokenizer folders on the ``tokenizers`` library alone: the part of
+    ``PreTrainedTokenizerFast``'s interface that generation and evaluation use, with the same
+    ids and text (``tests/test_tokenizer.py`` compares the two). Made by
+    ``load_tokenizer(path, light=True)``; ``save_pretrained`` copies the folder it was read from."""
+
+    clean_up_tokenization_spaces = False
+
+    def __init__(self, folder: Path, backend: Tokenizer, specials: dict[str, str]):
+        self.folder, self.backend = folder, backend
+        backend.no_truncation()
+        backend.no_padding()
+        for attr, token in specials.items():  # pad_token, bos_token, …, and their ids
+            setattr(self, attr, token)
+            setattr(self, f"{attr}_id", backend.token_to_id(token))
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        ids = [ids] if isinstance(ids, int) else [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, rows, skip_special_tokens: bool = False) -> list[str]:
+        return [self.decode(row, skip_special_tokens) for row in rows]
+
+    def __len__(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=False)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend.get_vocab(with_added_tokens=True)
+
+    def convert_tokens_to_ids(self, tokens):
+        if isinstance(tokens, str):
+            found = self.backend.token_to_id(tokens)
+            return self.unk_token_id if found is None else found
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def save_pretrained(self, out: str | os.PathLike) -> None:
+        import shutil
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if out.resolve() == self.folder.resolve():
+            return
+        for f in sorted(self.folder.iterdir()):
+            if f.is_file():
+                shutil.copyfile(f, out / f.name)
+
+    def __repr__(self) -> str:
+        return f"TextTokenizer({str(self.folder)!r}, {len(self)} tokens)"
+
+
+# the tokenizer_config.json keys a folder of ours holds (transformers 4.x and 5.x); a folder with
+# others, or other special tokens, loads through transformers
+_LIGHT_CONFIG_KEYS = {"backend", "bos_token", "clean_up_tokenization_spaces", "eos_token", "is_local",
+                      "local_files_only", "mask_token", "model_max_length", "pad_token", "tokenizer_class",
+                      "unk_token", "added_tokens_decoder", "extra_special_tokens"}
+
+
+def _load_light(path: Path) -> TextTokenizer | None:
+    """A :class:`TextTokenizer` when ``path`` is a folder of ours (tokenizer.json, our class and
+    our five special tokens, each in the vocabulary), else None."""
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text())
+        backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+    except Exception:  # noqa: BLE001 — missing or unreadable: the full loader reports it
+        return None
+    specials = {**REQUIRED_SPECIALS, "unk_token": UNK}
+    added = config.get("added_tokens_decoder") or {}
+    if (config.get("tokenizer_class") != TOKENIZER_CLASS or config.get("clean_up_tokenization_spaces")
+            or not set(config) <= _LIGHT_CONFIG_KEYS or config.get("extra_special_tokens")
+            or any(config.get(attr) != token or backend.token_to_id(token) is None for attr, token in specials.items())
+            or any(backend.token_to_id(t.get("content")) != int(i) for i, t in added.items())):
+        return None
+    return TextTokenizer(path, backend, specials)
+
+
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token=PAD, bos_token=BOS, eos_token=EOS,
         mask_token=MASK, unk_token=UNK,
@@ -58,6 +147,9 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
 def save_tokenizer(tok: PreTrainedTokenizerFast, out: str | os.PathLike) -> Path:
     """``save_pretrained(out)``, with a tokenizer class every transformers version knows."""
     out = Path(out)
+    if isinstance(tok, TextTokenizer):  # its folder is one of ours already
+        tok.save_pretrained(out)
+        return out
     tok.save_pretrained(out)
     config_path = out / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
@@ -140,8 +232,11 @@ def train_tokenizer_from_shards(data: str | os.PathLike | Sequence[str | os.Path
                            progress=progress)
 
 
-def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
+def load_tokenizer(path: str | os.PathLike, light: bool = False) -> PreTrainedTokenizerFast | TextTokenizer:
     """Load our tokenizer folder or any HF (fast) tokenizer folder, offline.
+
+    ``light``: a folder of ours loads as a :class:`TextTokenizer` (no transformers import);
+    any other folder loads as below.
 
     A foreign tokenizer missing ``<pad>``, ``<bos>``, ``<eos>`` or ``<mask>`` (GPT-2 has no pad
     and no mask) gets the missing ones **added as new tokens at the end of its vocabulary**, so
@@ -153,6 +248,10 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
         raise DataError(f"tokenizer folder does not exist: {path}")
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise DataError(f"{path} holds no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
+    if light and (tok := _load_light(path)) is not None:
+        return tok
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
     try:
         if any((path / f).is_file() for f in CONFIG_FILES):
             tok = AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True)
