@@ -22,7 +22,7 @@ from pathlib import Path
 from cola_mm.core.components import CheckpointError
 from cola_mm.core.config import ConfigError
 from cola_mm.data import registry
-from cola_mm.data.registry import positive_int as _positive_int
+from cola_mm.data.registry import non_negative_int as _non_negative_int, positive_int as _positive_int
 
 
 def _temperature(text: str) -> float:
@@ -43,16 +43,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not (0 < value < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text}")
     return value
 from cola_mm.data.shards import DataError
 from cola_mm.prior.flow import SOLVERS

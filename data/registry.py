@@ -32,15 +32,24 @@ def normalize_caption(text: str) -> str:
     return norm[:-1].rstrip() if norm.endswith(".") else norm
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1, with a one-line error otherwise."""
+def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, with a one-line error otherwise."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0, with a one-line error otherwise."""
+    return _int_at_least(text, 0, "a whole number >= 0")
 
 
 @dataclass(frozen=True)

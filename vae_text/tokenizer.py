@@ -147,10 +147,9 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
 def save_tokenizer(tok: PreTrainedTokenizerFast, out: str | os.PathLike) -> Path:
     """``save_pretrained(out)``, with a tokenizer class every transformers version knows."""
     out = Path(out)
-    if isinstance(tok, TextTokenizer):  # its folder is one of ours already
-        tok.save_pretrained(out)
-        return out
     tok.save_pretrained(out)
+    if isinstance(tok, TextTokenizer):  # a copy of a folder of ours: its class is already ours
+        return out
     config_path = out / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config["tokenizer_class"] = TOKENIZER_CLASS
