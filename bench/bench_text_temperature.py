@@ -20,6 +20,11 @@ continuations under different seeds (1.0 = the seed no longer matters).
 ``reference`` scores the plays' own next tokens after each prompt by the same figures (their
 corpus-word rate, unigram entropy and gen-PPL are what text of this corpus measures).
 
+``--ckpt`` may also be an AR baseline folder (``cola-mm train`` with ``stage: ar``): its rows are
+then softmax temperatures (with ``--top-p``), chosen by the same figures on the same prompts, so
+a comparison of the prior with an AR can give each family its own best sampling
+(``cola-mm export --text-temperature`` stores the choice in the AR folder).
+
 Writes a PNG next to the JSON: word rate, gen-PPL and cross-seed overlap per temperature.
 """
 
@@ -37,7 +42,7 @@ import torch
 from cola_mm.evaluation import text_metrics as tm
 from cola_mm.evaluation.context import pair_overlap, tuning_prompts
 from cola_mm.evaluation.suite import aggregate, continuation_figures, continue_prompts
-from cola_mm.pipeline import ColaPipeline
+from cola_mm.evaluation.generators import load_text_generator
 
 
 def cross_seed_overlap(by_seed: list[list[str]]) -> float:
@@ -62,6 +67,7 @@ def main() -> None:
     ap.add_argument("--lead-blocks", type=int, default=0,
                     help="every row: the first N generated blocks start from --lead-temperature noise")
     ap.add_argument("--lead-temperature", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=None, help="an AR folder only: nucleus cutoff (default: its own)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", required=True)
@@ -69,7 +75,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    pipe = ColaPipeline.from_pretrained(args.ckpt)
+    pipe = load_text_generator(args.ckpt)
+    is_prior = pipe.family == "cola_mm"
+    if pipe.family not in ("cola_mm", "ar"):
+        ap.error(f"--ckpt {args.ckpt}: a Cola-MM pipeline or an AR folder, not {pipe.family}")
+    if not is_prior and args.lead_blocks:
+        ap.error("--lead-blocks: the prior's sampler only; an AR folder has no noise blocks")
+    if is_prior and args.top_p is not None:
+        ap.error("--top-p: an AR folder only; the prior's sampler has no top-p")
+    if args.top_p is not None:
+        pipe.top_p = args.top_p
     root = Path(args.data)
     ids, picked, prompts = tuning_prompts(root / "text" / "val", pipe.tokenizer, args.prompts, args.suite_prompts,
                                           args.new_tokens)
@@ -93,11 +108,17 @@ def main() -> None:
                                           args.speaker_prompts, avoid=args.suite_speaker_prompts)
         play_speakers = sp.speakers_by_play(root / "text" / "val")
     seeds = [int(s) for s in args.seeds.split(",")]
-    base = pipe.config
+    base = pipe.config if is_prior else None
     rows = []
     for temperature in [float(t) for t in args.temperatures.split(",")]:
-        pipe.config = dataclasses.replace(base, text_temperature=temperature, text_lead_blocks=args.lead_blocks,
-                                          text_lead_temperature=args.lead_temperature)
+        if is_prior:
+            pipe.config = dataclasses.replace(base, text_temperature=temperature, text_lead_blocks=args.lead_blocks,
+                                              text_lead_temperature=args.lead_temperature)
+        else:  # the AR's softmax temperature, checked like every AR setting
+            from cola_mm.evaluation.ar import check_sampling
+
+            check_sampling(temperature, pipe.top_p)
+            pipe.temperature = temperature
         started, per_seed, by_seed = time.time(), [], []
         for seed in seeds:
             texts = continue_prompts(pipe, prompts, args.new_tokens, None, args.cfg, seed, True,
@@ -120,8 +141,10 @@ def main() -> None:
               + (f", speech after the speaker line {s['speech_after_speaker']['mean']:.2f}" if said_prompts else ""),
               flush=True)
         rows.append(row)
-    report = {"ckpt": args.ckpt, "judge": args.ar, "prompts": args.prompts, "new_tokens": args.new_tokens,
-              "cfg_scale": args.cfg if args.cfg is not None else base.default_cfg_scale,
+    report = {"ckpt": args.ckpt, "family": pipe.family, "judge": args.ar, "prompts": args.prompts,
+              "new_tokens": args.new_tokens,
+              "cfg_scale": args.cfg if args.cfg is not None or not is_prior else base.default_cfg_scale,
+              "top_p": None if is_prior else pipe.top_p,
               "lead_blocks": args.lead_blocks, "lead_temperature": args.lead_temperature,
               "tuning_windows": picked, "seeds": seeds, "reference": reference, "rows": rows}
     out = Path(args.json)

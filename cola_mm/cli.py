@@ -35,6 +35,16 @@ def _temperature(text: str) -> float:
     return value
 
 
+def _top_p(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"top-p must be in (0, 1], got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     """An argparse type: a finite number > 0, with a one-line error otherwise."""
     try:
@@ -170,12 +180,19 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     from cola_mm.pipeline import ColaPipeline
 
+    from cola_mm.core.families import detect_family
+
     src, dst = Path(args.src), Path(args.dst)
     if src.resolve() == dst.resolve():
         raise CheckpointError(f"export: source and destination are the same folder ({src})")
     card = Path(args.card) if args.card else src / "README.md"
     if args.card and not card.is_file():
         raise FileNotFoundError(f"--card: no file {card}")
+    if detect_family(src) == "ar":
+        return _export_ar(args, src, dst, card)
+    if args.text_top_p is not None:
+        raise CheckpointError(f"export: --text-top-p applies to an AR model folder; {src} is a Cola-MM pipeline "
+                              f"(its text sampler has no top-p)")
     pipe = ColaPipeline.from_pretrained(src)
     defaults = {name: value for name, value in (("default_cfg_scale", args.text_cfg),
                                                 ("default_image_cfg_scale", args.image_cfg),
@@ -195,6 +212,40 @@ def cmd_export(args: argparse.Namespace) -> None:
     files = [f for f in dst.rglob("*") if f.is_file()]
     total = sum(f.stat().st_size for f in files)
     print(f"exported {src} -> {dst} ({DTYPES[args.dtype]}): {len(files)} files, {total / 1e6:.1f} MB")
+
+
+def _export_ar(args: argparse.Namespace, src: Path, dst: Path, card: Path) -> None:
+    """``cola-mm export`` of an AR baseline folder: a copy whose ``ar/generation_config.json``
+    holds the sampling defaults given (``--text-temperature``, ``--text-top-p``)."""
+    import shutil
+
+    from cola_mm.evaluation.ar import load_ar, sampling_defaults, write_sampling_defaults
+
+    pipeline_only = [f"--{name.replace('_', '-')}" for name in ("text_cfg", "image_cfg", "caption_cfg", "steps",
+                                                                  "image_temperature", "caption_temperature",
+                                                                  "text_lead_blocks", "text_lead_temperature")
+                     if getattr(args, name) is not None]
+    if args.dtype not in ("float32", "fp32"):
+        pipeline_only.append("--dtype")
+    if pipeline_only:
+        raise CheckpointError(f"export: {src} is an AR model folder; {', '.join(pipeline_only)} apply to Cola-MM "
+                              f"pipelines only (an AR folder takes --text-temperature and --text-top-p)")
+    if args.text_temperature == 0:
+        raise CheckpointError("export: an AR folder's default --text-temperature must be > 0 "
+                              "(greedy decoding is temperature=0 per call, not a stored default)")
+    lm, _ = load_ar(src)  # refuses a broken folder before anything is written
+    temperature, top_p = sampling_defaults(lm)
+    temperature = temperature if args.text_temperature is None else args.text_temperature
+    top_p = top_p if args.text_top_p is None else args.text_top_p
+    for name in ("ar", "tokenizer"):
+        if (src / name).is_dir():
+            if (dst / name).exists():
+                shutil.rmtree(dst / name)
+            shutil.copytree(src / name, dst / name)
+    if card.is_file():
+        shutil.copyfile(card, dst / "README.md")
+    write_sampling_defaults(dst / "ar", temperature, top_p)
+    print(f"exported {src} -> {dst} (AR, sampling temperature {temperature:g}, top-p {top_p:g})")
 
 
 def cmd_generate_text(args: argparse.Namespace) -> None:
@@ -577,7 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="copy a pipeline folder, e.g. with fp16 weights",
                        description="Copy a trained pipeline folder (text_vae/, dit/, image_vae/, tokenizer/, "
                                    "pipeline.json, README.md) to DST, storing the weights in --dtype. "
-                                   "Loading always casts back to float32.")
+                                   "Loading always casts back to float32. The sampler options set the defaults "
+                                   "the copy generates with. An AR baseline folder (ar/, tokenizer/) is copied too, "
+                                   "with --text-temperature (its softmax temperature) and --text-top-p as defaults "
+                                   "in ar/generation_config.json.")
     p.add_argument("src", help="pipeline folder, e.g. runs/demo/model")
     p.add_argument("dst", help="destination folder (replaced component by component)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="storage precision (default float32)")
@@ -593,6 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text: the first N generated blocks start from --text-lead-temperature noise (0 = off)")
     p.add_argument("--text-lead-temperature", type=_temperature, default=None,
                    help="text: the noise temperature of those first blocks (0–2)")
+    p.add_argument("--text-top-p", type=_top_p, default=None,
+                   help="an AR folder only: its default nucleus (top-p) cutoff, in (0, 1] (1 = none)")
     p.add_argument("--card", default=None, help="model card to ship as README.md (default: SRC's)")
     p.set_defaults(func=cmd_export)
 

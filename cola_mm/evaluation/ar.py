@@ -43,36 +43,99 @@ def load_ar(folder: str | os.PathLike):
     return LlamaForCausalLM.from_pretrained(model_dir).eval(), tokenizer
 
 
+def check_sampling(temperature: float, top_p: float) -> None:
+    """One-line errors for sampling settings outside what :class:`ARGenerator` accepts."""
+    if not 0 <= temperature <= 2:
+        raise ValueError(f"temperature must be in [0, 2] (0 = greedy), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 = no truncation), got {top_p}")
+
+
+def sampling_defaults(lm) -> tuple[float, float]:
+    """(temperature, top_p) that a model folder carries: its ``generation_config.json`` when that
+    says ``do_sample: true`` (written by ``cola-mm export --text-temperature/--text-top-p``),
+    else (1, 1), pure sampling, which every AR folder trained before these settings existed means."""
+    gc = getattr(lm, "generation_config", None)
+    if gc is None or not getattr(gc, "do_sample", False):
+        return 1.0, 1.0
+    return float(gc.temperature if gc.temperature is not None else 1.0), float(gc.top_p if gc.top_p is not None else 1.0)
+
+
+def write_sampling_defaults(model_dir: str | os.PathLike, temperature: float, top_p: float) -> None:
+    """Store (temperature, top_p) as the sampling defaults of an AR model folder (``ar/``), in its
+    ``generation_config.json``, where transformers' own ``generate`` reads them too. No top-k, as
+    :class:`ARGenerator` samples. A temperature of 0 (greedy) is not a default a folder can carry
+    (transformers' ``do_sample: true`` needs a positive one): pass ``temperature=0`` per call."""
+    from transformers import GenerationConfig
+
+    check_sampling(temperature, top_p)
+    if temperature == 0:
+        raise ValueError("an AR folder's default temperature must be > 0 (greedy decoding is "
+                         "temperature=0 per call, not a stored default)")
+    model_dir = Path(model_dir)
+    try:
+        gc = GenerationConfig.from_pretrained(model_dir)
+    except OSError:  # no generation_config.json yet
+        gc = GenerationConfig()
+    gc.do_sample, gc.temperature, gc.top_p, gc.top_k = True, float(temperature), float(top_p), 0
+    gc.save_pretrained(model_dir)
+
+
 class ARGenerator:
-    """``generate_text`` for an AR model: sampled at temperature 1 with no top-k/top-p (the
-    prior's sampler has no truncation either). ``steps`` and ``cfg_scale`` are accepted and
-    ignored, so it drops into code written for :class:`cola_mm.pipeline.ColaPipeline`."""
+    """``generate_text`` for an AR model. It samples at the folder's default temperature and top-p
+    (:func:`sampling_defaults`: 1 and 1, i.e. the full softmax, unless ``cola-mm export`` stored
+    others), never with top-k; ``temperature=`` / ``top_p=`` per call override them, and
+    ``temperature=0`` is greedy. ``steps`` and ``cfg_scale`` are accepted and ignored, so it drops
+    into code written for :class:`cola_mm.pipeline.ColaPipeline`."""
 
     family = "ar"
 
-    def __init__(self, lm, tokenizer):
+    def __init__(self, lm, tokenizer, temperature: float | None = None, top_p: float | None = None):
         self.lm = lm
         self.tokenizer = tokenizer
+        default_t, default_p = sampling_defaults(lm)
+        self.temperature = default_t if temperature is None else float(temperature)
+        self.top_p = default_p if top_p is None else float(top_p)
+        check_sampling(self.temperature, self.top_p)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> "ARGenerator":
-        return cls(*load_ar(folder))
+    def from_pretrained(cls, folder: str | os.PathLike, **sampling) -> "ARGenerator":
+        return cls(*load_ar(folder), **sampling)
+
+    @property
+    def sampling(self) -> dict[str, float]:
+        """The defaults this generator samples with (what an evaluation report records)."""
+        return {"temperature": self.temperature, "top_p": self.top_p}
+
+    def _generate(self, ids, attention_mask, max_new_tokens: int, seed: int, temperature: float | None,
+                  top_p: float | None):
+        temperature = self.temperature if temperature is None else float(temperature)
+        top_p = self.top_p if top_p is None else float(top_p)
+        check_sampling(temperature, top_p)
+        tok = self.tokenizer
+        if temperature == 0:
+            mode = {"do_sample": False}
+        else:
+            mode = {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        device = ids.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)  # seeds CUDA too: its state is forked above and restored after
+            return self.lm.generate(ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens, top_k=0,
+                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **mode)
 
     @torch.no_grad()
     def generate_text(self, prompt: str, max_new_tokens: int = 48, steps: int | None = None,
-                      cfg_scale: float | None = None, seed: int = 0) -> str:
+                      cfg_scale: float | None = None, seed: int = 0, temperature: float | None = None,
+                      top_p: float | None = None) -> str:
         tok = self.tokenizer
         device = next(self.lm.parameters()).device
         ids = torch.tensor([[tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)], device=device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)  # seeds CUDA too: its state is forked above and restored after
-            gen = self.lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                   do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        gen = self._generate(ids, torch.ones_like(ids), max_new_tokens, seed, temperature, top_p)
         return tok.decode(gen[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
 
     @torch.no_grad()
-    def generate_texts(self, prompts: list[str], max_new_tokens: int = 48, seed: int = 0) -> tuple[list[str], int]:
+    def generate_texts(self, prompts: list[str], max_new_tokens: int = 48, seed: int = 0,
+                       temperature: float | None = None, top_p: float | None = None) -> tuple[list[str], int]:
         """Continue several prompts in one batch (left-padded; the KV cache of ``generate``):
         (texts, tokens generated before each text's ``<eos>``, summed)."""
         tok = self.tokenizer
@@ -84,10 +147,6 @@ class ARGenerator:
         for i, r in enumerate(rows):
             ids[i, width - len(r):] = torch.tensor(r)
             attn[i, width - len(r):] = 1
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            gen = self.lm.generate(ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=True, top_k=0,
-                                   top_p=1.0, temperature=1.0, pad_token_id=tok.pad_token_id,
-                                   eos_token_id=tok.eos_token_id)[:, width:].tolist()
+        gen = self._generate(ids, attn, max_new_tokens, seed, temperature, top_p)[:, width:].tolist()
         gen = [g[:g.index(tok.eos_token_id)] if tok.eos_token_id in g else g for g in gen]
         return [tok.decode(g, skip_special_tokens=True) for g in gen], sum(map(len, gen))

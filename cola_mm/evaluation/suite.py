@@ -400,7 +400,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
     for ckpt in ckpts:
         torch.manual_seed(0)
         pipe = load_text_generator(ckpt)  # a Cola-MM pipeline, or an AR / masked diffusion baseline
-        entry: dict[str, Any] = {"path": str(ckpt), "family": pipe.family}
+        entry: dict[str, Any] = {"path": str(ckpt), "family": pipe.family, "sampling": sampling_settings(pipe)}
         started = time.time()
         if "images" in jobs:
             entry.update(image_jobs(pipe, {"probe": probe, "icons": icon_judge}, root, seeds, limit, steps, progress,
@@ -417,6 +417,17 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         entry["seconds"] = round(time.time() - started, 1)
         report["checkpoints"][checkpoint_name(ckpt)] = entry
     return report
+
+
+def sampling_settings(pipe) -> dict[str, Any]:
+    """The sampling defaults a model folder generated with (what two reports must share to compare):
+    a pipeline's noise temperatures, lead blocks, guidance and steps; an AR's temperature and top-p."""
+    if getattr(pipe, "family", None) == "cola_mm":
+        keys = ("text_temperature", "text_lead_blocks", "text_lead_temperature", "image_temperature",
+                "caption_temperature", "default_cfg_scale", "default_image_cfg_scale", "default_caption_cfg_scale",
+                "default_steps")
+        return {k: getattr(pipe.config, k) for k in keys if hasattr(pipe.config, k)}
+    return dict(getattr(pipe, "sampling", {}))
 
 
 def machine() -> str:
@@ -562,7 +573,13 @@ KEPT_MARKER = "<!-- below: bench figures, kept when the suite rewrites this file
 
 def write_markdown(report: dict[str, Any], path: PathLike, command: str, json_path: PathLike | None) -> None:
     """``docs/results.md``: what was run, on what, when, and the tables."""
-    names = ", ".join(f"`{n}` ({e['path']}, {e.get('family', 'cola_mm')})" for n, e in report["checkpoints"].items())
+    def described(e: dict) -> str:
+        sampling = e.get("sampling") or {}
+        if e.get("family") == "ar" and sampling:  # an AR's sampling is not the pipeline.json one can read
+            return f"{e['path']}, ar, temperature {sampling['temperature']:g}, top-p {sampling['top_p']:g}"
+        return f"{e['path']}, {e.get('family', 'cola_mm')}"
+
+    names = ", ".join(f"`{n}` ({described(e)})" for n, e in report["checkpoints"].items())
     text = f"""# Measured results
 
 Written by `cola-mm eval suite` on {report['date']} — do not edit by hand; re-run the command:

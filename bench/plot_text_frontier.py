@@ -1,0 +1,124 @@
+"""Fluency against diversity: gen-PPL and corpus-word rate against unigram entropy, one curve per
+model over its sampling temperatures (JSONs of ``bench/bench_text_temperature.py``).
+
+A lower temperature buys a lower gen-PPL with a narrower vocabulary, for the prior's noise
+temperature as for an AR's softmax temperature, so one gen-PPL per model compares sampling
+settings as much as models. Read at the same unigram entropy, the curves compare the models:
+for each model and each point of the others, this prints (and writes to ``--json``) the model's
+gen-PPL interpolated at that point's entropy (log gen-PPL linear in entropy between its two
+nearest temperatures; nothing outside its range).
+
+    python bench/plot_text_frontier.py --run bundle=bench/results/text_frontier_demo.json \\
+        --run "matched AR=bench/results/text_frontier_ar_matched.json" \\
+        --png bench/results/text_frontier.png --json bench/results/text_frontier_compare.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def curve(report: dict) -> list[dict]:
+    """(temperature, entropy, gen-PPL, word rate) per row, sorted by entropy."""
+    points = [{"temperature": r["temperature"], "entropy": r["summary"]["unigram_entropy_bits"]["mean"],
+               "gen_ppl": r["summary"]["gen_ppl"]["mean"], "gen_ppl_std": r["summary"]["gen_ppl"]["std"],
+               "word_rate": r["summary"]["corpus_word_rate"]["mean"],
+               "repeated_4gram": r["summary"]["repeated_4gram_rate"]["mean"]} for r in report["rows"]]
+    return sorted(points, key=lambda p: p["entropy"])
+
+
+def monotone(points: list[dict]) -> bool:
+    """Whether entropy rises with temperature along the curve (else entropy does not index it)."""
+    by_t = sorted(points, key=lambda p: p["temperature"])
+    return all(a["entropy"] <= b["entropy"] for a, b in zip(by_t, by_t[1:]))
+
+
+def gen_ppl_at(points: list[dict], entropy: float) -> float | None:
+    """log gen-PPL interpolated linearly in entropy between the two nearest points; None outside
+    the curve's range or where its entropy does not rise with temperature."""
+    if not monotone(points):
+        return None
+    for a, b in zip(points, points[1:]):
+        if a["entropy"] <= entropy <= b["entropy"]:
+            w = 0.0 if b["entropy"] == a["entropy"] else (entropy - a["entropy"]) / (b["entropy"] - a["entropy"])
+            return math.exp((1 - w) * math.log(a["gen_ppl"]) + w * math.log(b["gen_ppl"]))
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", action="append", required=True, help="LABEL=JSON of bench_text_temperature.py")
+    ap.add_argument("--png", required=True)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    runs: dict[str, dict] = {}
+    for item in args.run:
+        label, sep, path = item.partition("=")
+        if not sep or not label:
+            ap.error(f"--run {item!r}: expected LABEL=JSON")
+        report = json.loads(Path(path).read_text())
+        if not report["rows"] or "gen_ppl" not in report["rows"][0]["summary"]:
+            ap.error(f"--run {item!r}: no gen-PPL in it (run the bench with --ar JUDGE)")
+        runs[label] = {"path": path, "judge": report.get("judge"), "reference": report["reference"],
+                       "points": curve(report)}
+    judges = {r["judge"] for r in runs.values()}
+    if len(judges) > 1:
+        ap.error(f"the runs were judged by different ARs ({sorted(map(str, judges))}): gen-PPL is not comparable")
+
+    comparisons = []
+    for label, run in runs.items():
+        if not monotone(run["points"]):
+            print(f"{label}: entropy does not rise with temperature, so it is not read at others' entropy")
+        for other, orun in runs.items():
+            if other == label:
+                continue
+            for p in orun["points"]:
+                at = gen_ppl_at(run["points"], p["entropy"])
+                comparisons.append({"model": label, "at": other, "temperature": p["temperature"],
+                                    "entropy": p["entropy"], "its_gen_ppl": p["gen_ppl"], "model_gen_ppl": at,
+                                    "ratio": None if at is None else p["gen_ppl"] / at})
+                if at is not None:
+                    print(f"at {other}'s τ {p['temperature']:g} (entropy {p['entropy']:.2f} bits, gen-PPL "
+                          f"{p['gen_ppl']:.0f}): {label} {at:.0f}, ratio {p['gen_ppl'] / at:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs, "comparisons": comparisons}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    plot(runs, Path(args.png))
+
+
+def plot(runs: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    reference = next(iter(runs.values()))["reference"]
+    for label, run in runs.items():
+        pts = run["points"]
+        for ax, key in zip(axes, ("gen_ppl", "word_rate")):
+            ax.plot([p["entropy"] for p in pts], [p[key] for p in pts], marker="o", label=label)
+            for p in pts:
+                ax.annotate(f"{p['temperature']:g}", (p["entropy"], p[key]), textcoords="offset points",
+                            xytext=(3, 3), fontsize=7)
+    for ax, key, title in zip(axes, ("gen_ppl", "corpus_word_rate"), ("gen-PPL (lower: more fluent)",
+                                                                       "corpus-word rate")):
+        ax.scatter([reference["unigram_entropy_bits"]], [reference[key]], marker="*", s=120, color="black",
+                   label="the plays' own text", zorder=3)
+        ax.set_xlabel("unigram entropy (bits; higher: more varied)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    fig.suptitle("tuning windows of the held-out plays; labels: sampling temperature", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
