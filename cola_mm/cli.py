@@ -248,9 +248,32 @@ def _export_ar(args: argparse.Namespace, src: Path, dst: Path, card: Path) -> No
     print(f"exported {src} -> {dst} (AR, sampling temperature {temperature:g}, top-p {top_p:g})")
 
 
+def _generate_text_ar(args: argparse.Namespace) -> None:
+    """``cola-mm generate text`` with an AR baseline folder: sampled at its stored temperature and
+    top-p unless --temperature / --top-p say otherwise (0 = greedy), printed when done."""
+    from cola_mm.evaluation.ar import ARGenerator
+
+    prior_only = [flag for flag, value in (("--steps", args.steps), ("--cfg-scale", args.cfg_scale),
+                                           ("--lead-blocks", args.lead_blocks), ("--solver", args.solver),
+                                           ("--rounding/--no-rounding", args.rounding)) if value is not None]
+    if prior_only:
+        raise CheckpointError(f"{args.ckpt} is an AR model folder; {', '.join(prior_only)} apply to Cola-MM "
+                              f"pipelines only (an AR takes --temperature, --top-p, --seed, --max-new-tokens)")
+    gen = ARGenerator.from_pretrained(args.ckpt)
+    prompt = _prompt(args.prompt)
+    text = gen.generate_text(prompt, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                             temperature=args.temperature, top_p=args.top_p)
+    print(prompt + text)
+
+
 def cmd_generate_text(args: argparse.Namespace) -> None:
+    from cola_mm.core.families import detect_family
     from cola_mm.pipeline import clean_text
 
+    if args.ckpt and detect_family(args.ckpt) == "ar":
+        return _generate_text_ar(args)
+    if args.top_p is not None:
+        raise CheckpointError("--top-p applies to an AR model folder; a Cola-MM pipeline's text sampler has none")
     pipe = load_pipeline(args)
     args.prompt = _prompt(args.prompt)
     stream = pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
@@ -658,8 +681,10 @@ def build_parser() -> argparse.ArgumentParser:
     gsub = gen.add_subparsers(dest="job", metavar="JOB", required=True)
     p = gsub.add_parser("text", help="continue a text prompt",
                         description="Continue a prompt block by block (16 latents per block); the "
-                                    "text is printed as each block is decoded.")
-    ckpt_option(p, "pipeline folder, e.g. runs/prior_small/model")
+                                    "text is printed as each block is decoded. --ckpt may also be an AR "
+                                    "baseline folder (stage: ar): then --temperature is its softmax "
+                                    "temperature (0 = greedy) and --top-p its nucleus cutoff.")
+    ckpt_option(p, "pipeline folder, e.g. runs/prior_small/model, or an AR baseline's model folder")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="limit on new tokens (default 64)")
     p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
@@ -670,6 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the pipeline's text_lead_blocks; 0: every block at --temperature)")
     solver_option(p)
     rounding_option(p)
+    p.add_argument("--top-p", type=_top_p, default=None,
+                   help="an AR baseline folder only: nucleus cutoff in (0, 1] (default: the folder's, 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_generate_text)
 

@@ -130,3 +130,34 @@ def test_top_p_is_refused_for_a_pipeline(tiny_mm_pipeline, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", str(tiny_mm_pipeline), str(tmp_path / "out"), "--text-top-p", "1.5"])
     assert "top-p must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_generate_text_takes_an_ar_folder(ar_folder, capsys):
+    from cola_mm.evaluation.ar import ARGenerator
+
+    gen = ARGenerator.from_pretrained(ar_folder)
+    assert main(["generate", "text", "--ckpt", str(ar_folder), "--prompt", "the king", "--max-new-tokens", "6",
+                 "--temperature", "0.5", "--top-p", "0.9", "--seed", "4"]) in (0, None)
+    out = capsys.readouterr().out
+    assert out == "the king" + gen.generate_text("the king", max_new_tokens=6, seed=4, temperature=0.5,
+                                                 top_p=0.9) + "\n"
+    # greedy: one text whatever the seed
+    texts = set()
+    for seed in (0, 1):
+        main(["generate", "text", "--ckpt", str(ar_folder), "--prompt", "the king", "--max-new-tokens", "6",
+              "--temperature", "0", "--seed", str(seed)])
+        texts.add(capsys.readouterr().out)
+    assert len(texts) == 1
+
+
+@pytest.mark.parametrize("extra, flag", [(["--steps", "4"], "--steps"), (["--cfg-scale", "3"], "--cfg-scale"),
+                                         (["--lead-blocks", "1"], "--lead-blocks"), (["--solver", "heun"], "--solver")])
+def test_generate_text_with_an_ar_folder_refuses_prior_options(ar_folder, capsys, extra, flag):
+    assert main(["generate", "text", "--ckpt", str(ar_folder), "--prompt", "x", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("cola-mm: error:") and f"{flag} apply to Cola-MM pipelines only" in err, err
+
+
+def test_generate_text_refuses_top_p_for_a_pipeline(tiny_mm_pipeline, capsys):
+    assert main(["generate", "text", "--ckpt", str(tiny_mm_pipeline), "--prompt", "x", "--top-p", "0.9"]) == 2
+    assert "--top-p applies to an AR model folder" in capsys.readouterr().err
