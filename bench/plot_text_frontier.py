@@ -64,7 +64,9 @@ def main() -> None:
         if not report["rows"] or "gen_ppl" not in report["rows"][0]["summary"]:
             ap.error(f"--run {item!r}: no gen-PPL in it (run the bench with --ar JUDGE)")
         runs[label] = {"path": path, "judge": report.get("judge"), "reference": report["reference"],
-                       "points": curve(report)}
+                       "windows": report.get("tuning_windows"), "points": curve(report)}
+    if len({json.dumps(r["windows"]) for r in runs.values()}) > 1:
+        ap.error("the runs continued different tuning windows (another tokenizer or --prompts): not comparable")
     judges = {r["judge"] for r in runs.values()}
     if len(judges) > 1:
         ap.error(f"the runs were judged by different ARs ({sorted(map(str, judges))}): gen-PPL is not comparable")
