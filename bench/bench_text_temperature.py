@@ -10,7 +10,8 @@ choice never sees the suite's prompts.
 
 Per temperature and seed, the suite's text figures (with ``--speaker-prompts``, also its speaker
 figures on speaker prompts that the suite's do not include) (:func:`cola_mm.evaluation.suite.continuation_figures`:
-corpus-word rate, repeated 4-grams, same-seed overlap across prompts, and gen-PPL with ``--ar``);
+corpus-word rate, repeated 4-grams, same-seed overlap across prompts, the trigram Kneser-Ney
+judge's perplexity of :mod:`cola_mm.evaluation.ngram`, and gen-PPL with ``--ar``);
 per temperature also the *cross-seed* overlap: the mean shared 3-gram rate of one prompt's
 continuations under different seeds (1.0 = the seed no longer matters).
 
@@ -97,7 +98,10 @@ def main() -> None:
     # the plays' own next 64 tokens after each prompt, scored alike: what text reads like here
     references = [pipe.tokenizer.decode(row[args.new_tokens:2 * args.new_tokens].tolist(), skip_special_tokens=True)
                   for row in ids]
-    _, reference = continuation_figures(references, prompts, vocabulary, pipe.tokenizer, judge)
+    from cola_mm.evaluation.suite import ngram_judge_for
+
+    ngram = ngram_judge_for(pipe.tokenizer, root / "text" / "train")  # a judge of neither family
+    _, reference = continuation_figures(references, prompts, vocabulary, pipe.tokenizer, judge, ngram=ngram)
     print("reference (the plays' own continuations): "
           + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()), flush=True)
     said_prompts, play_speakers = [], {}
@@ -123,7 +127,7 @@ def main() -> None:
         for seed in seeds:
             texts = continue_prompts(pipe, prompts, args.new_tokens, None, args.cfg, seed, True,
                                      f"temperature {temperature} seed {seed}")
-            texts, figures = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, judge)
+            texts, figures = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, judge, ngram=ngram)
             if said_prompts:
                 said = continue_prompts(pipe, [p["prompt"] for p in said_prompts], 48, None, args.cfg,  # as the suite
                                         seed, True, f"temperature {temperature} speakers seed {seed}")

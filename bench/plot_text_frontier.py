@@ -26,6 +26,7 @@ def curve(report: dict) -> list[dict]:
     points = [{"temperature": r["temperature"], "entropy": r["summary"]["unigram_entropy_bits"]["mean"],
                "gen_ppl": r["summary"]["gen_ppl"]["mean"], "gen_ppl_std": r["summary"]["gen_ppl"]["std"],
                "word_rate": r["summary"]["corpus_word_rate"]["mean"],
+               "ngram_ppl": r["summary"].get("ngram_ppl", {}).get("mean"),
                "repeated_4gram": r["summary"]["repeated_4gram_rate"]["mean"]} for r in report["rows"]]
     return sorted(points, key=lambda p: p["entropy"])
 
@@ -36,15 +37,17 @@ def monotone(points: list[dict]) -> bool:
     return all(a["entropy"] <= b["entropy"] for a, b in zip(by_t, by_t[1:]))
 
 
-def gen_ppl_at(points: list[dict], entropy: float) -> float | None:
-    """log gen-PPL interpolated linearly in entropy between the two nearest points; None outside
+def gen_ppl_at(points: list[dict], entropy: float, key: str = "gen_ppl") -> float | None:
+    """log gen-PPL (or another perplexity, ``key``) interpolated linearly in entropy between the two nearest points; None outside
     the curve's range or where its entropy does not rise with temperature."""
     if not monotone(points):
         return None
     for a, b in zip(points, points[1:]):
         if a["entropy"] <= entropy <= b["entropy"]:
             w = 0.0 if b["entropy"] == a["entropy"] else (entropy - a["entropy"]) / (b["entropy"] - a["entropy"])
-            return math.exp((1 - w) * math.log(a["gen_ppl"]) + w * math.log(b["gen_ppl"]))
+            if a[key] is None or b[key] is None:
+                return None
+            return math.exp((1 - w) * math.log(a[key]) + w * math.log(b[key]))
     return None
 
 
@@ -80,12 +83,17 @@ def main() -> None:
                 continue
             for p in orun["points"]:
                 at = gen_ppl_at(run["points"], p["entropy"])
+                ngram_at = gen_ppl_at(run["points"], p["entropy"], "ngram_ppl")
                 comparisons.append({"model": label, "at": other, "temperature": p["temperature"],
                                     "entropy": p["entropy"], "its_gen_ppl": p["gen_ppl"], "model_gen_ppl": at,
-                                    "ratio": None if at is None else p["gen_ppl"] / at})
+                                    "ratio": None if at is None else p["gen_ppl"] / at,
+                                    "its_ngram_ppl": p["ngram_ppl"], "model_ngram_ppl": ngram_at,
+                                    "ngram_ratio": None if ngram_at is None else p["ngram_ppl"] / ngram_at})
                 if at is not None:
+                    ngram = "" if ngram_at is None else (f"; trigram judge {p['ngram_ppl']:.0f} vs {ngram_at:.0f}, "
+                                                         f"ratio {p['ngram_ppl'] / ngram_at:.2f}")
                     print(f"at {other}'s τ {p['temperature']:g} (entropy {p['entropy']:.2f} bits, gen-PPL "
-                          f"{p['gen_ppl']:.0f}): {label} {at:.0f}, ratio {p['gen_ppl'] / at:.2f}")
+                          f"{p['gen_ppl']:.0f}): {label} {at:.0f}, ratio {p['gen_ppl'] / at:.2f}{ngram}")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "comparisons": comparisons}, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -98,23 +106,28 @@ def plot(runs: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = [("gen_ppl", "gen_ppl", "gen-PPL, the AR judge (lower: more fluent)"),
+              ("word_rate", "corpus_word_rate", "corpus-word rate")]
+    if all(p["ngram_ppl"] is not None for run in runs.values() for p in run["points"]):
+        panels.insert(1, ("ngram_ppl", "ngram_ppl", "perplexity, the trigram judge"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
     reference = next(iter(runs.values()))["reference"]
     for label, run in runs.items():
         pts = run["points"]
-        for ax, key in zip(axes, ("gen_ppl", "word_rate")):
+        for ax, (key, _, _) in zip(axes, panels):
             ax.plot([p["entropy"] for p in pts], [p[key] for p in pts], marker="o", label=label)
             for p in pts:
                 ax.annotate(f"{p['temperature']:g}", (p["entropy"], p[key]), textcoords="offset points",
                             xytext=(3, 3), fontsize=7)
-    for ax, key, title in zip(axes, ("gen_ppl", "corpus_word_rate"), ("gen-PPL (lower: more fluent)",
-                                                                       "corpus-word rate")):
-        ax.scatter([reference["unigram_entropy_bits"]], [reference[key]], marker="*", s=120, color="black",
-                   label="the plays' own text", zorder=3)
+    for ax, (_, ref_key, title) in zip(axes, panels):
+        if ref_key in reference:
+            ax.scatter([reference["unigram_entropy_bits"]], [reference[ref_key]], marker="*", s=120, color="black",
+                       label="the plays' own text", zorder=3)
         ax.set_xlabel("unigram entropy (bits; higher: more varied)")
-        ax.set_title(title)
-        ax.legend(fontsize=8)
-    axes[0].set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+        if "ppl" in ref_key:
+            ax.set_yscale("log")
     fig.suptitle("tuning windows of the held-out plays; labels: sampling temperature", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -137,7 +137,8 @@ def test_one_suite_run_scores_the_prior_and_both_baselines(tiny_mm_pipeline, tin
     assert [e["family"] for e in entries] == ["cola_mm", "ar", "masked_diffusion"]
     for e in entries:
         s = e["text"]["summary"]
-        assert s["corpus_word_rate"]["n"] == 2 and s["gen_ppl"]["mean"] > 1
+        assert s["corpus_word_rate"]["n"] == 2 and s["gen_ppl"]["mean"] > 1 and s["ngram_ppl"]["mean"] > 1
+    assert entries[1]["sampling"] == {"temperature": 1.0, "top_p": 1.0}  # a trained AR folder: pure sampling
     assert isinstance(entries[0]["context"], dict)
     assert entries[1]["context"] == entries[2]["context"] == suite.NOT_AVAILABLE
     md = tmp_path / "r.md"

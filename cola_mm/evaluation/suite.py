@@ -182,10 +182,12 @@ def continue_prompts(pipe, prompts: Sequence[str], max_new_tokens: int, steps: i
 
 
 def continuation_figures(texts: Sequence[str], prompts: Sequence[str], vocabulary: frozenset[str], tokenizer,
-                         ar=None, encoder=None, references: Sequence[str] | None = None) -> tuple[list[str], dict]:
+                         ar=None, encoder=None, references: Sequence[str] | None = None,
+                         ngram=None) -> tuple[list[str], dict]:
     """The continuations of one seed without their prompts, and the suite's text figures of them
     (:mod:`cola_mm.evaluation.text_metrics`); ``ar`` (model, tokenizer) adds gen-PPL, ``encoder``
-    and ``references`` MAUVE."""
+    and ``references`` MAUVE, ``ngram`` (a :class:`~cola_mm.evaluation.ngram.KneserNeyLM` over
+    ``tokenizer``'s ids) the n-gram judge's perplexity."""
     from cola_mm.evaluation import text_metrics as tm
 
     texts = [t[len(p):] if t.startswith(p) else t for p, t in zip(prompts, texts)]
@@ -200,18 +202,35 @@ def continuation_figures(texts: Sequence[str], prompts: Sequence[str], vocabular
     if ar is not None:
         model, tok = ar
         r["gen_ppl"] = tm.generative_perplexity(texts, model, tok, prompts=prompts)
+    if ngram is not None:
+        from cola_mm.evaluation.ngram import ngram_perplexity
+
+        r["ngram_ppl"] = ngram_perplexity(texts, ngram, tokenizer, prompts=prompts)
     return texts, r
+
+
+def ngram_judge_for(tokenizer, train_shards: PathLike, cache: dict | None = None):
+    """The trigram Kneser-Ney judge (:mod:`cola_mm.evaluation.ngram`) of the training text in
+    ``tokenizer``'s ids, counted once per vocabulary when ``cache`` is kept across models."""
+    from cola_mm.evaluation.ngram import corpus_ngram_judge
+
+    cache = {} if cache is None else cache
+    key = hash(frozenset(tokenizer.get_vocab().items()))
+    if key not in cache:
+        cache[key] = corpus_ngram_judge(train_shards, tokenizer)
+    return cache[key]
 
 
 def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, max_new_tokens: int,
              steps: int | None, ar=None, encoder=None, progress: bool = True,
              vocabulary: frozenset[str] | None = None, n_speaker_prompts: int = 0,
-             cfg_scale: float | None = None) -> dict[str, Any]:
+             cfg_scale: float | None = None, ngram_cache: dict | None = None) -> dict[str, Any]:
     """Continuations of held-out prompts per seed, scored by :mod:`cola_mm.evaluation.text_metrics`
     (``vocabulary``: the training corpus's words, read once per suite run); with
     ``n_speaker_prompts``, also continuations of prompts that end on a held-out character's speaker
     line, scored by :mod:`cola_mm.evaluation.speakers`. ``cfg_scale``: the prior's text guidance
-    (None: the pipeline's default; the baselines ignore it)."""
+    (None: the pipeline's default; the baselines ignore it). ``ngram_cache`` keeps the n-gram
+    judge of each vocabulary across the models of one run."""
     from tqdm import tqdm
 
     from cola_mm.evaluation import text_metrics as tm
@@ -234,10 +253,12 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
             play_speakers = sp.speakers_by_play(val)
         except ValueError as err:  # a corpus without (enough) speaker lines: no speaker figures
             print(f"note: no speaker figures ({err})", file=sys.stderr)
+    ngram = ngram_judge_for(pipe.tokenizer, root / "text" / "train", ngram_cache)
     per_seed, samples = [], {}
     for seed in seeds:
         texts = continue_prompts(pipe, prompts, max_new_tokens, steps, cfg_scale, seed, progress, f"text seed {seed}")
-        texts, r = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, ar, encoder, references)
+        texts, r = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, ar, encoder, references,
+                                        ngram)
         if speaker_prompts:
             said = continue_prompts(pipe, [p["prompt"] for p in speaker_prompts], max_new_tokens, steps, cfg_scale,
                                     seed, progress, f"speakers seed {seed}")
@@ -381,6 +402,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
 
         ar = load_ar(ar_dir)
     encoder = vocabulary = None
+    ngram_cache: dict = {}  # one n-gram judge per tokenizer vocabulary
     if "text" in jobs:
         from cola_mm.evaluation import text_metrics as tm
 
@@ -409,7 +431,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
             entry["text"] = NOT_AVAILABLE
         elif "text" in jobs:
             entry["text"] = text_job(pipe, root, seeds, text_prompts, max_new_tokens, steps, ar, encoder, progress,
-                                     vocabulary, speaker_prompts, text_cfg_scale)
+                                     vocabulary, speaker_prompts, text_cfg_scale, ngram_cache)
         if "context" in jobs and pipe.family != "cola_mm":  # flow losses exist only for the prior
             entry["context"] = NOT_AVAILABLE
         elif "context" in jobs:
@@ -542,7 +564,7 @@ def tables(report: dict[str, Any]) -> str:
     for job, title, fields in (
             ("text", "Text continuation (held-out plays)",
              ("corpus_word_rate", "unigram_entropy_bits", "repeated_4gram_rate", "same_seed_difflib",
-              "same_seed_3gram", "mauve", "gen_ppl", "speech_after_speaker", "speakers_of_the_play",
+              "same_seed_3gram", "mauve", "gen_ppl", "ngram_ppl", "speech_after_speaker", "speakers_of_the_play",
               "speaker_lines")),
             ("context", "Context use (teacher-forced flow loss)",
              ("text_true_loss", "text_foreign_gap", "caption_true_loss", "caption_foreign_gap"))):
