@@ -25,24 +25,23 @@ from cola_mm.data import registry
 from cola_mm.data.registry import non_negative_int as _non_negative_int, positive_int as _positive_int
 
 
-def _temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 2:
-        raise argparse.ArgumentTypeError(f"a temperature must be in [0, 2], got {text}")
-    return value
+def _number_in(low: float, high: float, low_open: bool, what: str, shown: str):
+    """An argparse type: a number in [low, high] (or (low, high] when ``low_open``), with a
+    one-line error naming ``what`` and the interval ``shown`` otherwise."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be in {shown}, got {text}")
+        return value
+
+    return parse
 
 
-def _top_p(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"top-p must be in (0, 1], got {text}")
-    return value
+_temperature = _number_in(0, 2, False, "a temperature", "[0, 2]")
+_top_p = _number_in(0, 1, True, "top-p", "(0, 1]")
 
 
 def _positive_float(text: str) -> float:
@@ -219,7 +218,8 @@ def _export_ar(args: argparse.Namespace, src: Path, dst: Path, card: Path) -> No
     holds the sampling defaults given (``--text-temperature``, ``--text-top-p``)."""
     import shutil
 
-    from cola_mm.evaluation.ar import load_ar, sampling_defaults, write_sampling_defaults
+    from cola_mm.evaluation.ar import (check_stored_sampling, load_ar, sampling_defaults,
+                                       write_sampling_defaults)
 
     pipeline_only = [f"--{name.replace('_', '-')}" for name in ("text_cfg", "image_cfg", "caption_cfg", "steps",
                                                                   "image_temperature", "caption_temperature",
@@ -230,9 +230,11 @@ def _export_ar(args: argparse.Namespace, src: Path, dst: Path, card: Path) -> No
     if pipeline_only:
         raise CheckpointError(f"export: {src} is an AR model folder; {', '.join(pipeline_only)} apply to Cola-MM "
                               f"pipelines only (an AR folder takes --text-temperature and --text-top-p)")
-    if args.text_temperature == 0:
-        raise CheckpointError("export: an AR folder's default --text-temperature must be > 0 "
-                              "(greedy decoding is temperature=0 per call, not a stored default)")
+    try:  # before loading: a refused setting writes nothing and prints no loading bar
+        check_stored_sampling(args.text_temperature if args.text_temperature is not None else 1.0,
+                              args.text_top_p if args.text_top_p is not None else 1.0)
+    except ValueError as err:
+        raise CheckpointError(f"export: {err}") from None
     lm, _ = load_ar(src)  # refuses a broken folder before anything is written
     temperature, top_p = sampling_defaults(lm)
     temperature = temperature if args.text_temperature is None else args.text_temperature

@@ -51,6 +51,14 @@ def check_sampling(temperature: float, top_p: float) -> None:
         raise ValueError(f"top_p must be in (0, 1] (1 = no truncation), got {top_p}")
 
 
+def check_stored_sampling(temperature: float, top_p: float) -> None:
+    """:func:`check_sampling`, and a temperature > 0: what an AR folder can carry as its default."""
+    check_sampling(temperature, top_p)
+    if temperature == 0:
+        raise ValueError("an AR folder's default --text-temperature must be > 0 (greedy decoding is "
+                         "temperature=0 per call, not a stored default)")
+
+
 def sampling_defaults(lm) -> tuple[float, float]:
     """(temperature, top_p) that a model folder carries: its ``generation_config.json`` when that
     says ``do_sample: true`` (written by ``cola-mm export --text-temperature/--text-top-p``),
@@ -68,10 +76,7 @@ def write_sampling_defaults(model_dir: str | os.PathLike, temperature: float, to
     (transformers' ``do_sample: true`` needs a positive one): pass ``temperature=0`` per call."""
     from transformers import GenerationConfig
 
-    check_sampling(temperature, top_p)
-    if temperature == 0:
-        raise ValueError("an AR folder's default temperature must be > 0 (greedy decoding is "
-                         "temperature=0 per call, not a stored default)")
+    check_stored_sampling(temperature, top_p)
     model_dir = Path(model_dir)
     try:
         gc = GenerationConfig.from_pretrained(model_dir)

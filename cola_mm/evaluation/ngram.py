@@ -113,14 +113,8 @@ def corpus_ngram_judge(shards, tokenizer, order: int = 3) -> KneserNeyLM:
 def ngram_perplexity(texts: Sequence[str], judge: KneserNeyLM, tokenizer,
                      prompts: Sequence[str] | None = None) -> float:
     """Perplexity of the continuation tokens of ``texts`` under ``judge``, scored as
-    :func:`cola_mm.evaluation.text_metrics.generative_perplexity` scores them (``<bos> [prompt]
-    text``, token-weighted over all texts)."""
-    if prompts is not None and len(prompts) != len(texts):
-        raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
-    rows = []
-    for i, text in enumerate(texts):
-        cont = tokenizer.encode(text, add_special_tokens=False)
-        ctx = [tokenizer.bos_token_id] + (tokenizer.encode(prompts[i], add_special_tokens=False) if prompts else [])
-        if cont:
-            rows.append((ctx, cont))
-    return judge.perplexity(rows)
+    :func:`cola_mm.evaluation.text_metrics.generative_perplexity` scores them
+    (:func:`~cola_mm.evaluation.text_metrics.scored_rows`, token-weighted over all texts)."""
+    from cola_mm.evaluation.text_metrics import scored_rows
+
+    return judge.perplexity(scored_rows(texts, tokenizer, prompts))

