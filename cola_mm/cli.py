@@ -250,21 +250,37 @@ def _export_ar(args: argparse.Namespace, src: Path, dst: Path, card: Path) -> No
     print(f"exported {src} -> {dst} (AR, sampling temperature {temperature:g}, top-p {top_p:g})")
 
 
-def _generate_text_ar(args: argparse.Namespace) -> None:
-    """``cola-mm generate text`` with an AR baseline folder: sampled at its stored temperature and
-    top-p unless --temperature / --top-p say otherwise (0 = greedy), printed when done."""
-    from cola_mm.evaluation.ar import ARGenerator
+# the `generate text` options each baseline family takes (the rest are the Cola-MM pipeline's)
+BASELINE_TEXT_OPTIONS = {"ar": ("--temperature", "--top-p", "--seed", "--max-new-tokens"),
+                         "masked_diffusion": ("--steps", "--temperature", "--seed", "--max-new-tokens")}
 
-    prior_only = [flag for flag, value in (("--steps", args.steps), ("--cfg-scale", args.cfg_scale),
-                                           ("--lead-blocks", args.lead_blocks), ("--solver", args.solver),
-                                           ("--rounding/--no-rounding", args.rounding)) if value is not None]
-    if prior_only:
-        raise CheckpointError(f"{args.ckpt} is an AR model folder; {', '.join(prior_only)} apply to Cola-MM "
-                              f"pipelines only (an AR takes --temperature, --top-p, --seed, --max-new-tokens)")
-    gen = ARGenerator.from_pretrained(args.ckpt)
+
+def _generate_text_baseline(args: argparse.Namespace, family: str) -> None:
+    """``cola-mm generate text`` with a baseline folder, printed when done. An AR samples at its
+    stored temperature and top-p unless --temperature / --top-p say otherwise (0 = greedy); a masked
+    diffusion LM unmasks in --steps steps in all (default one per new token) at --temperature
+    (default 1, 0 = greedy)."""
+    from cola_mm.core.families import DESCRIPTIONS
+
+    given = {"--steps": args.steps, "--cfg-scale": args.cfg_scale, "--lead-blocks": args.lead_blocks,
+             "--solver": args.solver, "--rounding/--no-rounding": args.rounding, "--top-p": args.top_p}
+    takes = BASELINE_TEXT_OPTIONS[family]
+    refused = [flag for flag, value in given.items() if value is not None and flag not in takes]
+    if refused:
+        raise CheckpointError(f"{args.ckpt} holds {DESCRIPTIONS[family]}: {', '.join(refused)} do not apply to it "
+                              f"(it takes {', '.join(takes)})")
     prompt = _prompt(args.prompt)
-    text = gen.generate_text(prompt, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                             temperature=args.temperature, top_p=args.top_p)
+    if family == "ar":
+        from cola_mm.evaluation.ar import ARGenerator
+
+        text = ARGenerator.from_pretrained(args.ckpt).generate_text(
+            prompt, max_new_tokens=args.max_new_tokens, seed=args.seed, temperature=args.temperature, top_p=args.top_p)
+    else:
+        from cola_mm.baselines.masked_diffusion import MaskedDiffusionGenerator
+
+        gen = MaskedDiffusionGenerator.from_pretrained(
+            args.ckpt, **({} if args.temperature is None else {"temperature": args.temperature}))
+        text = gen.generate_text(prompt, max_new_tokens=args.max_new_tokens, steps=args.steps, seed=args.seed)
     print(prompt + text)
 
 
@@ -272,8 +288,9 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
     from cola_mm.core.families import detect_family
     from cola_mm.pipeline import clean_text
 
-    if args.ckpt and detect_family(args.ckpt) == "ar":
-        return _generate_text_ar(args)
+    family = detect_family(args.ckpt) if args.ckpt else None
+    if family in BASELINE_TEXT_OPTIONS:
+        return _generate_text_baseline(args, family)
     if args.top_p is not None:
         raise CheckpointError("--top-p applies to an AR model folder; a Cola-MM pipeline's text sampler has none")
     pipe = load_pipeline(args)
@@ -685,11 +702,17 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Continue a prompt block by block (16 latents per block); the "
                                     "text is printed as each block is decoded. --ckpt may also be an AR "
                                     "baseline folder (stage: ar): then --temperature is its softmax "
-                                    "temperature (0 = greedy) and --top-p its nucleus cutoff.")
-    ckpt_option(p, "pipeline folder, e.g. runs/prior_small/model, or an AR baseline's model folder")
+                                    "temperature (0 = greedy) and --top-p its nucleus cutoff; or a masked "
+                                    "diffusion folder (stage: masked-diffusion): then --steps is its number "
+                                    "of unmasking steps in all (default: one per new token) and "
+                                    "--temperature its softmax temperature (default 1, 0 = greedy).")
+    ckpt_option(p, "pipeline folder, e.g. runs/prior_small/model, or an AR or masked diffusion baseline's "
+                   "model folder")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="limit on new tokens (default 64)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="ODE steps per block (default: the pipeline's, 16)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="ODE steps per block (default: the pipeline's, 16); a masked diffusion folder: "
+                        "unmasking steps in all")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     temperature_option(p)
     p.add_argument("--lead-blocks", type=_non_negative_int, default=None,

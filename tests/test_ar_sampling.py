@@ -155,7 +155,7 @@ def test_generate_text_takes_an_ar_folder(ar_folder, capsys):
 def test_generate_text_with_an_ar_folder_refuses_prior_options(ar_folder, capsys, extra, flag):
     assert main(["generate", "text", "--ckpt", str(ar_folder), "--prompt", "x", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("cola-mm: error:") and f"{flag} apply to Cola-MM pipelines only" in err, err
+    assert err.startswith("cola-mm: error:") and f"an AR model (ar/, stage ar): {flag} do not apply" in err, err
 
 
 def test_generate_text_refuses_top_p_for_a_pipeline(tiny_mm_pipeline, capsys):

@@ -159,6 +159,32 @@ def test_batched_generation_of_the_baselines(tiny_baselines):
         assert gen.generate_texts(prompts, max_new_tokens=6, seed=0) == (texts, tokens)  # seeded
 
 
+def test_generate_text_takes_a_masked_diffusion_folder(tiny_baselines, capsys):
+    """`cola-mm generate text --ckpt MDM`: --steps (in all) and --temperature reach its sampler,
+    greedy ignores the seed, options of the other families and an impossible length are one line."""
+    from cola_mm.baselines.masked_diffusion import MaskedDiffusionGenerator
+    from cola_mm.cli import main
+
+    folder = tiny_baselines["masked_diffusion"]
+    argv = ["generate", "text", "--ckpt", str(folder), "--prompt", "the king", "--max-new-tokens", "6"]
+    assert main(argv + ["--steps", "3", "--temperature", "0.5", "--seed", "4"]) in (0, None)
+    gen = MaskedDiffusionGenerator.from_pretrained(folder, temperature=0.5)
+    assert capsys.readouterr().out == "the king" + gen.generate_text("the king", max_new_tokens=6, steps=3, seed=4) + "\n"
+    greedy = set()
+    for seed in ("0", "1"):
+        main(argv + ["--temperature", "0", "--seed", seed])
+        greedy.add(capsys.readouterr().out)
+    assert len(greedy) == 1
+    for extra, flag in ((["--top-p", "0.9"], "--top-p"), (["--cfg-scale", "3"], "--cfg-scale"),
+                        (["--solver", "heun"], "--solver")):
+        assert main(argv + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("cola-mm: error:") and f"a masked diffusion model (mdm/, stage masked-diffusion): " \
+            f"{flag} do not apply to it (it takes --steps, --temperature" in err, err
+    assert main(["generate", "text", "--ckpt", str(folder), "--prompt", "x", "--max-new-tokens", "100000"]) == 2
+    assert "must be below the model's trained length" in capsys.readouterr().err
+
+
 def test_matching_counts_a_multimodal_prior_on_its_own_rows(tiny_mm_pipeline, tiny_datasets, tmp_path):
     d = tiny_datasets
     cfg = _cfg(d, tmp_path / "mm", "prior", {"vae": str(tiny_mm_pipeline), "image_vae": str(tiny_mm_pipeline),

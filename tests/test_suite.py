@@ -72,6 +72,23 @@ def test_suite_runs_every_job_on_two_checkpoints(tiny_mm_pipeline, text_only, ti
     rows = [line for line in page.splitlines() if line.startswith("| shapes_") or line.startswith("| digits_")]
     assert rows and all(line.rstrip(" |").endswith(suite.NOT_AVAILABLE) for line in rows)  # the text-only column
     assert "| shapes_test (n=3) | " in page and " ± " in page
+    assert "Where the misses are" in page and "| shapes_test | count " in page  # the per-attribute table
+
+
+def test_attribute_table_says_which_attribute_was_missed():
+    """One row per split with per-attribute figures, in reading order, means only; a split with only
+    its all-right figure, a NaN figure and a checkpoint without the job add nothing of their own."""
+    def stat(m):
+        return {"mean": m, "std": 0.1, "n": 3}
+
+    two = {"shapes_two_all_acc": stat(0.005), "shapes_two_relation_acc": stat(0.0067), "shapes_two_count_acc": stat(0.51),
+           "shapes_two_objects_acc": stat(0.035), "shapes_two_color_acc": stat(0.17), "shapes_two_shape_acc": stat(0.28),
+           "shapes_two_size_acc": stat(float("nan")), "digits_test_all_acc": stat(0.99)}
+    lines = suite.attribute_table({"demo": two, "text": suite.NOT_AVAILABLE})
+    assert lines[0] == "| split, share right per attribute | `demo` | `text` |"
+    assert lines[2:] == ["| shapes_two | count 51 · shape 28 · color 17 · relation 1 · objects 4 % | – |"]
+    assert suite.attribute_table({"demo": {"digits_test_all_acc": stat(0.99)}}) == []
+    assert suite.attribute_table({"text": suite.NOT_AVAILABLE}) == []
 
 
 def test_markdown_of_a_text_only_run_has_no_image_tables(tiny_mm_pipeline, tiny_datasets, tmp_path):
@@ -113,6 +130,28 @@ def test_val_split_set_reads_only_the_val_splits(tiny_mm_pipeline, tiny_datasets
     suite.write_markdown(report, md, "cola-mm eval suite --splits val", None)
     page = md.read_text()
     assert "Model-selection splits" in page and "| shapes_val" in page and "test (n=" not in page
+
+
+def test_a_split_of_one_and_two_object_prompts_is_also_scored_per_object_count(tiny_mm_pipeline, tiny_datasets):
+    """shapes/val mixes one- and two-object prompts: besides the split's figures, each count gets its
+    own (``shapes_val_2obj_count_acc`` …), and the groups add up to the split. The judge reads one
+    object in every image, so no two-object prompt can have its count right."""
+    from cola_mm.evaluation.images import evaluate_text_to_image
+    from cola_mm.pipeline import ColaPipeline
+
+    pipe = ColaPipeline.from_pretrained(tiny_mm_pipeline)
+    results, _ = evaluate_text_to_image(pipe, FixedJudge(), tiny_datasets, limit=12, steps=1,
+                                        splits=("shapes/val",), progress=False)
+    one, two = results["shapes_val_1obj_n"], results["shapes_val_2obj_n"]
+    assert one > 0 and two > 0 and one + two == results["shapes_val_n"]
+    assert results["shapes_val_2obj_count_acc"] == 0 and results["shapes_val_2obj_all_acc"] == 0
+    assert "shapes_val_2obj_relation_acc" in results and "shapes_val_2obj_cell_acc" not in results
+    for attr in ("count", "all", "shape"):
+        assert results[f"shapes_val_{attr}_acc"] * (one + two) == pytest.approx(
+            results[f"shapes_val_1obj_{attr}_acc"] * one + results[f"shapes_val_2obj_{attr}_acc"] * two)
+    assert not any("test_1obj" in k for k in
+                   evaluate_text_to_image(pipe, FixedJudge(), tiny_datasets, limit=2, steps=1, splits=("shapes/test",),
+                                          progress=False)[0])  # a one-object split gets no per-count rows
 
 
 def test_datasets_option_keeps_the_rows_of_the_named_image_datasets(tiny_mm_pipeline, tiny_datasets, tmp_path):

@@ -214,6 +214,9 @@ class MaskedDiffusionGenerator:
         (prompts of one length, as the benches' held-out windows are, lose nothing)."""
         tok = self.tokenizer
         device = next(self.model.parameters()).device
+        if max_new_tokens >= self.model.config.max_len:  # no room left for a prompt token
+            raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below the model's trained length "
+                             f"({self.model.config.max_len})")
         rows = [([tok.bos_token_id] + tok.encode(p, add_special_tokens=False))[-(self.model.config.max_len
                                                                                  - max_new_tokens):] for p in prompts]
         width = min(map(len, rows))

@@ -116,6 +116,7 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
         samples = read_samples(root / split, limit, keep=dataset.image_prompt_filter, skipped=skipped)
         correct: dict[str, int] = {}
         by_size: dict[str, list[int]] = {}  # size name -> [all right, count]
+        by_objects: dict[int, Counter] = {}  # objects in the prompt -> verdicts right, and "n"
         clip_sum, clip_by_size = 0.0, Counter()  # CLIPScore sums: the split, per size
         kept = 0
         bar = tqdm(total=len(samples), desc=f"text→image {split}", disable=not progress)
@@ -134,6 +135,9 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
                     clip_by_size[objects[0]["size"]] += score
                 for name, ok in verdict.items():
                     correct[name] = correct.get(name, 0) + int(ok)
+                tally = by_objects.setdefault(len(objects), Counter())
+                tally.update({name: int(ok) for name, ok in verdict.items()})
+                tally["n"] += 1
                 if kept < keep:
                     examples.append((split, s["txt"], img, verdict["all"]))
                     kept += 1
@@ -146,6 +150,11 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
         results[f"{name}_skipped"] = float(sum(skipped.values()))
         if clip is not None:
             results[f"{name}_clip_score"] = clip_sum / len(samples)
+        if len(by_objects) > 1:  # a split that mixes one- and two-object prompts (val, heldout-phrasing): each apart
+            for k, tally in sorted(by_objects.items()):
+                n = tally.pop("n")
+                results.update({f"{name}_{k}obj_{attr}_acc": right / n for attr, right in tally.items()})
+                results[f"{name}_{k}obj_n"] = float(n)
         for size, (right, count) in sorted(by_size.items()):
             results[f"{name}_{size}_all_acc"] = right / count
             results[f"{name}_{size}_n"] = float(count)

@@ -481,6 +481,36 @@ def _rows(summaries: dict[str, Any], suffix: str = "_all_acc") -> list[str]:
     return names
 
 
+# Per-attribute verdicts, in the order a reader checks them (data.shapes.judge_image, the icon judge,
+# the caption graders): was the output read at all, how many objects, what they are, where they are.
+ATTRIBUTES = ("parsed", "count", "shape", "color", "icon", "size", "cell", "relation", "background", "objects")
+
+
+def attribute_cells(summary: dict[str, Any], split: str) -> str:
+    """``count 51 · shape 28 · …``: the mean share (%) of ``split``'s samples with each attribute
+    right, from a summary's ``{split}_{attribute}_acc`` figures ('' when it has none)."""
+    parts = [f"{a} {100 * summary[f'{split}_{a}_acc']['mean']:.0f}" for a in ATTRIBUTES
+             if isinstance(summary.get(f"{split}_{a}_acc"), dict) and not math.isnan(summary[f"{split}_{a}_acc"]["mean"])]
+    return " · ".join(parts) + " %" if parts else ""
+
+
+def attribute_table(summaries: dict[str, Any]) -> list[str]:
+    """Markdown rows (header included) of what each split got right attribute by attribute, one
+    column per checkpoint; [] when no split has per-attribute figures. ``objects``: both objects of
+    a two-object prompt drawn/named with the right shape, colour and size; ``relation``: and placed
+    as the prompt says."""
+    splits = [row[: -len("_all_acc")] for row in _rows(summaries)]
+    splits = [sp for sp in splits if any(isinstance(s, dict) and attribute_cells(s, sp) for s in summaries.values())]
+    if not splits:
+        return []
+    lines = ["| split, share right per attribute | " + " | ".join(f"`{n}`" for n in summaries) + " |",
+             "|---|" + "---|" * len(summaries)]
+    for sp in splits:
+        lines.append(f"| {sp} | " + " | ".join((attribute_cells(s, sp) or "–") if isinstance(s, dict) else "–"
+                                             for s in summaries.values()) + " |")
+    return lines
+
+
 def clip_note(clip: dict[str, Any]) -> str:
     """One sentence on the CLIP's own held-out accuracy (``report["clip"]``), for beside the text →
     image table: per split, text → image retrieval (an image of the prompt's content ranked first,
@@ -544,6 +574,11 @@ def tables(report: dict[str, Any]) -> str:
         lines.append("")
         if skipped:
             lines.append(f"Bad samples skipped while reading the splits: {skipped}.\n")
+        attributes = attribute_table(summaries)
+        if attributes:
+            lines += ["Where the misses are (mean over seeds; `objects`: a two-object scene's two objects with "
+                      "the right shape, colour and size; `relation`: and placed as the prompt says):\n",
+                      *attributes, ""]
         if job == "text_to_image" and report["judge"]["report"]:
             judge = report["judge"]["report"]
             shown = ", ".join(f"{k} {100 * v:.1f} %" for k, v in judge.items()  # the all-right figures
