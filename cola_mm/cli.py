@@ -255,20 +255,26 @@ BASELINE_TEXT_OPTIONS = {"ar": ("--temperature", "--top-p", "--seed", "--max-new
                          "masked_diffusion": ("--steps", "--temperature", "--seed", "--max-new-tokens")}
 
 
+def _refuse_options(ckpt, family: str, given: dict, takes: tuple[str, ...]) -> None:
+    """A one-line error naming the options ``given`` (flag → value, None = not given) that a
+    baseline folder of ``family`` does not take, and those it does."""
+    from cola_mm.core.families import DESCRIPTIONS
+
+    refused = [flag for flag, value in given.items() if value is not None and flag not in takes]
+    if refused:
+        raise CheckpointError(f"{ckpt} holds {DESCRIPTIONS[family]}: {', '.join(refused)} do not apply to it "
+                              f"(it takes {', '.join(takes)})")
+
+
 def _generate_text_baseline(args: argparse.Namespace, family: str) -> None:
     """``cola-mm generate text`` with a baseline folder, printed when done. An AR samples at its
     stored temperature and top-p unless --temperature / --top-p say otherwise (0 = greedy); a masked
     diffusion LM unmasks in --steps steps in all (default one per new token) at --temperature
     (default 1, 0 = greedy)."""
-    from cola_mm.core.families import DESCRIPTIONS
-
-    given = {"--steps": args.steps, "--cfg-scale": args.cfg_scale, "--lead-blocks": args.lead_blocks,
-             "--solver": args.solver, "--rounding/--no-rounding": args.rounding, "--top-p": args.top_p}
-    takes = BASELINE_TEXT_OPTIONS[family]
-    refused = [flag for flag, value in given.items() if value is not None and flag not in takes]
-    if refused:
-        raise CheckpointError(f"{args.ckpt} holds {DESCRIPTIONS[family]}: {', '.join(refused)} do not apply to it "
-                              f"(it takes {', '.join(takes)})")
+    _refuse_options(args.ckpt, family, {"--steps": args.steps, "--cfg-scale": args.cfg_scale,
+                                        "--lead-blocks": args.lead_blocks, "--solver": args.solver,
+                                        "--rounding/--no-rounding": args.rounding, "--top-p": args.top_p},
+                    BASELINE_TEXT_OPTIONS[family])
     prompt = _prompt(args.prompt)
     if family == "ar":
         from cola_mm.evaluation.ar import ARGenerator
@@ -322,7 +328,18 @@ def cmd_generate_image(args: argparse.Namespace) -> None:
 
 
 def cmd_caption(args: argparse.Namespace) -> None:
+    from cola_mm.core.families import detect_family
 
+    if args.ckpt and detect_family(args.ckpt) == "ar_captioner":  # the captioning specialist (issue 19)
+        from cola_mm.baselines.ar_captioner import ARCaptioner
+
+        _refuse_options(args.ckpt, "ar_captioner", {"--steps": args.steps, "--cfg-scale": args.cfg_scale,
+                                                    "--solver": args.solver, "--rounding/--no-rounding": args.rounding,
+                                                    "--temperature": args.temperature}, ("--seed",))
+        captions = ARCaptioner.from_pretrained(args.ckpt).caption(args.images, seed=args.seed)
+        for path, text in zip(args.images, captions):
+            print(f"{path}\t{text}")
+        return
     pipe = load_pipeline(args)
     captions = pipe.caption(args.images, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver,
                             rounding=args.rounding, temperature=args.temperature)
@@ -745,7 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("caption", help="caption images with a trained pipeline",
                        description="Image → text: each image (any format, mode or size Pillow reads) is "
                                    "encoded by the image VAE and the prior writes its caption block by block.")
-    ckpt_option(p, "pipeline folder with an image_vae/")
+    ckpt_option(p, "pipeline folder with an image_vae/, or an AR captioner's model folder (stage: "
+                   "ar-captioner; it samples at temperature 1 and takes --seed only)")
     p.add_argument("images", nargs="+", help="image files")
     solver_option(p)
     rounding_option(p)

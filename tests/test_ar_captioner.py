@@ -63,6 +63,29 @@ def test_trains_exports_reloads_and_captions(captioner, tiny_mm_pipeline):
     assert len(cap.caption(images[0], seed=1)) == 1  # one image, not a list
 
 
+def test_caption_command_takes_the_captioner_folder(captioner, tmp_path, capsys):
+    """`cola-mm caption --ckpt CAPTIONER img…`: one tab-separated line per image, the captioner's own
+    seeded captions; the prior's sampler options are a one-line error naming what it takes."""
+    from PIL import Image
+
+    from cola_mm.baselines.ar_captioner import ARCaptioner
+    from cola_mm.cli import main
+
+    _, out = captioner
+    paths = []
+    for colour in ("red", "blue"):
+        paths.append(tmp_path / f"{colour}.png")
+        Image.new("RGB", (64, 64), colour).save(paths[-1])
+    assert main(["caption", "--ckpt", str(out), *map(str, paths), "--seed", "3"]) in (0, None)
+    want = ARCaptioner.from_pretrained(out).caption([str(p) for p in paths], seed=3)
+    assert capsys.readouterr().out.splitlines() == [f"{p}\t{c}" for p, c in zip(paths, want)]
+    for extra, flag in ((["--steps", "4"], "--steps"), (["--temperature", "0.5"], "--temperature"),
+                        (["--no-rounding"], "--rounding/--no-rounding")):
+        assert main(["caption", "--ckpt", str(out), str(paths[0]), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("cola-mm: error:") and f"{flag} do not apply to it (it takes --seed)" in err, err
+
+
 def test_the_suite_scores_only_its_caption_rows(captioner, tiny_datasets):
     from cola_mm.evaluation import suite
     from test_suite import FixedJudge
