@@ -149,6 +149,22 @@ def test_a_split_of_one_and_two_object_prompts_is_also_scored_per_object_count(t
     for attr in ("count", "all", "shape"):
         assert results[f"shapes_val_{attr}_acc"] * (one + two) == pytest.approx(
             results[f"shapes_val_1obj_{attr}_acc"] * one + results[f"shapes_val_2obj_{attr}_acc"] * two)
+    # a verdict only one kind of prompt has is a share of those prompts, not of the whole split: a judge
+    # that reads every image as its prompt's scene gets every attribute of every group right
+    from cola_mm.evaluation.images import read_samples
+
+    truths = [s["json"] for s in read_samples(tiny_datasets / "shapes" / "val", 12)]
+
+    class Oracle:
+        def predict(self, images):
+            scenes, truths[:len(images)] = truths[:len(images)], []
+            return [{"kind": "shapes", "count": len(t["objects"]), "objects": t["objects"]} for t in scenes]
+
+    perfect, _ = evaluate_text_to_image(pipe, Oracle(), tiny_datasets, limit=12, steps=1, splits=("shapes/val",),
+                                        progress=False)
+    assert {k: v for k, v in perfect.items() if k.endswith("_acc")} == {
+        k: 1.0 for k in perfect if k.endswith("_acc")}, perfect
+    assert {"shapes_val_cell_acc", "shapes_val_relation_acc", "shapes_val_objects_acc"} <= set(perfect)
     assert not any("test_1obj" in k for k in
                    evaluate_text_to_image(pipe, FixedJudge(), tiny_datasets, limit=2, steps=1, splits=("shapes/test",),
                                           progress=False)[0])  # a one-object split gets no per-count rows

@@ -115,6 +115,7 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
         skipped: Counter = Counter()
         samples = read_samples(root / split, limit, keep=dataset.image_prompt_filter, skipped=skipped)
         correct: dict[str, int] = {}
+        graded: Counter = Counter()  # samples with each verdict: cell is one-object only, relation two-object only
         by_size: dict[str, list[int]] = {}  # size name -> [all right, count]
         by_objects: dict[int, Counter] = {}  # objects in the prompt -> verdicts right, and "n"
         clip_sum, clip_by_size = 0.0, Counter()  # CLIPScore sums: the split, per size
@@ -135,6 +136,7 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
                     clip_by_size[objects[0]["size"]] += score
                 for name, ok in verdict.items():
                     correct[name] = correct.get(name, 0) + int(ok)
+                    graded[name] += 1
                 tally = by_objects.setdefault(len(objects), Counter())
                 tally.update({name: int(ok) for name, ok in verdict.items()})
                 tally["n"] += 1
@@ -145,7 +147,7 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
         bar.close()
         name = split.replace("/", "_")
         for attr, n in correct.items():
-            results[f"{name}_{attr}_acc"] = n / len(samples)
+            results[f"{name}_{attr}_acc"] = n / graded[attr]
         results[f"{name}_n"] = float(len(samples))
         results[f"{name}_skipped"] = float(sum(skipped.values()))
         if clip is not None:
@@ -185,6 +187,7 @@ def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps:
             if not samples:  # e.g. no two-object scenes in a one-object split
                 continue
             correct: dict[str, int] = {}
+            graded: Counter = Counter()  # samples with each verdict
             kept = 0
             bar = tqdm(total=len(samples), desc=f"caption {split}{suffix}", disable=not progress)
             for k, chunk in enumerate(_batches(samples, batch_size)):
@@ -194,6 +197,7 @@ def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps:
                     verdict = dataset.grade_caption(text, s["json"])
                     for name, ok in verdict.items():
                         correct[name] = correct.get(name, 0) + int(ok)
+                        graded[name] += 1
                     if kept < keep:
                         examples.append((f"{split}{suffix}", s["image"], text, verdict["all"]))
                         kept += 1
@@ -201,7 +205,7 @@ def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps:
             bar.close()
             name = split.replace("/", "_") + suffix
             for attr, n in correct.items():
-                results[f"{name}_{attr}_acc"] = n / len(samples)
+                results[f"{name}_{attr}_acc"] = n / graded[attr]
             results[f"{name}_n"] = float(len(samples))
             results[f"{name}_skipped"] = float(sum(skipped.values()))
     return results, examples
