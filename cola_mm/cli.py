@@ -337,12 +337,9 @@ def cmd_caption(args: argparse.Namespace) -> None:
                                                     "--solver": args.solver, "--rounding/--no-rounding": args.rounding,
                                                     "--temperature": args.temperature}, ("--seed",))
         captions = ARCaptioner.from_pretrained(args.ckpt).caption(args.images, seed=args.seed)
-        for path, text in zip(args.images, captions):
-            print(f"{path}\t{text}")
-        return
-    pipe = load_pipeline(args)
-    captions = pipe.caption(args.images, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver,
-                            rounding=args.rounding, temperature=args.temperature)
+    else:
+        captions = load_pipeline(args).caption(args.images, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
+                                               solver=args.solver, rounding=args.rounding, temperature=args.temperature)
     for path, text in zip(args.images, captions):
         print(f"{path}\t{text}")
 
