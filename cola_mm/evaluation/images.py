@@ -88,6 +88,24 @@ def evaluate_image_vae(vae, data: PathLike, limit: int | None = 500, batch_size:
 # --------------------------------------------------------------------------- text → image
 
 
+class _Tally:
+    """Per verdict name (``all``, ``count``, ``shape`` …): how many samples got it right and how many
+    were graded on it. A verdict only some prompts have (the cell: one object; the relation: two)
+    is a share of those prompts, not of the whole split."""
+
+    def __init__(self):
+        self.right, self.graded, self.n = Counter(), Counter(), 0
+
+    def add(self, verdict: dict[str, bool]) -> None:
+        self.right.update({name: int(ok) for name, ok in verdict.items()})
+        self.graded.update(verdict.keys())
+        self.n += 1
+
+    def shares(self, prefix: str) -> dict[str, float]:
+        """``{prefix}_{verdict}_acc`` for every verdict seen."""
+        return {f"{prefix}_{name}_acc": self.right[name] / n for name, n in self.graded.items()}
+
+
 @torch.no_grad()
 def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None = 200, steps: int | None = None,
                            cfg_scale: float | None = None, seed: int = 0, batch_size: int = 16,
@@ -114,10 +132,9 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
             raise ValueError(f"{split} is judged by the {dataset.judge} judge, which was not given")
         skipped: Counter = Counter()
         samples = read_samples(root / split, limit, keep=dataset.image_prompt_filter, skipped=skipped)
-        correct: dict[str, int] = {}
-        graded: Counter = Counter()  # samples with each verdict: cell is one-object only, relation two-object only
+        tally = _Tally()
+        by_objects: dict[int, _Tally] = {}  # objects in the prompt -> its prompts' verdicts
         by_size: dict[str, list[int]] = {}  # size name -> [all right, count]
-        by_objects: dict[int, Counter] = {}  # objects in the prompt -> verdicts right, and "n"
         clip_sum, clip_by_size = 0.0, Counter()  # CLIPScore sums: the split, per size
         kept = 0
         bar = tqdm(total=len(samples), desc=f"text→image {split}", disable=not progress)
@@ -130,33 +147,27 @@ def evaluate_text_to_image(pipe, probe, data_root: PathLike, limit: int | None =
                 objects = s["json"].get("objects") or [{}]
                 clip_sum += score
                 if len(objects) == 1 and objects[0].get("size") is not None:  # one-object prompts: per size too
-                    tally = by_size.setdefault(objects[0]["size"], [0, 0])
-                    tally[0] += int(verdict["all"])
-                    tally[1] += 1
+                    sized = by_size.setdefault(objects[0]["size"], [0, 0])
+                    sized[0] += int(verdict["all"])
+                    sized[1] += 1
                     clip_by_size[objects[0]["size"]] += score
-                for name, ok in verdict.items():
-                    correct[name] = correct.get(name, 0) + int(ok)
-                    graded[name] += 1
-                tally = by_objects.setdefault(len(objects), Counter())
-                tally.update({name: int(ok) for name, ok in verdict.items()})
-                tally["n"] += 1
+                tally.add(verdict)
+                by_objects.setdefault(len(objects), _Tally()).add(verdict)
                 if kept < keep:
                     examples.append((split, s["txt"], img, verdict["all"]))
                     kept += 1
             bar.update(len(chunk))
         bar.close()
         name = split.replace("/", "_")
-        for attr, n in correct.items():
-            results[f"{name}_{attr}_acc"] = n / graded[attr]
+        results.update(tally.shares(name))
         results[f"{name}_n"] = float(len(samples))
         results[f"{name}_skipped"] = float(sum(skipped.values()))
         if clip is not None:
             results[f"{name}_clip_score"] = clip_sum / len(samples)
         if len(by_objects) > 1:  # a split that mixes one- and two-object prompts (val, heldout-phrasing): each apart
-            for k, tally in sorted(by_objects.items()):
-                n = tally.pop("n")
-                results.update({f"{name}_{k}obj_{attr}_acc": right / n for attr, right in tally.items()})
-                results[f"{name}_{k}obj_n"] = float(n)
+            for k, group in sorted(by_objects.items()):
+                results.update(group.shares(f"{name}_{k}obj"))
+                results[f"{name}_{k}obj_n"] = float(group.n)
         for size, (right, count) in sorted(by_size.items()):
             results[f"{name}_{size}_all_acc"] = right / count
             results[f"{name}_{size}_n"] = float(count)
@@ -186,8 +197,7 @@ def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps:
             samples = read_samples(root / split, limit, keep=keep_sample, skipped=skipped, allow_empty=True)
             if not samples:  # e.g. no two-object scenes in a one-object split
                 continue
-            correct: dict[str, int] = {}
-            graded: Counter = Counter()  # samples with each verdict
+            tally = _Tally()
             kept = 0
             bar = tqdm(total=len(samples), desc=f"caption {split}{suffix}", disable=not progress)
             for k, chunk in enumerate(_batches(samples, batch_size)):
@@ -195,17 +205,14 @@ def evaluate_captions(pipe, data_root: PathLike, limit: int | None = 200, steps:
                                         seed=seed + k * batch_size)
                 for s, text in zip(chunk, captions):
                     verdict = dataset.grade_caption(text, s["json"])
-                    for name, ok in verdict.items():
-                        correct[name] = correct.get(name, 0) + int(ok)
-                        graded[name] += 1
+                    tally.add(verdict)
                     if kept < keep:
                         examples.append((f"{split}{suffix}", s["image"], text, verdict["all"]))
                         kept += 1
                 bar.update(len(chunk))
             bar.close()
             name = split.replace("/", "_") + suffix
-            for attr, n in correct.items():
-                results[f"{name}_{attr}_acc"] = n / graded[attr]
+            results.update(tally.shares(name))
             results[f"{name}_n"] = float(len(samples))
             results[f"{name}_skipped"] = float(sum(skipped.values()))
     return results, examples

@@ -496,7 +496,8 @@ def attribute_cells(summary: dict[str, Any], split: str) -> str:
 
 def attribute_table(summaries: dict[str, Any]) -> list[str]:
     """Markdown rows (header included) of what each split got right attribute by attribute, one
-    column per checkpoint; [] when no split has per-attribute figures. ``objects``: both objects of
+    column per checkpoint (a checkpoint without the job: why, as in the job's table); [] when no
+    split has per-attribute figures. ``objects``: both objects of
     a two-object prompt drawn/named with the right shape, colour and size; ``relation``: and placed
     as the prompt says."""
     splits = [row[: -len("_all_acc")] for row in _rows(summaries)]
@@ -506,7 +507,7 @@ def attribute_table(summaries: dict[str, Any]) -> list[str]:
     lines = ["| split, share right per attribute | " + " | ".join(f"`{n}`" for n in summaries) + " |",
              "|---|" + "---|" * len(summaries)]
     for sp in splits:
-        lines.append(f"| {sp} | " + " | ".join((attribute_cells(s, sp) or "–") if isinstance(s, dict) else "–"
+        lines.append(f"| {sp} | " + " | ".join((attribute_cells(s, sp) or "–") if isinstance(s, dict) else str(s)
                                              for s in summaries.values()) + " |")
     return lines
 
