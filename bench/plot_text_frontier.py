@@ -37,9 +37,10 @@ def monotone(points: list[dict]) -> bool:
     return all(a["entropy"] <= b["entropy"] for a, b in zip(by_t, by_t[1:]))
 
 
-def gen_ppl_at(points: list[dict], entropy: float, key: str = "gen_ppl") -> float | None:
-    """log gen-PPL (or another perplexity, ``key``) interpolated linearly in entropy between the two nearest points; None outside
-    the curve's range or where its entropy does not rise with temperature."""
+def perplexity_at(points: list[dict], entropy: float, key: str = "gen_ppl") -> float | None:
+    """The log of a perplexity (``key``: gen-PPL, or the trigram judge's ``ngram_ppl``) interpolated
+    linearly in entropy between the two nearest points; None outside the curve's range, where its
+    entropy does not rise with temperature, or where a point lacks that perplexity."""
     if not monotone(points):
         return None
     for a, b in zip(points, points[1:]):
@@ -82,8 +83,8 @@ def main() -> None:
             if other == label:
                 continue
             for p in orun["points"]:
-                at = gen_ppl_at(run["points"], p["entropy"])
-                ngram_at = gen_ppl_at(run["points"], p["entropy"], "ngram_ppl")
+                at = perplexity_at(run["points"], p["entropy"])
+                ngram_at = perplexity_at(run["points"], p["entropy"], "ngram_ppl")
                 comparisons.append({"model": label, "at": other, "temperature": p["temperature"],
                                     "entropy": p["entropy"], "its_gen_ppl": p["gen_ppl"], "model_gen_ppl": at,
                                     "ratio": None if at is None else p["gen_ppl"] / at,

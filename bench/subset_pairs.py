@@ -2,7 +2,8 @@
 
 An experiment's training set, never an evaluation split: it only keeps samples of the split it
 reads, so a subset of ``train`` is as held out from ``val`` / ``test`` as ``train`` is. Each kept
-sample is copied whole (all its members, bytes unchanged) into new shards of ``--shard-size``.
+sample is copied whole (all its members, bytes unchanged) into new shards of ``--shard-size``,
+read and written by the project's own shard reader and writer.
 
     python bench/subset_pairs.py --src datasets/shapes/train --out datasets/shapes_train_two --objects 2
 
@@ -11,38 +12,20 @@ sample is copied whole (all its members, bytes unchanged) into new shards of ``-
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 from tqdm import tqdm
 
-
-def samples(tar_path: Path):
-    """(key, [(name, bytes)]) per sample of one shard, in shard order."""
-    with tarfile.open(tar_path) as tar:
-        key, members = None, []
-        for m in tar:
-            if not m.isfile():
-                continue
-            k = m.name.split(".", 1)[0]
-            if k != key and members:
-                yield key, members
-                members = []
-            key = k
-            members.append((m.name, tar.extractfile(m).read()))
-        if members:
-            yield key, members
+from cola_mm.data.loader import iter_raw_samples
+from cola_mm.data.shards import ShardWriter
 
 
-def n_objects(members) -> int | None:
-    for name, data in members:
-        if name.endswith(".json"):
-            objects = json.loads(data).get("objects")
-            return len(objects) if isinstance(objects, list) else None
-    return None
+def n_objects(sample: dict) -> int | None:
+    """How many objects a raw sample's json lists (None: no json or no ``objects`` list)."""
+    objects = json.loads(sample["json"]).get("objects") if "json" in sample else None
+    return len(objects) if isinstance(objects, list) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,34 +40,26 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: no shards (*.tar) in {args.src}")
     if args.objects < 1 or args.shard_size < 1:
         sys.exit("error: --objects and --shard-size must be >= 1")
-    args.out.mkdir(parents=True, exist_ok=True)
-    if any(args.out.glob("*.tar")):
+    if args.out.is_dir() and any(args.out.glob("*.tar")):
         sys.exit(f"error: {args.out} already holds shards; remove them first")
-    kept = seen = unknown = 0
-    writer, n_shard = None, 0
+    seen = unknown = 0
+    damaged: list[str] = []
+    writer = ShardWriter(args.out, max_count=args.shard_size)
     for shard in tqdm(shards, desc="subset", unit="shard"):
-        for key, members in samples(shard):
+        for sample in iter_raw_samples(str(shard), on_error=lambda kind, url, detail: damaged.append(detail)):
             seen += 1
-            n = n_objects(members)
+            n = n_objects(sample)
             unknown += n is None
-            if n != args.objects:
-                continue
-            if writer is None or kept % args.shard_size == 0:
-                if writer is not None:
-                    writer.close()
-                writer = tarfile.open(args.out / f"{n_shard:06d}.tar", "w")
-                n_shard += 1
-            for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                writer.addfile(info, io.BytesIO(data))
-            kept += 1
-    if writer is not None:
-        writer.close()
+            if n == args.objects:  # every member copied as it is (bytes unchanged)
+                writer.write(sample["__key__"], {ext: data for ext, data in sample.items()
+                                                 if not ext.startswith("__")})
+    written = writer.close()
+    for detail in damaged:
+        print(f"warning: damaged shard: {detail}", file=sys.stderr)
     if unknown:
         print(f"warning: {unknown} samples had no 'objects' list in their json and were dropped", file=sys.stderr)
-    print(f"kept {kept} of {seen} samples ({args.objects} objects) in {n_shard} shard(s) -> {args.out}")
-    return 0 if kept else 1
+    print(f"kept {writer.count} of {seen} samples ({args.objects} objects) in {len(written)} shard(s) -> {args.out}")
+    return 0 if writer.count else 1
 
 
 if __name__ == "__main__":

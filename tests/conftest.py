@@ -45,6 +45,16 @@ WORDS = ("the quick brown fox jumps over a lazy dog and cat sat on mat while kin
          "speak of love war death night day my lord good sir what say you").split()
 
 
+def bench_module(name: str):
+    """A script of ``bench/`` (``bench/{name}.py``, not a package) imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def write_corpus(folder: Path, books: int = 4, paragraphs: int = 60, seed: int = 0) -> Path:
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)

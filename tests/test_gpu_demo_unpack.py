@@ -1,18 +1,14 @@
 """bench/gpu_demo_unpack.py: a pack that carries its own image VAE keeps it; one without gets the
 bundled VAEs' (the GPU recipe of the three-world prior trains on another image VAE)."""
 
-import importlib.util
 import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import bench_module
 
 
 def _unpack_module():
-    spec = importlib.util.spec_from_file_location("gpu_demo_unpack", ROOT / "bench" / "gpu_demo_unpack.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("gpu_demo_unpack")
 
 
 def _pack(tmp: Path, name: str, parts: dict[str, str]) -> Path:

@@ -2,20 +2,12 @@
 two-object samples, copied whole and byte for byte, readable by the loader; a folder that already
 holds shards is refused."""
 
-import importlib.util
+import json
 import tarfile
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("subset_pairs", ROOT / "bench" / "subset_pairs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import bench_module
 
 
 def _members(folder: Path) -> dict[str, bytes]:
@@ -29,13 +21,12 @@ def _members(folder: Path) -> dict[str, bytes]:
 def test_keeps_exactly_the_two_object_samples_whole(tiny_datasets, tmp_path):
     from cola_mm.evaluation.images import read_samples
 
-    mod = _module()
+    mod = bench_module("subset_pairs")
     src, out = tiny_datasets / "shapes" / "train", tmp_path / "two"
     assert mod.main(["--src", str(src), "--out", str(out), "--objects", "2", "--shard-size", "7"]) == 0
     source, kept = _members(src), _members(out)
     keys = {name.split(".", 1)[0] for name in kept}
-    want = {k for k in {n.split(".", 1)[0] for n in source}
-            if mod.n_objects([(n, source[n]) for n in source if n.startswith(k + ".")]) == 2}
+    want = {n.split(".", 1)[0] for n in source if n.endswith(".json") and len(json.loads(source[n])["objects"]) == 2}
     assert keys == want and 0 < len(want) < len({n.split(".", 1)[0] for n in source})
     assert all(kept[n] == source[n] for n in kept)  # byte for byte
     assert {n for n in source if n.split(".", 1)[0] in keys} == set(kept)  # every member of a kept sample

@@ -49,8 +49,8 @@ class KneserNeyLM:
             seq = pad + [int(t) for t in seq]
             for i in range(len(seq) - self.order + 1):
                 top[tuple(seq[i:i + self.order])] += 1
-            for t in seq:
-                self.vocab_size = max(self.vocab_size, t + 1)
+            if seq:
+                self.vocab_size = max(self.vocab_size, max(seq) + 1)
         if not top:
             raise ValueError("no n-grams to count: the sequences are shorter than the order")
         grams = {self.order: top}

