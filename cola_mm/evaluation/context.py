@@ -336,6 +336,65 @@ def caption_context_losses(pipe, samples: Sequence[dict], captions: Sequence[str
                                time_loc, time_scale, batch_size=batch_size, progress=progress)
 
 
+@torch.no_grad()
+def prompt_context_losses(pipe, samples: Sequence[dict], prompts: dict[str, Sequence[str | None] | str],
+                          draws: int = 4, seed: int = 0, time_loc: float = 0.0, time_scale: float = 1.0,
+                          batch_size: int = 16, progress: str | None = None) -> dict[str, Any]:
+    """The image block's teacher-forced flow loss in text→image rows ``[prompt][image]`` under
+    several prompts: ``samples`` (dicts with a PIL ``image``) and ``prompts``, name → one prompt
+    per sample, or :data:`MASKED` (the image reads no prompt). ``"true"`` is required: the rows'
+    own prompts, which fix each row's layout; a row's prompt under another name must have the same
+    number of caption latents (padded to whole blocks), else (or where it is None) that row's loss
+    under that name is NaN. Rows are grouped by layout; ε and t are shared by all names (paired).
+    ``time_loc`` / ``time_scale``: the image flow-time law (the bundled prior trained images at
+    loc 0). Returns ``{"loss": {name: (D, b)}, "kept": {name: rows with a loss}}``."""
+    from cola_mm.core.images import fit_square, image_to_tensor, to_rgb
+    from cola_mm.core.sequence import text_to_image
+
+    if "true" not in prompts or not isinstance(prompts["true"], (list, tuple)):
+        raise ValueError("prompt_context_losses needs the rows' own prompts under 'true'")
+    for name, p in prompts.items():
+        if p != MASKED and (isinstance(p, str) or len(p) != len(samples)):
+            raise ValueError(f"prompts[{name!r}] must be {MASKED!r} or one prompt (or None) per sample")
+    pipe._need_images()
+    vae_i, tok = pipe.image_vae, pipe.tokenizer
+    B, T = pipe.dit.config.block_size, pipe.config.caption_tokens
+    size, grid = vae_i.config.image_size, vae_i.config.grid
+    ids = {name: [None if q is None else caption_ids(tok, q, T, B)[0] for q in p]
+           for name, p in prompts.items() if p != MASKED}
+    tokens = []
+    for s in range(0, len(samples), batch_size):
+        px = torch.stack([image_to_tensor(fit_square(to_rgb(x["image"]), size)) for x in samples[s:s + batch_size]])
+        tokens.append(vae_i.images_to_tokens(px.to(pipe.device)).float().cpu())
+    z_img = torch.cat(tokens)  # (b, n_img, c)
+    D = draws
+    losses = {name: torch.full((D, len(samples)), float("nan")) for name in prompts}
+    groups: dict[int, list[int]] = {}
+    for i, row in enumerate(ids["true"]):
+        groups.setdefault(len(row), []).append(i)
+    for P, rows in sorted(groups.items()):
+        layout = layout_row([text_to_image(P, (grid, grid))], text_block=B)
+        n = len(rows)
+        z_text = {name: encode_text(pipe.text_vae, torch.tensor([ids[name][i] if ids[name][i] is not None
+                                                                  and len(ids[name][i]) == P else ids["true"][i]
+                                                                  for i in rows]), batch_size)
+                  for name in ids}
+        contexts = {name: MASKED if prompts[name] == MASKED else torch.cat([z_text[name], z_img[rows]], 1)
+                    for name in prompts}
+        raw = paired_block_losses(pipe.dit, torch.cat([z_text["true"], z_img[rows]], 1), layout.block_ids,
+                                  layout.positions.expand(n, *layout.positions.shape), layout.segments.expand(n, -1),
+                                  contexts, layout.loss_weight.expand(n, -1), draws, seed + P, time_loc, time_scale,
+                                  batch_size=batch_size, progress=progress)
+        for name, x in raw["loss"].items():
+            image_block = x[..., -1]  # (D, n): the image is the row's last block
+            if name in ids:
+                usable = torch.tensor([ids[name][i] is not None and len(ids[name][i]) == P for i in rows])
+                image_block = image_block.masked_fill(~usable, float("nan"))
+            losses[name][:, rows] = image_block
+    kept = {name: int((~x[0].isnan()).sum()) for name, x in losses.items()}
+    return {"loss": losses, "kept": kept}
+
+
 # --------------------------------------------------------------------------- continuations
 
 
