@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from cola_mm.evaluation.binding import EXCHANGED, REPLACED, binding_losses, summarize_binding
+from cola_mm.evaluation.binding import EXCHANGED, REPLACED, binding_losses, gaps_by_draw, summarize_binding
 from cola_mm.evaluation.context import MASKED
 from cola_mm.evaluation.images import read_samples
 from cola_mm.pipeline import ColaPipeline
@@ -36,7 +36,10 @@ def plot(results: dict, png: str) -> None:
     import matplotlib.pyplot as plt
 
     names = [n for e in EXCHANGED for n in (e, REPLACED[e])]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(names), 3.6))
+    with_t = all("gap_by_t" in r for r in results.values())
+    fig, axes = plt.subplots(1, 2 if with_t else 1, figsize=(1.6 + 1.5 * len(names) + (5 if with_t else 0), 3.6),
+                             squeeze=False)
+    ax = axes[0, 0]
     width = 0.8 / len(results)
     for j, (ckpt, r) in enumerate(results.items()):
         xs = [i + (j - (len(results) - 1) / 2) * width for i in range(len(names))]
@@ -48,6 +51,19 @@ def plot(results: dict, png: str) -> None:
     ax.set_ylabel("flow loss gap (variant − true prompt)")
     ax.set_title("two-object images: exchanged attributes vs replaced ones", fontsize=9)
     ax.legend(fontsize=7)
+    if with_t:
+        ax = axes[0, 1]
+        for j, (ckpt, r) in enumerate(results.items()):
+            g = r["gap_by_t"]
+            for name, style in (("swap_colors", "-"), ("recolor_both", "--"), ("swap_shapes", "-."),
+                                ("reshape_both", ":")):
+                ax.plot(g["t"], g[name], style, color=f"C{j}", marker=".",
+                        label=f"{Path(ckpt).name}: {name}")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_xlabel("flow time t (1 = pure noise)")
+        ax.set_ylabel("gap (variant − true prompt)")
+        ax.set_title("where along t the prompt's attributes matter (seed 0)", fontsize=9)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
@@ -62,6 +78,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=4, help="(t, noise) draws per image and seed")
     parser.add_argument("--time-loc", type=float, default=0.0,
                         help="image flow-time law's loc (the bundled prior trained images at 0)")
+    parser.add_argument("--by-t", default="0.1,0.3,0.5,0.7,0.9",
+                        help="flow times at which the gaps are also measured one by one ('' for none)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
     parser.add_argument("--png", default=None)
@@ -69,6 +87,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    by_t = [float(t) for t in args.by_t.split(",")] if args.by_t else []
     samples = read_samples(args.split, args.limit, keep=lambda j: len(j.get("objects", [])) == 2)
     results = {}
     for ckpt in args.ckpt:
@@ -80,6 +99,9 @@ def main() -> None:
                          "gap": {n: mean_std([r["gap"][n] for r in runs]) for n in names},
                          "ratio": {e: mean_std([r["ratio"][e] for r in runs]) for e in EXCHANGED},
                          "kept": runs[0]["kept"], "ratio_images": runs[0]["ratio_images"]}
+        if by_t:  # where along t the prompt's binding matters: one draw per time, seed 0
+            raw = binding_losses(pipe, samples, seed=seeds[0], fixed_t=by_t, progress=f"{Path(ckpt).name} by t")
+            results[ckpt]["gap_by_t"] = {"t": by_t, **gaps_by_draw(raw)}
         r = results[ckpt]
         print(f"{ckpt}: true loss {statistics.fmean(x['mean']['true'] for x in runs):.4f}")
         for e in EXCHANGED:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cola_mm.data.shapes import COLORS, SHAPES, make_caption, parse_strict, sample_scene
-from cola_mm.evaluation.binding import VARIANTS, summarize_binding, variants
+from cola_mm.evaluation.binding import VARIANTS, gaps_by_draw, summarize_binding, variants
 from cola_mm.evaluation.context import MASKED, prompt_context_losses
 
 
@@ -84,6 +84,8 @@ def test_binding_ratio_tells_a_binder_from_a_bag_of_attributes():
     assert s["ratio"]["swap_objects"] == pytest.approx(0.5)
     assert s["ratio_images"] == {"swap_colors": 3, "swap_shapes": 4, "swap_objects": 2}
     assert s["gap"]["recolor_both"] == pytest.approx(0.4) and s["gap_se"]["recolor_both"] == pytest.approx(0.0)
+    by_draw = gaps_by_draw({"loss": loss})
+    assert by_draw["swap_colors"] == pytest.approx([0.0, 0.0]) and by_draw["swap_objects"] == pytest.approx([0.25] * 2)
 
 
 @pytest.fixture(scope="module")

@@ -64,10 +64,12 @@ def test_suite_runs_every_job_on_two_checkpoints(tiny_mm_pipeline, text_only, ti
         assert figures["ngram_ppl"]["mean"] > 1 and figures["ngram_ppl"]["n"] == 2  # the judge of neither family
         assert entry["sampling"]["text_temperature"] >= 0  # what the figures were sampled with
     assert "caption_foreign_gap" in full["context"]["summary"] and "caption_foreign_gap" not in text["context"]["summary"]
+    assert {"binding_ratio_colors", "binding_ratio_shapes", "binding_ratio_objects"} <= set(full["context"]["summary"])
+    assert not any(k.startswith("binding") for k in text["context"]["summary"])  # no image job, no binding row
     md = tmp_path / "results.md"
     suite.write_markdown(report, md, "cola-mm eval suite --ckpt A --ckpt B", tmp_path / "suite.json")
     page = md.read_text()
-    assert "| ngram_ppl |" in page
+    assert "| ngram_ppl |" in page and "| binding_ratio_colors |" in page
     assert "mean ± std" in page and "cola-mm eval suite --ckpt A --ckpt B" in page and report["machine"] in page
     rows = [line for line in page.splitlines() if line.startswith("| shapes_") or line.startswith("| digits_")]
     assert rows and all(line.rstrip(" |").endswith(suite.NOT_AVAILABLE) for line in rows)  # the text-only column

@@ -97,7 +97,8 @@ def variants(caption: str, seed: int = 0) -> dict[str, str | None]:
 
 
 def binding_losses(pipe, samples: Sequence[dict], draws: int = 4, seed: int = 0, time_loc: float = 0.0,
-                   batch_size: int = 16, progress: str | None = None) -> dict[str, Any]:
+                   fixed_t: Sequence[float] | None = None, batch_size: int = 16,
+                   progress: str | None = None) -> dict[str, Any]:
     """:func:`prompt_context_losses` of two-object ``samples`` (dicts with ``image`` and ``txt``,
     the prompt they were rendered for) under their own prompt, every variant and no prompt."""
     prompts: dict[str, Any] = {"true": [s["txt"] for s in samples]}
@@ -105,7 +106,7 @@ def binding_losses(pipe, samples: Sequence[dict], draws: int = 4, seed: int = 0,
     prompts.update({name: [v[name] for v in table] for name in VARIANTS})
     prompts[MASKED] = MASKED
     return prompt_context_losses(pipe, samples, prompts, draws=draws, seed=seed, time_loc=time_loc,
-                                 batch_size=batch_size, progress=progress)
+                                 fixed_t=fixed_t, batch_size=batch_size, progress=progress)
 
 
 def summarize_binding(raw: dict[str, Any]) -> dict[str, Any]:
@@ -128,3 +129,10 @@ def summarize_binding(raw: dict[str, Any]) -> dict[str, Any]:
         out["ratio"][exchange] = (float(per_image[exchange][both].mean() / per_image[REPLACED[exchange]][both].mean())
                                   if n else float("nan"))
     return out
+
+
+def gaps_by_draw(raw: dict[str, Any]) -> dict[str, list[float]]:
+    """Per draw (with ``fixed_t``: per time), each name's gap to ``true`` averaged over the images
+    that have it: ``{name: [gap at draw 0, …]}``."""
+    true = raw["loss"]["true"]
+    return {name: [float(v) for v in (x - true).nanmean(1)] for name, x in raw["loss"].items() if name != "true"}

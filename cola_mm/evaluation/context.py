@@ -339,7 +339,8 @@ def caption_context_losses(pipe, samples: Sequence[dict], captions: Sequence[str
 @torch.no_grad()
 def prompt_context_losses(pipe, samples: Sequence[dict], prompts: dict[str, Sequence[str | None] | str],
                           draws: int = 4, seed: int = 0, time_loc: float = 0.0, time_scale: float = 1.0,
-                          batch_size: int = 16, progress: str | None = None) -> dict[str, Any]:
+                          fixed_t: Sequence[float] | None = None, batch_size: int = 16,
+                          progress: str | None = None) -> dict[str, Any]:
     """The image block's teacher-forced flow loss in text→image rows ``[prompt][image]`` under
     several prompts: ``samples`` (dicts with a PIL ``image``) and ``prompts``, name → one prompt
     per sample, or :data:`MASKED` (the image reads no prompt). ``"true"`` is required: the rows'
@@ -347,7 +348,8 @@ def prompt_context_losses(pipe, samples: Sequence[dict], prompts: dict[str, Sequ
     number of caption latents (padded to whole blocks), else (or where it is None) that row's loss
     under that name is NaN. Rows are grouped by layout; ε and t are shared by all names (paired).
     ``time_loc`` / ``time_scale``: the image flow-time law (the bundled prior trained images at
-    loc 0). Returns ``{"loss": {name: (D, b)}, "kept": {name: rows with a loss}}``."""
+    loc 0); ``fixed_t``: one time per draw instead (``draws = len(fixed_t)``), to see where along
+    t the prompt matters. Returns ``{"loss": {name: (D, b)}, "kept": {name: rows with a loss}}``."""
     from cola_mm.core.images import fit_square, image_to_tensor, to_rgb
     from cola_mm.core.sequence import text_to_image
 
@@ -367,7 +369,7 @@ def prompt_context_losses(pipe, samples: Sequence[dict], prompts: dict[str, Sequ
         px = torch.stack([image_to_tensor(fit_square(to_rgb(x["image"]), size)) for x in samples[s:s + batch_size]])
         tokens.append(vae_i.images_to_tokens(px.to(pipe.device)).float().cpu())
     z_img = torch.cat(tokens)  # (b, n_img, c)
-    D = draws
+    D = draws if fixed_t is None else len(fixed_t)
     losses = {name: torch.full((D, len(samples)), float("nan")) for name in prompts}
     groups: dict[int, list[int]] = {}
     for i, row in enumerate(ids["true"]):
@@ -384,7 +386,7 @@ def prompt_context_losses(pipe, samples: Sequence[dict], prompts: dict[str, Sequ
         raw = paired_block_losses(pipe.dit, torch.cat([z_text["true"], z_img[rows]], 1), layout.block_ids,
                                   layout.positions.expand(n, *layout.positions.shape), layout.segments.expand(n, -1),
                                   contexts, layout.loss_weight.expand(n, -1), draws, seed + P, time_loc, time_scale,
-                                  batch_size=batch_size, progress=progress)
+                                  fixed_t, batch_size=batch_size, progress=progress)
         for name, x in raw["loss"].items():
             image_block = x[..., -1]  # (D, n): the image is the row's last block
             if name in ids:

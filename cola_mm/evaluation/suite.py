@@ -25,7 +25,9 @@ For each checkpoint and seed it runs
   (:mod:`cola_mm.evaluation.speakers`; ``speaker_prompts``, 16 by default);
 - **context use**: the teacher-forced flow loss of held-out text blocks with a foreign context
   minus with their true one, and the same for caption blocks with a foreign image
-  (:mod:`cola_mm.evaluation.context`).
+  (:mod:`cola_mm.evaluation.context`); for two-object ``shapes/val`` images, the binding ratios
+  (:mod:`cola_mm.evaluation.binding`: the loss from exchanging the objects' colours, shapes or
+  phrases over the loss from replacing them; near 0, the prior reads a bag of attributes).
 
 A ``--ckpt`` may also be a baseline's folder, an AR (stage ``ar``) or a masked diffusion LM
 (stage ``masked-diffusion``; :mod:`cola_mm.core.families`): it gets the text rows, scored
@@ -271,8 +273,10 @@ def text_job(pipe, data_root: PathLike, seeds: Sequence[int], n_prompts: int, ma
 
 
 def context_job(pipe, data_root: PathLike, seeds: Sequence[int], n_windows: int, caption_rows: int,
-                progress: bool = True) -> dict[str, Any]:
-    """Foreign − true flow loss of held-out text blocks and of caption blocks, per seed."""
+                progress: bool = True, binding_rows: int = 200) -> dict[str, Any]:
+    """Foreign − true flow loss of held-out text blocks and of caption blocks, and the binding
+    ratios of two-object ``shapes/val`` images (:mod:`cola_mm.evaluation.binding`), per seed."""
+    from cola_mm.evaluation.binding import EXCHANGED, binding_losses, summarize_binding
     from cola_mm.evaluation.context import (caption_context_losses, read_windows, summarize,
                                             text_context_losses)
     from cola_mm.evaluation.images import read_samples
@@ -285,6 +289,10 @@ def context_job(pipe, data_root: PathLike, seeds: Sequence[int], n_windows: int,
             if dataset.has_images and dataset.caption_splits and dataset.canonical_caption is not None \
                     and registry.evaluated(dataset, root):
                 caption_samples += read_samples(root / dataset.name / dataset.caption_splits[0], caption_rows)
+    binding_samples = []
+    if _has_images(pipe) and binding_rows and (root / "shapes" / "val").is_dir():
+        binding_samples = read_samples(root / "shapes" / "val", binding_rows, allow_empty=True,
+                                       keep=lambda j: len(j.get("objects", [])) == 2)
     per_seed = []
     for seed in seeds:
         text = summarize(text_context_losses(pipe.text_vae, pipe.dit, ids, conditions=("true", "foreign"),
@@ -297,6 +305,9 @@ def context_job(pipe, data_root: PathLike, seeds: Sequence[int], n_windows: int,
                                                    draws=2, seed=seed))
             r.update(caption_true_loss=cap["mean"]["true"], caption_foreign_gap=cap["gap"]["foreign"],
                      caption_foreign_gap_se=cap["gap_se"]["foreign"])
+        if binding_samples:
+            bound = summarize_binding(binding_losses(pipe, binding_samples, draws=2, seed=seed))
+            r.update({f"binding_ratio_{e.removeprefix('swap_')}": bound["ratio"][e] for e in EXCHANGED})
         per_seed.append(r)
     return {"per_seed": per_seed, "summary": aggregate(per_seed)}
 
@@ -349,7 +360,7 @@ def checkpoint_name(path: PathLike) -> str:
 def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe_dir: Any = "runs/probe",
               seeds: Sequence[int] = (0, 1, 2), limit: int | None = 200, steps: int | None = None,
               ar_dir: PathLike | None = None, text_prompts: int = 32, max_new_tokens: int = 48,
-              context_windows: int = 32, caption_rows: int = 32, jobs: Sequence[str] = ("images", "text", "context"),
+              context_windows: int = 32, caption_rows: int = 32, binding_rows: int = 200, jobs: Sequence[str] = ("images", "text", "context"),
               progress: bool = True, grid_examples: int = 16, clip: Any = None,
               clip_checkpoint: PathLike | None = None, split_set: str = "test",
               icon_judge_dir: Any = None, speaker_prompts: int = 16,
@@ -435,7 +446,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         if "context" in jobs and pipe.family != "cola_mm":  # flow losses exist only for the prior
             entry["context"] = NOT_AVAILABLE
         elif "context" in jobs:
-            entry["context"] = context_job(pipe, root, seeds, context_windows, caption_rows, progress)
+            entry["context"] = context_job(pipe, root, seeds, context_windows, caption_rows, progress, binding_rows)
         entry["seconds"] = round(time.time() - started, 1)
         report["checkpoints"][checkpoint_name(ckpt)] = entry
     return report
@@ -603,7 +614,8 @@ def tables(report: dict[str, Any]) -> str:
               "same_seed_3gram", "mauve", "gen_ppl", "ngram_ppl", "speech_after_speaker", "speakers_of_the_play",
               "speaker_lines")),
             ("context", "Context use (teacher-forced flow loss)",
-             ("text_true_loss", "text_foreign_gap", "caption_true_loss", "caption_foreign_gap"))):
+             ("text_true_loss", "text_foreign_gap", "caption_true_loss", "caption_foreign_gap",
+              "binding_ratio_colors", "binding_ratio_shapes", "binding_ratio_objects"))):
         summaries = {n: e.get(job) if isinstance(e.get(job), dict) else {}
                      for n, e in report["checkpoints"].items()}
         summaries = {n: s.get("summary", {}) for n, s in summaries.items()}
