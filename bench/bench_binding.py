@@ -22,6 +22,7 @@ import torch
 from cola_mm.evaluation.binding import EXCHANGED, REPLACED, binding_losses, gaps_by_draw, summarize_binding
 from cola_mm.evaluation.context import MASKED
 from cola_mm.evaluation.images import read_samples
+from cola_mm.evaluation.suite import checkpoint_name
 from cola_mm.pipeline import ColaPipeline
 
 
@@ -45,7 +46,7 @@ def plot(results: dict, png: str) -> None:
         xs = [i + (j - (len(results) - 1) / 2) * width for i in range(len(names))]
         ys = [r["gap"][n]["mean"] for n in names]
         es = [r["gap"][n]["std"] for n in names]
-        ax.bar(xs, ys, width, yerr=es, label=Path(ckpt).name, capsize=2)
+        ax.bar(xs, ys, width, yerr=es, label=checkpoint_name(ckpt), capsize=2)
     ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
     ax.axhline(0, color="black", lw=0.5)
     ax.set_ylabel("flow loss gap (variant − true prompt)")
@@ -58,7 +59,7 @@ def plot(results: dict, png: str) -> None:
             for name, style in (("swap_colors", "-"), ("recolor_both", "--"), ("swap_shapes", "-."),
                                 ("reshape_both", ":")):
                 ax.plot(g["t"], g[name], style, color=f"C{j}", marker=".",
-                        label=f"{Path(ckpt).name}: {name}")
+                        label=f"{checkpoint_name(ckpt)}: {name}")
         ax.axhline(0, color="black", lw=0.5)
         ax.set_xlabel("flow time t (1 = pure noise)")
         ax.set_ylabel("gap (variant − true prompt)")
@@ -93,14 +94,14 @@ def main() -> None:
     for ckpt in args.ckpt:
         pipe = ColaPipeline.from_pretrained(ckpt)
         runs = [summarize_binding(binding_losses(pipe, samples, draws=args.draws, seed=s, time_loc=args.time_loc,
-                                                 progress=f"{Path(ckpt).name} seed {s}")) for s in seeds]
+                                                 progress=f"{checkpoint_name(ckpt)} seed {s}")) for s in seeds]
         names = [n for n in runs[0]["gap"]]
         results[ckpt] = {"per_seed": runs,
                          "gap": {n: mean_std([r["gap"][n] for r in runs]) for n in names},
                          "ratio": {e: mean_std([r["ratio"][e] for r in runs]) for e in EXCHANGED},
                          "kept": runs[0]["kept"], "ratio_images": runs[0]["ratio_images"]}
         if by_t:  # where along t the prompt's binding matters: one draw per time, seed 0
-            raw = binding_losses(pipe, samples, seed=seeds[0], fixed_t=by_t, progress=f"{Path(ckpt).name} by t")
+            raw = binding_losses(pipe, samples, seed=seeds[0], fixed_t=by_t, progress=f"{checkpoint_name(ckpt)} by t")
             results[ckpt]["gap_by_t"] = {"t": by_t, **gaps_by_draw(raw)}
         r = results[ckpt]
         print(f"{ckpt}: true loss {statistics.fmean(x['mean']['true'] for x in runs):.4f}")
