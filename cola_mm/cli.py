@@ -170,6 +170,16 @@ DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16":
           "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+# `cola-mm export`'s options that set a field of a pipeline's pipeline.json (argparse dest, field),
+# and those of them an AR folder also takes (into its generation_config.json)
+EXPORT_PIPELINE_FIELDS = (("text_cfg", "default_cfg_scale"), ("image_cfg", "default_image_cfg_scale"),
+                          ("caption_cfg", "default_caption_cfg_scale"), ("steps", "default_steps"),
+                          ("text_temperature", "text_temperature"), ("image_temperature", "image_temperature"),
+                          ("caption_temperature", "caption_temperature"), ("text_lead_blocks", "text_lead_blocks"),
+                          ("text_lead_temperature", "text_lead_temperature"))
+EXPORT_AR_OPTIONS = ("text_temperature",)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     """Copy a pipeline folder, optionally storing its weights in half precision."""
     import dataclasses
@@ -193,16 +203,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise CheckpointError(f"export: --text-top-p applies to an AR model folder; {src} is a Cola-MM pipeline "
                               f"(its text sampler has no top-p)")
     pipe = ColaPipeline.from_pretrained(src)
-    defaults = {name: value for name, value in (("default_cfg_scale", args.text_cfg),
-                                                ("default_image_cfg_scale", args.image_cfg),
-                                                ("default_caption_cfg_scale", args.caption_cfg),
-                                                ("default_steps", args.steps),
-                                                ("text_temperature", args.text_temperature),
-                                                ("image_temperature", args.image_temperature),
-                                                ("caption_temperature", args.caption_temperature),
-                                                ("text_lead_blocks", args.text_lead_blocks),
-                                                ("text_lead_temperature", args.text_lead_temperature))
-                if value is not None}
+    defaults = {field: getattr(args, dest) for dest, field in EXPORT_PIPELINE_FIELDS
+                if getattr(args, dest) is not None}
     if defaults:  # the sampler settings chosen on val travel with the weights (pipeline.json)
         pipe.config = dataclasses.replace(pipe.config, **defaults)
     pipe.save_pretrained(dst, dtype=getattr(torch, DTYPES[args.dtype]))
@@ -221,10 +223,8 @@ def _export_ar(args: argparse.Namespace, src: Path, dst: Path, card: Path) -> No
     from cola_mm.evaluation.ar import (check_stored_sampling, load_ar, sampling_defaults,
                                        write_sampling_defaults)
 
-    pipeline_only = [f"--{name.replace('_', '-')}" for name in ("text_cfg", "image_cfg", "caption_cfg", "steps",
-                                                                  "image_temperature", "caption_temperature",
-                                                                  "text_lead_blocks", "text_lead_temperature")
-                     if getattr(args, name) is not None]
+    pipeline_only = [f"--{dest.replace('_', '-')}" for dest, _ in EXPORT_PIPELINE_FIELDS
+                     if dest not in EXPORT_AR_OPTIONS and getattr(args, dest) is not None]
     if args.dtype not in ("float32", "fp32"):
         pipeline_only.append("--dtype")
     if pipeline_only:
