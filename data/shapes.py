@@ -466,6 +466,16 @@ def _object_pattern(suffix: str, article: bool, parts: tuple[str, ...]) -> str:
     return (f"(?P<art{suffix}>an|a) " if article else "") + " ".join(words)
 
 
+# One object phrase of the training grammar anywhere in a caption ("a large red plus sign"): groups
+# art, size, color, shape; :func:`slot_name` reads a slot's word back to its attribute.
+OBJECT_PHRASE_RE = re.compile(rf"\b{_object_pattern('', True, ('size', 'color', 'shape'))}\b", re.IGNORECASE)
+
+
+def slot_name(slot: str, word: str) -> str:
+    """The attribute a caption word names: ``slot_name("shape", "disc") == "circle"``."""
+    return _LOOKUP[slot][word.lower()]
+
+
 def _template_regex(template: str, suffix_fields: bool) -> re.Pattern:
     """An anchored regex of one template; compound slots expand to their words."""
     def slot(m: re.Match) -> str:

@@ -32,32 +32,17 @@ import random
 import re
 from typing import Any, Sequence
 
-import torch
 
 from cola_mm.evaluation.context import MASKED, prompt_context_losses
-from cola_mm.data.shapes import COLOR_WORDS, SHAPE_WORDS, SIZE_WORDS
+from cola_mm.data.shapes import COLOR_WORDS, OBJECT_PHRASE_RE, SHAPE_WORDS, slot_name
 
 EXCHANGED = ("swap_colors", "swap_shapes", "swap_objects")
 REPLACED = {"swap_colors": "recolor_both", "swap_shapes": "reshape_both", "swap_objects": MASKED}
 VARIANTS = (*EXCHANGED, "recolor_both", "reshape_both")
 
-_SIZE = {w: s for s, words in SIZE_WORDS.items() for w in words}
-_COLOR = {w: c for c, words in COLOR_WORDS.items() for w in words}
-_SHAPE = {w: s for s, words in SHAPE_WORDS.items() for w in words}
-
-
-def _alternation(words) -> str:
-    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-
-
-# "a large red plus sign", "an little blue disc": article, size, colour, shape (data.shapes's a_obj)
-_OBJECT_RE = re.compile(rf"\b(?P<article>an?) (?P<size>{_alternation(_SIZE)}) (?P<color>{_alternation(_COLOR)}) "
-                        rf"(?P<shape>{_alternation(_SHAPE)})\b", re.IGNORECASE)
-
-
 def object_phrases(caption: str) -> list[re.Match]:
     """The object phrases of a shapes caption, in order (two for a two-object caption)."""
-    return list(_OBJECT_RE.finditer(caption))
+    return list(OBJECT_PHRASE_RE.finditer(caption))
 
 
 def _replace(caption: str, edits: Sequence[tuple[int, int, str]]) -> str:
@@ -81,9 +66,8 @@ def variants(caption: str, seed: int = 0) -> dict[str, str | None]:
     a, b = phrases
     rng = random.Random(f"{seed}/{caption}")
     out: dict[str, str | None] = dict.fromkeys(VARIANTS)
-    for attr, table, name, canon_words in (("color", _COLOR, "colors", COLOR_WORDS),
-                                           ("shape", _SHAPE, "shapes", SHAPE_WORDS)):
-        ka, kb = table[a.group(attr).lower()], table[b.group(attr).lower()]
+    for attr, name, canon_words in (("color", "colors", COLOR_WORDS), ("shape", "shapes", SHAPE_WORDS)):
+        ka, kb = slot_name(attr, a.group(attr)), slot_name(attr, b.group(attr))
         if ka == kb:
             continue
         out[f"swap_{name}"] = _swap(caption, a, b, attr)

@@ -295,6 +295,19 @@ def text_context_losses(text_vae, dit, ids: torch.Tensor, conditions: Sequence[s
 
 
 @torch.no_grad()
+def image_tokens(pipe, samples: Sequence[dict], batch_size: int = 16) -> torch.Tensor:
+    """The prior-space tokens (b, n_img, c) of ``samples``' PIL ``image`` (posterior means)."""
+    from cola_mm.core.images import fit_square, image_to_tensor, to_rgb
+
+    size = pipe.image_vae.config.image_size
+    tokens = []
+    for s in range(0, len(samples), batch_size):
+        px = torch.stack([image_to_tensor(fit_square(to_rgb(x["image"]), size)) for x in samples[s:s + batch_size]])
+        tokens.append(pipe.image_vae.images_to_tokens(px.to(pipe.device)).float().cpu())
+    return torch.cat(tokens)
+
+
+@torch.no_grad()
 def caption_context_losses(pipe, samples: Sequence[dict], captions: Sequence[str],
                            conditions: Sequence[str] = CONDITIONS, draws: int = 4, seed: int = 0,
                            time_loc: float = 1.0, time_scale: float = 1.0, batch_size: int = 16,
@@ -304,24 +317,17 @@ def caption_context_losses(pipe, samples: Sequence[dict], captions: Sequence[str
     ``captions`` (the target text, e.g. the canonical caption). Every caption is padded to the
     pipeline's ``caption_tokens`` (loss up to ``<eos>``), so all rows share one layout. The
     conditions swap the image block (block 0); ``per_block`` index 0 is the image (no loss: NaN)."""
-    from cola_mm.core.images import fit_square, image_to_tensor, to_rgb
-
     pipe._need_images()
-    vae_i, vae_t, tok = pipe.image_vae, pipe.text_vae, pipe.tokenizer
+    vae_t, tok = pipe.text_vae, pipe.tokenizer
     B, T = pipe.dit.config.block_size, pipe.config.caption_tokens
-    device = pipe.device
-    size, grid = vae_i.config.image_size, vae_i.config.grid
+    grid = pipe.image_vae.config.grid
     ids, n_real = [], []
     for text in captions:
         row, n = caption_ids(tok, text, T, B)
         ids.append(row + [tok.pad_token_id] * (T - len(row)))
         n_real.append(n)
     z_text = encode_text(vae_t, torch.tensor(ids), batch_size)  # (b, T, c)
-    tokens = []
-    for s in range(0, len(samples), batch_size):
-        px = torch.stack([image_to_tensor(fit_square(to_rgb(x["image"]), size)) for x in samples[s:s + batch_size]])
-        tokens.append(vae_i.images_to_tokens(px.to(device)).float().cpu())
-    z_img = torch.cat(tokens)  # (b, n_img, c)
+    z_img = image_tokens(pipe, samples, batch_size)  # (b, n_img, c)
     b, n_img = z_img.shape[:2]
     rows = [layout_row([image_to_text((grid, grid), T, n_loss=n)], text_block=B) for n in n_real]
     block_ids = rows[0].block_ids
@@ -350,7 +356,6 @@ def prompt_context_losses(pipe, samples: Sequence[dict], prompts: dict[str, Sequ
     ``time_loc`` / ``time_scale``: the image flow-time law (the bundled prior trained images at
     loc 0); ``fixed_t``: one time per draw instead (``draws = len(fixed_t)``), to see where along
     t the prompt matters. Returns ``{"loss": {name: (D, b)}, "kept": {name: rows with a loss}}``."""
-    from cola_mm.core.images import fit_square, image_to_tensor, to_rgb
     from cola_mm.core.sequence import text_to_image
 
     if "true" not in prompts or not isinstance(prompts["true"], (list, tuple)):
@@ -359,16 +364,12 @@ def prompt_context_losses(pipe, samples: Sequence[dict], prompts: dict[str, Sequ
         if p != MASKED and (isinstance(p, str) or len(p) != len(samples)):
             raise ValueError(f"prompts[{name!r}] must be {MASKED!r} or one prompt (or None) per sample")
     pipe._need_images()
-    vae_i, tok = pipe.image_vae, pipe.tokenizer
+    tok = pipe.tokenizer
     B, T = pipe.dit.config.block_size, pipe.config.caption_tokens
-    size, grid = vae_i.config.image_size, vae_i.config.grid
+    grid = pipe.image_vae.config.grid
     ids = {name: [None if q is None else caption_ids(tok, q, T, B)[0] for q in p]
            for name, p in prompts.items() if p != MASKED}
-    tokens = []
-    for s in range(0, len(samples), batch_size):
-        px = torch.stack([image_to_tensor(fit_square(to_rgb(x["image"]), size)) for x in samples[s:s + batch_size]])
-        tokens.append(vae_i.images_to_tokens(px.to(pipe.device)).float().cpu())
-    z_img = torch.cat(tokens)  # (b, n_img, c)
+    z_img = image_tokens(pipe, samples, batch_size)  # (b, n_img, c)
     D = draws if fixed_t is None else len(fixed_t)
     losses = {name: torch.full((D, len(samples)), float("nan")) for name in prompts}
     groups: dict[int, list[int]] = {}
@@ -377,9 +378,9 @@ def prompt_context_losses(pipe, samples: Sequence[dict], prompts: dict[str, Sequ
     for P, rows in sorted(groups.items()):
         layout = layout_row([text_to_image(P, (grid, grid))], text_block=B)
         n = len(rows)
-        z_text = {name: encode_text(pipe.text_vae, torch.tensor([ids[name][i] if ids[name][i] is not None
-                                                                  and len(ids[name][i]) == P else ids["true"][i]
-                                                                  for i in rows]), batch_size)
+        fits = {name: [ids[name][i] is not None and len(ids[name][i]) == P for i in rows] for name in ids}
+        z_text = {name: encode_text(pipe.text_vae, torch.tensor([ids[name][i] if ok else ids["true"][i]
+                                                                  for i, ok in zip(rows, fits[name])]), batch_size)
                   for name in ids}
         contexts = {name: MASKED if prompts[name] == MASKED else torch.cat([z_text[name], z_img[rows]], 1)
                     for name in prompts}
@@ -390,8 +391,7 @@ def prompt_context_losses(pipe, samples: Sequence[dict], prompts: dict[str, Sequ
         for name, x in raw["loss"].items():
             image_block = x[..., -1]  # (D, n): the image is the row's last block
             if name in ids:
-                usable = torch.tensor([ids[name][i] is not None and len(ids[name][i]) == P for i in rows])
-                image_block = image_block.masked_fill(~usable, float("nan"))
+                image_block = image_block.masked_fill(~torch.tensor(fits[name]), float("nan"))
             losses[name][:, rows] = image_block
     kept = {name: int((~x[0].isnan()).sum()) for name, x in losses.items()}
     return {"loss": losses, "kept": kept}
