@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from cola_mm.core.components import CheckpointError
 from cola_mm.core.config import ConfigError, load_yaml
 from cola_mm.data.shapes import COLORS, build_shapes, render_scene, sample_scene
-from cola_mm.data.shards import ShardWriter
+from cola_mm.data.shards import DataError, ShardWriter
 from cola_mm.evaluation.clip import (REPORT_NAME, ClipConfig, ClipEncoder, ClipTrainConfig, SmallClip, _chance,
                                      clip_score, clip_scores, load_open_clip, retrieval_accuracy, train_clip)
 from conftest import REPO
@@ -58,6 +58,12 @@ def test_config_file_holds_the_defaults():
         ClipTrainConfig.from_dict({"model": {"depth": 3}})
     with pytest.raises(ConfigError, match="mix"):
         ClipTrainConfig(mix="some")
+    for bad in ((), ("text",), ("shapes", "shapes"), ("flowers",)):  # text has no images
+        with pytest.raises(ConfigError, match="datasets must name distinct image datasets"):
+            ClipTrainConfig(datasets=bad)
+    icons = ClipTrainConfig.from_dict(load_yaml(REPO / "configs" / "clip_icons.yaml"))
+    assert icons.datasets == ("shapes", "digits", "icons") and icons.model == ClipConfig()
+    assert {"icons/test", "icons/novel", "icons/two"} <= set(icons.eval_splits) <= set(ClipTrainConfig().eval_splits)
 
 
 def test_training_learns_colour_words(colour_run):
@@ -118,9 +124,16 @@ def test_retrieval_bookkeeping_and_chance():
 def test_trains_on_the_bundled_layout(tmp_path):
     build_shapes(tmp_path / "shapes", "train", 48, max_objects=2, progress=False)
     build_shapes(tmp_path / "shapes", "test", 24, progress=False)
+    write_split(tmp_path / "icons" / "train", colour_samples(16, seed=5))  # built, but not in the default datasets
     cfg = ClipTrainConfig(model=TINY, steps=3, batch_size=8, eval_limit=24)  # no digits here: trained without
     report = json.loads((train_clip(tmp_path, tmp_path / "clip", progress=False, config=cfg) / REPORT_NAME).read_text())
     assert list(report["results"]) == ["shapes/test"] and report["train_sets"] == {"shapes": 48}
+    with_icons = cfg.replace(datasets=("shapes", "digits", "icons"))
+    report = json.loads((train_clip(tmp_path, tmp_path / "clip3", progress=False, config=with_icons)
+                         / REPORT_NAME).read_text())
+    assert report["train_sets"] == {"shapes": 48, "icons": 16} and report["batch_shares"] == {"shapes": 4, "icons": 4}
+    with pytest.raises(DataError, match="no train split of digits"):
+        train_clip(tmp_path, tmp_path / "clip4", progress=False, config=cfg.replace(datasets=("digits",)))
     r = report["results"]["shapes/test"]["retrieval"]
     assert r["n"] == 24 and r["contents"] >= 2  # content = canonical captions from the shapes json
     assert report["config"]["steps"] == 3 and report["open_clip_version"] == open_clip.__version__

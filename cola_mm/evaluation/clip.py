@@ -75,8 +75,9 @@ REPORT_NAME = "report.json"
 CLIP_SCORE_WEIGHT = 2.5  # Hessel et al. 2021
 ENCODE_BATCH = 256
 OPEN_CLIP_VOCAB = 49408  # open_clip's SimpleTokenizer: 49152 BPE tokens + <start_of_text>, <end_of_text>, ...
-EVAL_SPLITS = ("shapes/test", "shapes/novel", "shapes/two", "shapes/heldout-phrasing",
-               "digits/test", "digits/heldout-phrasing")
+# every image dataset's held-out text → image splits (shapes, digits, icons); those not built are skipped
+EVAL_SPLITS = registry.image_eval_splits("text_to_image")
+TRAIN_DATASETS = ("shapes", "digits")  # the default; configs/clip_icons.yaml adds icons
 
 
 # --- configs ---------------------------------------------------------------------------------
@@ -130,6 +131,7 @@ class ClipTrainConfig(Config):
     warmup_fraction: float = 0.1
     weight_decay: float = 0.1  # not on gains, biases, position/class embeddings or the logit scale
     seed: int = 0
+    datasets: tuple[str, ...] = TRAIN_DATASETS  # image datasets whose train splits it learns from
     mix: str = "equal"  # batch share per image dataset: "equal" or "size" (proportional to its train split)
     eval_splits: tuple[str, ...] = EVAL_SPLITS  # <dataset>/<split> under the data root; missing ones skipped
     eval_limit: int = 200  # samples per held-out set
@@ -141,6 +143,10 @@ class ClipTrainConfig(Config):
         check(0 < self.warmup_fraction < 1, f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.mix in ("equal", "size"), f"mix must be 'equal' or 'size', got {self.mix!r}")
+        with_images = [name for name, d in registry.datasets().items() if d.has_images]
+        check(len(self.datasets) >= 1 and len(set(self.datasets)) == len(self.datasets)
+              and set(self.datasets) <= set(with_images),
+              f"datasets must name distinct image datasets ({', '.join(with_images)}), got {list(self.datasets)}")
         check(self.eval_limit >= 2, f"eval_limit must be >= 2, got {self.eval_limit}")
 
 
@@ -396,26 +402,24 @@ class _Pool:
         return self.images[idx], self.tokens[idx]
 
 
-def _load_train_pools(data_root: PathLike, model: SmallClip, gen: torch.Generator,
+def _load_train_pools(data_root: PathLike, names: Sequence[str], model: SmallClip, gen: torch.Generator,
                       progress: bool) -> dict[str, _Pool]:
     pools = {}
-    for dataset in registry.datasets().values():
-        if not dataset.has_images:
-            continue
-        folder = Path(data_root).expanduser() / dataset.name / "train"
+    for name in names:
+        folder = Path(data_root).expanduser() / name / "train"
         if not folder.is_dir():
-            print(f"train_clip: no {folder}; training without {dataset.name}", file=sys.stderr)
+            print(f"train_clip: no {folder}; training without {name}", file=sys.stderr)
             continue
         images, texts = [], []
-        for s in tqdm(ShardDataset(folder, required=("image", "txt"), epochs=1), desc=f"read {dataset.name}/train",
+        for s in tqdm(ShardDataset(folder, required=("image", "txt"), epochs=1), desc=f"read {name}/train",
                       unit="img", disable=not progress):
             images.append(image_to_uint8(s["image"], model.config.image_size))
             texts.append(s["txt"])
         if images:
-            pools[dataset.name] = _Pool(torch.stack(images), model.tokenizer(texts), gen)
+            pools[name] = _Pool(torch.stack(images), model.tokenizer(texts), gen)
     if not pools:
-        raise DataError(f"no train split of an image dataset under {data_root} "
-                        f"(expected e.g. {Path(data_root) / 'shapes' / 'train'})")
+        raise DataError(f"no train split of {', '.join(names)} under {data_root} "
+                        f"(expected e.g. {Path(data_root) / names[0] / 'train'})")
     return pools
 
 
@@ -442,7 +446,7 @@ def _param_groups(clip: nn.Module, weight_decay: float) -> list[dict]:
 def train_clip(data_root: PathLike, out: PathLike, steps: int | None = None, batch_size: int | None = None,
                seed: int | None = None, progress: bool = True,
                config: ClipTrainConfig | PathLike | None = None) -> Path:
-    """Train a :class:`SmallClip` on the train splits of every image dataset under ``data_root``
+    """Train a :class:`SmallClip` on the train splits of ``config.datasets`` under ``data_root``
     with open_clip's ``ClipLoss`` and AdamW; save it to ``out`` (config.json + model.safetensors)
     and write ``out/report.json`` with :func:`evaluate_clip` on the held-out splits.
 
@@ -457,7 +461,7 @@ def train_clip(data_root: PathLike, out: PathLike, steps: int | None = None, bat
     gen = torch.Generator().manual_seed(cfg.seed)
     model = SmallClip(cfg.model)
     start = time.time()
-    pools = _load_train_pools(data_root, model, gen, progress)
+    pools = _load_train_pools(data_root, cfg.datasets, model, gen, progress)
     load_seconds = time.time() - start
     shares = _shares(pools, cfg.batch_size, cfg.mix)
     loss_fn = open_clip.ClipLoss()
