@@ -45,6 +45,9 @@ class DiTConfig(Config):
     rope_theta: float = 10000.0  # RoPE base
     block_size: int = 16  # text block (latents): the prior's generation unit
     attention: str = "sdpa"  # the 2L training forward: sdpa (dense mask, any device) | flex (CUDA)
+    # learned absolute positions beside RoPE (0 = RoPE only): a latent's position in its sample
+    # (clipped to position_embed − 1) and an image patch's row and column (docs/experiments.md §22)
+    position_embed: int = 0
 
     def __post_init__(self):
         check(self.d_latent >= 1, f"d_latent must be >= 1, got {self.d_latent}")
@@ -57,6 +60,7 @@ class DiTConfig(Config):
         check(self.freq_dim % 2 == 0, "freq_dim must be even")
         check(self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}")
         check(self.attention in ("sdpa", "flex"), f"attention must be sdpa or flex, got {self.attention!r}")
+        check(self.position_embed >= 0, f"position_embed must be >= 0, got {self.position_embed}")
 
 
 PRESETS: dict[str, dict] = {
@@ -109,6 +113,8 @@ class DiT(PretrainedMixin, nn.Module):
         d = config.d_model
         self.proj_in = nn.Linear(config.d_latent, d)
         self.segment_embed = nn.Embedding(config.n_segment_types, d)
+        if config.position_embed:  # position in the sample, image row, image column
+            self.position_tables = nn.ModuleList(nn.Embedding(config.position_embed, d) for _ in range(3))
         self.time_mlp = nn.Sequential(nn.Linear(config.freq_dim, d), nn.SiLU(), nn.Linear(d, d))
         hidden = swiglu_hidden(d, config.mlp_ratio)
         self.blocks = nn.ModuleList(DiTBlock(d, config.n_heads, hidden) for _ in range(config.n_layers))
@@ -124,9 +130,21 @@ class DiT(PretrainedMixin, nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         nn.init.normal_(self.segment_embed.weight, std=0.02)
+        if self.config.position_embed:  # zero: a new table leaves a trained model's function unchanged
+            for table in self.position_tables:
+                nn.init.zeros_(table.weight)
         for m in [b.ada for b in self.blocks] + [self.ada_out, self.proj_out]:
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+
+    def absolute_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """The learned absolute-position features (b, n, d) of RoPE ``positions`` (b, n) or (b, n, 3):
+        an image patch (s, s + i, s + j) gets tables[0][s] + tables[1][i] + tables[2][j], a text
+        latent (p, p, p) tables[0][p] + tables[1][0] + tables[2][0]; indices clipped to the tables."""
+        p = positions if positions.dim() == 3 else positions[..., None].expand(*positions.shape, 3)
+        top = self.config.position_embed - 1
+        index = (p[..., 0], p[..., 1] - p[..., 0], p[..., 2] - p[..., 0])
+        return sum(table(i.clamp(0, top)) for table, i in zip(self.position_tables, index))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, positions: torch.Tensor, segments: torch.Tensor,
                 mask: torch.Tensor | None, cache: KVCache | None = None, update_cache: bool = False) -> torch.Tensor:
@@ -135,6 +153,8 @@ class DiT(PretrainedMixin, nn.Module):
         Returns the velocity (b, n, c)."""
         dtype = self.proj_in.weight.dtype  # inputs follow the weights (bf16 under DeepSpeed)
         h = self.proj_in(x.to(dtype)) + self.segment_embed(segments)  # (b, n, d)
+        if self.config.position_embed:
+            h = h + self.absolute_positions(positions)
         c = self.time_mlp(timestep_features(t, self.config.freq_dim, self.config.time_scale).to(dtype))  # (b, n, d)
         rope = rope_angles(positions, self.config.d_model // self.config.n_heads, self.config.rope_theta)
         for i, block in enumerate(self.blocks):

@@ -71,6 +71,35 @@ def test_frozen_vae_option_keeps_vae_weights(tiny_datasets, stage1, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_fine_tune_grows_position_tables(tiny_datasets, joint, tmp_path):
+    """model.init from a RoPE-only prior into one with model.dit.position_embed: the tables start
+    at zero and train at position_lr_ratio × lr; any other change of the DiT is refused."""
+    from cola_mm.prior.dit import DiT
+    from cola_mm.training.stages.prior import JointStage
+
+    dit = {"preset": "tiny", "position_embed": 8}
+    cfg = base_cfg(tiny_datasets, tmp_path / "grow", stage="prior", model={"vae": str(joint), "init": str(joint),
+                   "dit": dit}, loss={"position_lr_ratio": 10.0}, max_steps=2, ckpt_every=2)
+    stage = JointStage(TrainConfig.from_dict(cfg))
+    base = DiT.from_pretrained(joint / "dit")
+    grown = stage.module.dit
+    assert all(torch.equal(t.weight, torch.zeros_like(t.weight)) for t in grown.position_tables)
+    assert all(torch.equal(v, grown.state_dict()[k]) for k, v in base.state_dict().items())
+    lr = TrainConfig.from_dict(cfg).optim.lr
+    tables = {id(p) for p in grown.position_tables.parameters()}
+    groups = stage.param_groups(TrainConfig.from_dict(cfg).optim)
+    assert [g["lr"] for g in groups if any(id(p) in tables for p in g["params"])] == [10 * lr]
+    assert all(g["lr"] == lr for g in groups if not any(id(p) in tables for p in g["params"]))
+    assert sum(len(g["params"]) for g in groups) == len([p for p in stage.module.parameters() if p.requires_grad])
+    out = train(TrainConfig.from_dict(cfg), progress=False)
+    assert DiT.from_pretrained(out / "dit").position_tables[0].weight.abs().sum() > 0
+    for other in ({"preset": "tiny", "position_embed": 8, "n_layers": 3}, {"preset": "small", "position_embed": 8}):
+        bad = base_cfg(tiny_datasets, tmp_path / "bad", stage="prior",
+                       model={"vae": str(joint), "init": str(joint), "dit": other})
+        with pytest.raises(ConfigError, match="another config than model.dit"):
+            JointStage(TrainConfig.from_dict(bad))
+
+
 def test_joint_stage_config_errors(tiny_datasets, stage1, tmp_path):
     cfg = base_cfg(tiny_datasets, tmp_path / "r", stage="prior", model={"vae": str(stage1)}, loss={"flow_wieght": 1})
     with pytest.raises(ConfigError, match="unknown key 'flow_wieght'"):

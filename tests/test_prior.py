@@ -306,3 +306,30 @@ def test_dit_save_load_round_trip(dit, tmp_path):
     pos, seg = clean_inputs(1, 8)
     args = (x, torch.rand(1, 8), pos, seg, block_causal_mask(8, B)[None])
     assert torch.equal(loaded(*args), dit(*args))
+
+
+def test_absolute_position_tables_start_as_the_rope_only_function(dit):
+    """model.dit.position_embed: zero tables leave a trained RoPE-only DiT's function unchanged
+    (so a fine-tune can add them), then read position in the sample, image row and column."""
+    grown = DiT(preset("tiny", d_latent=C, block_size=B, position_embed=6)).eval()
+    missing, unexpected = grown.load_state_dict(dit.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == [f"position_tables.{i}.weight" for i in range(3)]
+    L = 8
+    x, t = torch.randn(2, L, C), torch.rand(2, L)
+    image = torch.tensor([[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3], [4, 4, 4], [4, 4, 5], [4, 5, 4], [4, 5, 5]])
+    for pos in (clean_inputs(2, L)[0], image.expand(2, L, 3)):
+        args = (x, t, pos, torch.zeros(2, L, dtype=torch.long), block_causal_mask(L, B)[None])
+        assert torch.allclose(grown(*args), dit(*args), atol=1e-6)
+    with torch.no_grad():
+        for table in grown.position_tables:
+            table.weight.normal_()
+    feats = grown.absolute_positions(image[None])[0]
+    tables = [table.weight for table in grown.position_tables]
+    assert torch.allclose(feats[5], tables[0][4] + tables[1][0] + tables[2][1])  # row 0, column 1 of the image
+    assert torch.allclose(feats[2], tables[0][2] + tables[1][0] + tables[2][0])  # text at position 2
+    far = grown.absolute_positions(torch.tensor([[40]]))[0, 0]  # past the table: its last row
+    assert torch.allclose(far, tables[0][5] + tables[1][0] + tables[2][0])
+    args = (x, t, image.expand(2, L, 3), torch.zeros(2, L, dtype=torch.long), block_causal_mask(L, B)[None])
+    assert not torch.allclose(grown(*args), dit(*args), atol=1e-4)
+    with pytest.raises(Exception, match="position_embed must be >= 0"):
+        preset("tiny", position_embed=-1)

@@ -32,6 +32,7 @@ import random
 import re
 from typing import Any, Sequence
 
+import torch
 
 from cola_mm.evaluation.context import MASKED, prompt_context_losses
 from cola_mm.data.shapes import COLOR_WORDS, OBJECT_PHRASE_RE, SHAPE_WORDS, slot_name
@@ -120,3 +121,106 @@ def gaps_by_draw(raw: dict[str, Any]) -> dict[str, list[float]]:
     that have it: ``{name: [gap at draw 0, …]}``."""
     true = raw["loss"]["true"]
     return {name: [float(v) for v in (x - true).nanmean(1)] for name, x in raw["loss"].items() if name != "true"}
+
+
+# --------------------------------------------------------------------------- a toy that needs binding
+
+TOY_KINDS = ("order", "bag", "relation")
+
+
+class BindingToy:
+    """Text → image rows in which only word order (or a relation word) says where each word goes.
+
+    A prompt of one text block and an image of 2×2 latents, the real text → image layout
+    (:func:`cola_mm.core.sequence.text_to_image`); word latents come from a fixed random table.
+
+    - ``order``: prompt ``[w_a, w_b, pad, pad]``; cell (0, 0) holds ``F[a]``, cell (0, 1)
+      ``F[b]``: the image follows the prompt's order, so a prior must bind each word's slot to a
+      place. Exchanged: the two words trade places.
+    - ``bag`` (the control): the same prompts, the cells hold the two words' images sorted by
+      word id, so the order tells nothing and no prior should read it.
+    - ``relation``: prompt ``[w_a, left|right, w_b, pad]``; "left" puts ``F[a]`` in the first
+      cell as in ``order``, "right" reverses the cells. Exchanged: the relation word flips.
+
+    Replaced (every kind): two words neither has. The binding ratio (exchanged − true) /
+    (replaced − true) is near 1 for a prior that reads what the kind asks, near 0 for one that
+    reads a bag of words, and near 0 on ``bag`` whatever the prior."""
+
+    n_words = 8
+    PAD, LEFT, RIGHT = 8, 9, 10  # word-table rows after the words
+
+    def __init__(self, kind: str, channels: int = 8, seed: int = 1):
+        if kind not in TOY_KINDS:
+            raise ValueError(f"toy kind must be one of {', '.join(TOY_KINDS)}, got {kind!r}")
+        from cola_mm.core.sequence import layout_row, text_to_image
+
+        self.kind, self.channels = kind, channels
+        g = torch.Generator().manual_seed(seed)
+        self.words = torch.randn(self.n_words + 3, channels, generator=g)
+        self.images = torch.randn(self.n_words, channels, generator=g)
+        self.layout = layout_row([text_to_image(4, (2, 2))], text_block=4)
+
+    def pairs(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, 3): two distinct word ids and a relation (LEFT, or RIGHT for half the ``relation`` rows)."""
+        words = torch.stack([torch.randperm(self.n_words, generator=generator)[:2] for _ in range(n)])
+        right = (torch.rand(n, generator=generator) < 0.5) & (self.kind == "relation")
+        return torch.cat([words, torch.where(right, self.RIGHT, self.LEFT)[:, None]], 1)
+
+    def rows(self, pairs: torch.Tensor, prompt_pairs: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, 8, c) rows: the prompt of ``prompt_pairs`` (default ``pairs``), the image of ``pairs``."""
+        q = pairs if prompt_pairs is None else prompt_pairs
+        pad = torch.full((len(q),), self.PAD)
+        slots = [q[:, 0], q[:, 2], q[:, 1], pad] if self.kind == "relation" else [q[:, 0], q[:, 1], pad, pad]
+        text = self.words[torch.stack(slots, 1)]  # (n, 4, c)
+        if self.kind == "bag":
+            cells = pairs[:, :2].sort(1).values
+        elif self.kind == "relation":
+            cells = torch.where((pairs[:, 2] == self.RIGHT)[:, None], pairs[:, :2].flip(1), pairs[:, :2])
+        else:
+            cells = pairs[:, :2]
+        image = torch.cat([self.images[cells], torch.zeros(len(pairs), 2, self.channels)], 1)
+        return torch.cat([text, image], 1)
+
+    def exchanged(self, pairs: torch.Tensor) -> torch.Tensor:
+        if self.kind == "relation":
+            return torch.cat([pairs[:, :2], torch.where(pairs[:, 2:] == self.LEFT, self.RIGHT, self.LEFT)], 1)
+        return torch.cat([pairs[:, :2].flip(1), pairs[:, 2:]], 1)
+
+    def tensors(self, n: int) -> tuple[torch.Tensor, ...]:
+        """block ids (L,), positions (n, L, 3), segments (n, L), loss weights (n, L)."""
+        lay = self.layout
+        return (lay.block_ids, lay.positions.expand(n, *lay.positions.shape), lay.segments.expand(n, -1),
+                lay.loss_weight.expand(n, -1))
+
+    def train(self, dit, steps: int, batch_size: int = 64, lr: float = 2e-3, seed: int = 2):
+        """Train ``dit`` on the toy's rows with the prior's flow loss (image times at loc 0)."""
+        from cola_mm.prior.training import flow_matching_loss
+
+        opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.0)
+        g = torch.Generator().manual_seed(seed)
+        layout = self.tensors(batch_size)
+        dit.train()
+        for _ in range(steps):
+            loss, _ = flow_matching_loss(dit, self.rows(self.pairs(batch_size, g)), *layout, time_loc=0.0, generator=g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return dit.eval()
+
+    def measure(self, dit, n: int = 256, seed: int = 99) -> dict[str, float]:
+        """The image block's mean flow loss under the true, exchanged and replaced prompts (paired
+        ε and t), and the binding ratio (exchanged − true) / (replaced − true), NaN for a prior that
+        reads no prompt."""
+        from cola_mm.evaluation.context import paired_block_losses
+
+        pairs = self.pairs(n, torch.Generator().manual_seed(seed))
+        others = torch.tensor([[w for w in range(self.n_words) if w not in p[:2]][:2] + p[2:] for p in pairs.tolist()])
+        true = self.rows(pairs)
+        contexts = {"true": true, "exchanged": self.rows(pairs, self.exchanged(pairs)),
+                    "replaced": self.rows(pairs, others)}
+        raw = paired_block_losses(dit, true, *self.tensors(n)[:3], contexts, self.tensors(n)[3], draws=4,
+                                  seed=seed + 1, time_loc=0.0, batch_size=128)
+        out = {name: float(x[..., -1].mean()) for name, x in raw["loss"].items()}
+        replaced = out["replaced"] - out["true"]
+        out["ratio"] = (out["exchanged"] - out["true"]) / replaced if replaced else float("nan")  # reads no prompt
+        return out

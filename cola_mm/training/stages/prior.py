@@ -54,12 +54,13 @@ class JointLossConfig(Config):
     time_scale: float = 1.0
     freeze_vae: bool = False  # train the prior only (the paper's "frozen VAE" ablation)
     vae_lr_ratio: float = 1.0  # VAE learning rate / DiT learning rate
+    position_lr_ratio: float = 1.0  # the DiT's position tables (model.dit.position_embed): lr / DiT lr
     image_time_loc: float = 1.0  # flow-time law of image blocks (text blocks use time_loc/time_scale)
     image_time_scale: float = 1.0
     cond_dropout: float = 0.1  # probability that a conditional sample loses its prompt (for CFG)
 
     def __post_init__(self):
-        for name in ("vae_weight", "flow_weight", "ref_weight", "vae_lr_ratio"):
+        for name in ("vae_weight", "flow_weight", "ref_weight", "vae_lr_ratio", "position_lr_ratio"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0")
         check(self.time_scale > 0 and self.image_time_scale > 0, "time_scale and image_time_scale must be > 0")
         check(0 <= self.cond_dropout < 1, f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
@@ -241,9 +242,16 @@ class JointStage(TextWindowStage):
         dit = DiT(self.dit_config)
         if init is not None:
             init_dit = DiT.from_pretrained(init / "dit")
-            if init_dit.config.replace(attention=self.dit_config.attention) != self.dit_config:  # any backend
+            # any attention backend; a RoPE-only DiT may gain absolute-position tables (zero: same function)
+            grows = init_dit.config.position_embed == 0 < self.dit_config.position_embed
+            same = self.dit_config.replace(attention=init_dit.config.attention,
+                                           position_embed=0 if grows else self.dit_config.position_embed)
+            if init_dit.config != same:
                 raise ConfigError(f"model.init: the DiT in {init} has another config than model.dit")
-            dit.load_state_dict(init_dit.state_dict())
+            missing, unexpected = dit.load_state_dict(init_dit.state_dict(), strict=not grows)
+            if unexpected or any(not k.startswith("position_tables.") for k in missing):
+                raise ConfigError(f"model.init: the DiT in {init} does not fit model.dit "
+                                  f"(missing {missing}, unexpected {unexpected})")
         self.multimodal = bool(cfg.data.jobs)
         if self.multimodal:
             from cola_mm.data.multimodal import JOBS, collate_rows
@@ -305,10 +313,15 @@ class JointStage(TextWindowStage):
         return batch["block_ids"].numel() if self.multimodal else batch["ids"].numel()
 
     def param_groups(self, optim) -> list[dict[str, Any]]:
-        """DiT at the base learning rate, the VAE at ``vae_lr_ratio`` times it."""
+        """DiT at the base learning rate, the VAE at ``vae_lr_ratio`` times it, the DiT's position
+        tables (if any) at ``position_lr_ratio`` times it."""
         groups = []
-        for part, ratio in ((self.module.dit, 1.0), (self.module.vae, self.loss_config.vae_lr_ratio)):
-            params = [p for p in part.parameters() if p.requires_grad]
+        dit = self.module.dit
+        tables = list(dit.position_tables.parameters()) if dit.config.position_embed else []
+        rest = [p for p in dit.parameters() if all(p is not q for q in tables)]
+        for params, ratio in ((rest, 1.0), (tables, self.loss_config.position_lr_ratio),
+                              (self.module.vae.parameters(), self.loss_config.vae_lr_ratio)):
+            params = [p for p in params if p.requires_grad]
             decay = [p for p in params if p.ndim >= 2]
             no_decay = [p for p in params if p.ndim < 2]
             for ps, wd in ((decay, optim.weight_decay), (no_decay, 0.0)):

@@ -1,0 +1,71 @@
+"""Can the prior's architecture bind a prompt word to a place at all? A toy that needs it.
+
+    python bench/bench_binding_toy.py --json bench/results/binding_toy.json
+
+:class:`cola_mm.evaluation.binding.BindingToy`: text → image rows whose prompt is two words and
+whose 2×2 image holds each word's image in the cell of its slot (``order``), or in cells sorted
+by word id (``bag``, the control: the order tells nothing). A tiny DiT (width 64, 2 layers, the
+project's DiT class, real text → image layout and flow loss) is trained on each, RoPE only
+(``position_embed`` 0, as the bundled prior) and with learned absolute positions
+(``position_embed`` 16), and measured teacher-forced: the image block's flow loss under the
+true prompt, the prompt with its two words exchanged, and two words neither has. Binding ratio
+(exchanged − true) / (replaced − true): near 1 binds, near 0 reads a bag of words. Mean ± std
+over ``--seeds`` (model init and data order); about 15 s per 300-step run on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from cola_mm.evaluation.binding import TOY_KINDS, BindingToy
+from cola_mm.prior.dit import DiT, preset
+
+
+def toy_dit(position_embed: int, seed: int) -> DiT:
+    torch.manual_seed(seed)
+    return DiT(preset("tiny", d_model=64, n_heads=4, n_layers=2, freq_dim=32, d_latent=8, block_size=4,
+                      position_embed=position_embed))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kinds", default=",".join(TOY_KINDS))
+    ap.add_argument("--position-embed", default="0,16", help="DiT position_embed values (0: RoPE only)")
+    ap.add_argument("--steps", default="300,1500")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    runs = [(k, int(p), int(s), int(seed)) for k in args.kinds.split(",") for p in args.position_embed.split(",")
+            for s in args.steps.split(",") for seed in args.seeds.split(",")]
+    raw = []
+    for kind, pe, steps, seed in tqdm(runs, desc="toy priors", unit="run"):
+        toy = BindingToy(kind)
+        start = time.time()
+        dit = toy.train(toy_dit(pe, seed), steps, seed=seed + 2)
+        raw.append({"kind": kind, "position_embed": pe, "steps": steps, "seed": seed, **toy.measure(dit),
+                    "seconds": round(time.time() - start, 1)})
+    summary = {}
+    for kind, pe, steps in dict.fromkeys((r["kind"], r["position_embed"], r["steps"]) for r in raw):
+        rows = [r for r in raw if (r["kind"], r["position_embed"], r["steps"]) == (kind, pe, steps)]
+        cell = {}
+        for key in ("true", "exchanged", "replaced", "ratio"):
+            values = [r[key] for r in rows]
+            cell[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        summary[f"{kind} position_embed={pe} steps={steps}"] = cell
+        print(f"{kind:5s} position_embed={pe:<3d} {steps:5d} steps: true loss {cell['true']['mean']:.4f}, "
+              f"ratio {cell['ratio']['mean']:+.3f} ± {cell['ratio']['std']:.3f} (n={len(rows)})")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"command": "python bench/bench_binding_toy.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "threads": torch.get_num_threads(),
+        "summary": summary, "runs": raw}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
