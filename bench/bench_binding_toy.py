@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -25,13 +24,7 @@ import torch
 from tqdm import tqdm
 
 from cola_mm.evaluation.binding import TOY_KINDS, BindingToy
-from cola_mm.prior.dit import DiT, preset
-
-
-def toy_dit(position_embed: int, seed: int) -> DiT:
-    torch.manual_seed(seed)
-    return DiT(preset("tiny", d_model=64, n_heads=4, n_layers=2, freq_dim=32, d_latent=8, block_size=4,
-                      position_embed=position_embed))
+from bench_binding import mean_std  # this folder
 
 
 def main() -> None:
@@ -48,16 +41,13 @@ def main() -> None:
     for kind, pe, steps, seed in tqdm(runs, desc="toy priors", unit="run"):
         toy = BindingToy(kind)
         start = time.time()
-        dit = toy.train(toy_dit(pe, seed), steps, seed=seed + 2)
+        dit = toy.train(BindingToy.dit(pe, seed), steps, seed=seed + 2)
         raw.append({"kind": kind, "position_embed": pe, "steps": steps, "seed": seed, **toy.measure(dit),
                     "seconds": round(time.time() - start, 1)})
     summary = {}
     for kind, pe, steps in dict.fromkeys((r["kind"], r["position_embed"], r["steps"]) for r in raw):
         rows = [r for r in raw if (r["kind"], r["position_embed"], r["steps"]) == (kind, pe, steps)]
-        cell = {}
-        for key in ("true", "exchanged", "replaced", "ratio"):
-            values = [r[key] for r in rows]
-            cell[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        cell = {key: mean_std([r[key] for r in rows]) for key in ("true", "exchanged", "replaced", "ratio")}
         summary[f"{kind} position_embed={pe} steps={steps}"] = cell
         print(f"{kind:5s} position_embed={pe:<3d} {steps:5d} steps: true loss {cell['true']['mean']:.4f}, "
               f"ratio {cell['ratio']['mean']:+.3f} ± {cell['ratio']['std']:.3f} (n={len(rows)})")

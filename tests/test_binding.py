@@ -9,7 +9,6 @@ import torch
 from cola_mm.data.shapes import COLORS, SHAPES, make_caption, parse_strict, sample_scene
 from cola_mm.evaluation.binding import VARIANTS, BindingToy, gaps_by_draw, summarize_binding, variants
 from cola_mm.evaluation.context import MASKED, prompt_context_losses
-from cola_mm.prior.dit import DiT, preset
 
 
 def two_object_captions(n: int) -> list[tuple[dict, str]]:
@@ -131,22 +130,16 @@ def test_prompt_losses_refuse_bad_input(pipe, samples):
         prompt_context_losses(pipe, samples, {"true": own, "one": "a red circle"})
 
 
-def toy_prior(position_embed: int) -> DiT:
-    torch.manual_seed(0)
-    return DiT(preset("tiny", d_model=64, n_heads=4, n_layers=2, freq_dim=32, d_latent=8, block_size=4,
-                      position_embed=position_embed))
-
-
 def test_a_prior_with_absolute_positions_learns_to_bind_word_order():
     """The toy of bench/bench_binding_toy.py, 300 steps: with position tables the prior sends each
     prompt word to its place (the exchange costs most of what a replacement costs); on the control,
     whose images ignore word order, the same prior learns the scene and the ratio stays ~0."""
     order, bag = BindingToy("order"), BindingToy("bag")
-    binder = order.measure(order.train(toy_prior(16), 300))
+    binder = order.measure(order.train(BindingToy.dit(16), 300))
     assert binder["true"] < 0.05 and binder["ratio"] > 0.4, binder
-    control = bag.measure(bag.train(toy_prior(16), 300))
+    control = bag.measure(bag.train(BindingToy.dit(16), 300))
     assert control["true"] < 0.05 and abs(control["ratio"]) < 0.05, control
-    untrained = order.measure(toy_prior(16).eval())  # adaLN-zero: the same velocity for every prompt
+    untrained = order.measure(BindingToy.dit(16).eval())  # adaLN-zero: the same velocity for every prompt
     assert untrained["true"] > 0.5 and untrained["ratio"] != untrained["ratio"], untrained
     with pytest.raises(ValueError, match="toy kind"):
         BindingToy("colour")

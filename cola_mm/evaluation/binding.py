@@ -34,7 +34,8 @@ from typing import Any, Sequence
 
 import torch
 
-from cola_mm.evaluation.context import MASKED, prompt_context_losses
+from cola_mm.core.sequence import layout_row, text_to_image
+from cola_mm.evaluation.context import MASKED, paired_block_losses, prompt_context_losses
 from cola_mm.data.shapes import COLOR_WORDS, OBJECT_PHRASE_RE, SHAPE_WORDS, slot_name
 
 EXCHANGED = ("swap_colors", "swap_shapes", "swap_objects")
@@ -152,8 +153,6 @@ class BindingToy:
     def __init__(self, kind: str, channels: int = 8, seed: int = 1):
         if kind not in TOY_KINDS:
             raise ValueError(f"toy kind must be one of {', '.join(TOY_KINDS)}, got {kind!r}")
-        from cola_mm.core.sequence import layout_row, text_to_image
-
         self.kind, self.channels = kind, channels
         g = torch.Generator().manual_seed(seed)
         self.words = torch.randn(self.n_words + 3, channels, generator=g)
@@ -186,6 +185,15 @@ class BindingToy:
             return torch.cat([pairs[:, :2], torch.where(pairs[:, 2:] == self.LEFT, self.RIGHT, self.LEFT)], 1)
         return torch.cat([pairs[:, :2].flip(1), pairs[:, 2:]], 1)
 
+    @staticmethod
+    def dit(position_embed: int, seed: int = 0):
+        """The toy's prior: the project's DiT, width 64, 2 layers, seeded."""
+        from cola_mm.prior.dit import DiT, preset
+
+        torch.manual_seed(seed)
+        return DiT(preset("tiny", d_model=64, n_heads=4, n_layers=2, freq_dim=32, d_latent=8, block_size=4,
+                          position_embed=position_embed))
+
     def tensors(self, n: int) -> tuple[torch.Tensor, ...]:
         """block ids (L,), positions (n, L, 3), segments (n, L), loss weights (n, L)."""
         lay = self.layout
@@ -211,14 +219,13 @@ class BindingToy:
         """The image block's mean flow loss under the true, exchanged and replaced prompts (paired
         ε and t), and the binding ratio (exchanged − true) / (replaced − true), NaN for a prior that
         reads no prompt."""
-        from cola_mm.evaluation.context import paired_block_losses
-
         pairs = self.pairs(n, torch.Generator().manual_seed(seed))
         others = torch.tensor([[w for w in range(self.n_words) if w not in p[:2]][:2] + p[2:] for p in pairs.tolist()])
         true = self.rows(pairs)
         contexts = {"true": true, "exchanged": self.rows(pairs, self.exchanged(pairs)),
                     "replaced": self.rows(pairs, others)}
-        raw = paired_block_losses(dit, true, *self.tensors(n)[:3], contexts, self.tensors(n)[3], draws=4,
+        block_ids, positions, segments, weight = self.tensors(n)
+        raw = paired_block_losses(dit, true, block_ids, positions, segments, contexts, weight, draws=4,
                                   seed=seed + 1, time_loc=0.0, batch_size=128)
         out = {name: float(x[..., -1].mean()) for name, x in raw["loss"].items()}
         replaced = out["replaced"] - out["true"]

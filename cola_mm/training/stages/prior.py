@@ -318,7 +318,8 @@ class JointStage(TextWindowStage):
         groups = []
         dit = self.module.dit
         tables = list(dit.position_tables.parameters()) if dit.config.position_embed else []
-        rest = [p for p in dit.parameters() if all(p is not q for q in tables)]
+        table_ids = {id(p) for p in tables}
+        rest = [p for p in dit.parameters() if id(p) not in table_ids]
         for params, ratio in ((rest, 1.0), (tables, self.loss_config.position_lr_ratio),
                               (self.module.vae.parameters(), self.loss_config.vae_lr_ratio)):
             params = [p for p in params if p.requires_grad]
