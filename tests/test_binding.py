@@ -156,3 +156,14 @@ def test_toy_rows_put_each_word_where_its_kind_says():
         assert torch.equal(swapped[:, 4:], rows[:, 4:]) and not torch.equal(swapped[:, :4], rows[:, :4])
     relation = BindingToy("relation")
     assert torch.equal(relation.rows(pairs)[:, 1], relation.words[pairs[:, 2]])  # the relation word
+
+
+def test_toy_relation_share_is_set_by_p_right_and_only_on_relation_rows():
+    for p_right, lo, hi in ((0.5, 0.45, 0.55), (0.2, 0.16, 0.24), (0.0, 0.0, 0.0)):
+        share = (BindingToy("relation").pairs(2000, torch.Generator().manual_seed(0), p_right)[:, 2]
+                 == BindingToy.RIGHT).float().mean()
+        assert lo <= share <= hi
+    assert (BindingToy("order").pairs(500, torch.Generator().manual_seed(0), 0.9)[:, 2] == BindingToy.LEFT).all()
+    # the default draws the same rows as before the option existed (the 0.5 share)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(BindingToy("relation").pairs(64, g1), BindingToy("relation").pairs(64, g2, 0.5))

@@ -159,10 +159,11 @@ class BindingToy:
         self.images = torch.randn(self.n_words, channels, generator=g)
         self.layout = layout_row([text_to_image(4, (2, 2))], text_block=4)
 
-    def pairs(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """(n, 3): two distinct word ids and a relation (LEFT, or RIGHT for half the ``relation`` rows)."""
+    def pairs(self, n: int, generator: torch.Generator, p_right: float = 0.5) -> torch.Tensor:
+        """(n, 3): two distinct word ids and a relation (LEFT, or RIGHT for a ``p_right`` share of
+        the ``relation`` rows)."""
         words = torch.stack([torch.randperm(self.n_words, generator=generator)[:2] for _ in range(n)])
-        right = (torch.rand(n, generator=generator) < 0.5) & (self.kind == "relation")
+        right = (torch.rand(n, generator=generator) < p_right) & (self.kind == "relation")
         return torch.cat([words, torch.where(right, self.RIGHT, self.LEFT)[:, None]], 1)
 
     def rows(self, pairs: torch.Tensor, prompt_pairs: torch.Tensor | None = None) -> torch.Tensor:
@@ -186,12 +187,12 @@ class BindingToy:
         return torch.cat([pairs[:, :2].flip(1), pairs[:, 2:]], 1)
 
     @staticmethod
-    def dit(position_embed: int, seed: int = 0):
-        """The toy's prior: the project's DiT, width 64, 2 layers, seeded."""
+    def dit(position_embed: int, seed: int = 0, n_layers: int = 2):
+        """The toy's prior: the project's DiT, width 64, ``n_layers`` layers, seeded."""
         from cola_mm.prior.dit import DiT, preset
 
         torch.manual_seed(seed)
-        return DiT(preset("tiny", d_model=64, n_heads=4, n_layers=2, freq_dim=32, d_latent=8, block_size=4,
+        return DiT(preset("tiny", d_model=64, n_heads=4, n_layers=n_layers, freq_dim=32, d_latent=8, block_size=4,
                           position_embed=position_embed))
 
     def tensors(self, n: int) -> tuple[torch.Tensor, ...]:
@@ -200,8 +201,9 @@ class BindingToy:
         return (lay.block_ids, lay.positions.expand(n, *lay.positions.shape), lay.segments.expand(n, -1),
                 lay.loss_weight.expand(n, -1))
 
-    def train(self, dit, steps: int, batch_size: int = 64, lr: float = 2e-3, seed: int = 2):
-        """Train ``dit`` on the toy's rows with the prior's flow loss (image times at loc 0)."""
+    def train(self, dit, steps: int, batch_size: int = 64, lr: float = 2e-3, seed: int = 2, p_right: float = 0.5):
+        """Train ``dit`` on the toy's rows with the prior's flow loss (image times at loc 0);
+        ``p_right``: the share of ``relation`` training rows that say "right" (measured at 0.5)."""
         from cola_mm.prior.training import flow_matching_loss
 
         opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.0)
@@ -209,7 +211,8 @@ class BindingToy:
         layout = self.tensors(batch_size)
         dit.train()
         for _ in range(steps):
-            loss, _ = flow_matching_loss(dit, self.rows(self.pairs(batch_size, g)), *layout, time_loc=0.0, generator=g)
+            rows = self.rows(self.pairs(batch_size, g, p_right))
+            loss, _ = flow_matching_loss(dit, rows, *layout, time_loc=0.0, generator=g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
