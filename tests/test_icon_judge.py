@@ -96,3 +96,26 @@ def test_eval_splits_must_exist(tmp_path, capsys):
         assert "--splits: no split folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ij.main(["eval", "--judge", "nowhere", "--splits", "val"])
+
+
+def test_vae_steps_bench_finds_every_checkpoint_in_step_order(tmp_path):
+    """bench/bench_icon_vae_steps.py grades each checkpoint of a run and its final model, labelled
+    by step (the final one by the run's last logged step), plus extra folders; none is an error."""
+    import json
+
+    from conftest import bench_module
+
+    bench = bench_module("bench_icon_vae_steps")
+    run = tmp_path / "run"
+    for step in (2000, 10000, 3000):
+        (run / "checkpoints" / f"step_{step:06d}" / "components" / "image_vae").mkdir(parents=True)
+    (run / "model" / "image_vae").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        {"step": 20, "loss": 1.0}, {"step": 12000, "val_psnr": 30.0})) + "\n")
+    extra = tmp_path / "copies" / "step_001000" / "image_vae"
+    found = bench.find_vaes(run, [str(extra)])
+    assert [s for s, _ in found] == [1000, 2000, 3000, 10000, 12000]
+    assert found[0][1] == extra and found[-1][1] == run / "model" / "image_vae"
+    assert found[1][1] == run / "checkpoints" / "step_002000" / "components" / "image_vae"
+    with pytest.raises(SystemExit, match="no image VAE"):
+        bench.main(["--run", str(tmp_path / "empty"), "--judge", "j", "--data", "d", "--json", str(tmp_path / "o.json")])
