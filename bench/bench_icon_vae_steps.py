@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     from cola_mm.data.loader import ShardDataset
-    from cola_mm.evaluation.icon_judge import IconJudge, _summary, vae_round_trip
+    from cola_mm.evaluation.icon_judge import IconJudge, grade_summary, vae_round_trip
     from cola_mm.vae_image.model import ImageVAE
 
     run = Path(args.run) if args.run else None
@@ -72,11 +72,11 @@ def main(argv: list[str] | None = None) -> dict:
     judge = IconJudge.from_pretrained(args.judge)
     samples = [s for _, s in zip(range(args.limit), ShardDataset(folder, required=("image", "json")))]
     images, truths = [s["image"] for s in samples], [s["json"] for s in samples]
-    rows = [{"vae": "renders", "step": None, **_summary(judge.predict(images), truths, len(samples))}]
+    rows = [{"vae": "renders", "step": None, **grade_summary(judge.predict(images), truths, len(samples))}]
     for step, path in tqdm(vaes, desc="image VAEs", unit="vae"):
         vae = ImageVAE.from_pretrained(path)
         rows.append({"vae": str(path), "step": step, "val_psnr": psnr.get(step),
-                     **_summary(judge.predict(vae_round_trip(vae, images)), truths, len(samples))})
+                     **grade_summary(judge.predict(vae_round_trip(vae, images)), truths, len(samples))})
         print(f"step {step}: all right {rows[-1]['all']:.3f}, icon top-5 {rows[-1]['icon_top5']:.3f}, "
               f"val PSNR {rows[-1]['val_psnr']}")
     report = {"command": "python bench/bench_icon_vae_steps.py " + " ".join(sys.argv[1:] if argv is None else argv),

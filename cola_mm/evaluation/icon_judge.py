@@ -218,17 +218,17 @@ def evaluate_judge(judge: IconJudge, n: int = 1000, data: str | Path | None = No
     report = {}
     scenes = [judge_scene(EVAL_NAMESPACE, 0, i, found) for i in range(n)]
     preds = judge.predict([world.render_scene(s, 64, font_path) for s in scenes])
-    report["renders"] = _summary(preds, scenes, n)
+    report["renders"] = grade_summary(preds, scenes, n)
     if data is not None:
         for split in splits:
             folder = Path(data) / split
             if folder.is_dir():
                 samples = [s for _, s in zip(range(limit), ShardDataset(folder, required=("image", "json")))]
                 images, truths = [s["image"] for s in samples], [s["json"] for s in samples]
-                report[split] = _summary(judge.predict(images), truths, len(samples))
+                report[split] = grade_summary(judge.predict(images), truths, len(samples))
                 if image_vae is not None:
-                    report[f"{split}_through_vae"] = _summary(judge.predict(vae_round_trip(image_vae, images)), truths,
-                                                              len(samples))
+                    through = judge.predict(vae_round_trip(image_vae, images))
+                    report[f"{split}_through_vae"] = grade_summary(through, truths, len(samples))
     return report
 
 
@@ -246,7 +246,9 @@ def vae_round_trip(vae, images: Sequence[Image.Image], batch_size: int = 64) -> 
     return out
 
 
-def _summary(preds: list[dict], truths: list[dict], n: int) -> dict:
+def grade_summary(preds: list[dict], truths: list[dict], n: int) -> dict:
+    """The share of ``n`` images right on each judged field, on all of them ("all") and with the
+    icon in the top 5 ("icon_top5"), from the judge's ``preds`` against the scenes' ``truths``."""
     grades = [judge_image(p, t) for p, t in zip(preds, truths)]
     top5 = [judge_image(p, t, top_k=5)["icon"] for p, t in zip(preds, truths)]
     out = {k: round(sum(g[k] for g in grades) / max(1, n), 4) for k in grades[0]} if grades else {}
