@@ -27,6 +27,7 @@ BATCH=${BATCH:-64}         # rows per step (configs/demo_gpu.yaml)
 CONFIG=${CONFIG:-configs/demo_gpu.yaml}
 TWIN=${TWIN:---set model.dit.block_size=16}
 FONT=${FONT:-.fonts/NotoColorEmoji.ttf}
+RELATION_SKEW=${RELATION_SKEW:-0}  # train captions' relation skew (docs/experiments.md §22.1; 0: as `cola-mm data all`)
 AR_STEPS=${AR_STEPS:-4000}  # the reference AR (configs/ar_reference.yaml)
 LOGS=/tmp/gpu_demo_logs
 T0=$(date +%s)
@@ -53,12 +54,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 # 1. shapes (deterministic: the same bytes as `cola-mm data all`)
 if [ ! -f datasets/shapes/manifest.json ]; then
   log "shapes shards"
-  cli data shapes --out datasets/shapes --split all --max-objects 2 > $LOGS/shapes.log 2>&1 || { tail $LOGS/shapes.log; exit 1; }
+  cli data shapes --out datasets/shapes --split all --max-objects 2 --relation-skew "$RELATION_SKEW" > $LOGS/shapes.log 2>&1 || { tail $LOGS/shapes.log; exit 1; }
 fi
 
 if grep -q 'datasets/icons' "$CONFIG" && [ ! -f datasets/icons/manifest.json ]; then
   log "icons shards"
-  cli data icons --out datasets/icons --count 40000 --font "$FONT" > $LOGS/icons.log 2>&1 || { tail $LOGS/icons.log; exit 1; }
+  cli data icons --out datasets/icons --count 40000 --font "$FONT" --relation-skew "$RELATION_SKEW" > $LOGS/icons.log 2>&1 || { tail $LOGS/icons.log; exit 1; }
 fi
 
 # 2. the reference AR, in the background

@@ -44,7 +44,8 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from cola_mm.data.registry import Dataset, Grade, normalize_caption, positive_int
-from cola_mm.data.shapes import CELL_PHRASES, CELLS, RELATION_WORDS, SIZE_WORDS, cell_of, true_relations
+from cola_mm.data.shapes import (CELL_PHRASES, CELLS, RELATION_WORDS, SIZE_WORDS, cell_of, check_relation_skew,
+                                 skew_relation, true_relations)
 from cola_mm.data.shards import (DataError, ShardWriter, check_generator_args, prepare_split_dir, read_manifest,
                                  update_manifest)
 
@@ -380,9 +381,11 @@ def grade_caption(text: str, truth: dict) -> Grade:
 # --------------------------------------------------------------------------- samples and shards
 
 
-def generate_sample(seed: int, split: str, index: int, icons, font_path: str, size: int = 64) -> tuple:
+def generate_sample(seed: int, split: str, index: int, icons, font_path: str, size: int = 64,
+                    relation_skew: float = 0.0) -> tuple:
     rng = random.Random(f"{DATASET_NAME}/{seed}/{split}/{index}")
-    scene = sample_scene(rng, split, icons, size)
+    key = f"{DATASET_NAME}/{seed}/{split}/{index}"
+    scene = skew_relation(sample_scene(rng, split, icons, size), relation_skew, key)
     caption, template = make_caption(scene, rng, heldout=split == "heldout-phrasing")
     meta = {**scene, "caption": caption, "caption_template": template, "split": split, "index": index,
             "seed": seed, "image_size": size, "dataset": DATASET_NAME, "generator_version": GENERATOR_VERSION}
@@ -391,20 +394,22 @@ def generate_sample(seed: int, split: str, index: int, icons, font_path: str, si
 
 def build_icons(out: str | os.PathLike, split: str, count: int, size: int = 64, seed: int = 0,
                 shard_size: int = 1000, overwrite: bool = False, font: str | os.PathLike | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, relation_skew: float = 0.0) -> dict:
     font_path = str(find_font(font))
     if not (isinstance(count, int) and count >= 1):
         raise DataError(f"count must be an integer >= 1, got {count!r}")
     if split not in SPLITS:
         raise DataError(f"unknown icons split {split!r}; choose one of {', '.join(SPLITS)}")
+    relation_skew = check_relation_skew(split, relation_skew)
     check_generator_args(out, DATASET_NAME, size, seed, shard_size, MIN_SIZE)
     icons = list_icons(font_path)
     split_dir = prepare_split_dir(Path(out) / split, overwrite)
     with ShardWriter(split_dir, max_count=shard_size) as writer:
         for index in tqdm(range(count), desc=f"icons/{split}", disable=not progress):
-            image, caption, meta = generate_sample(seed, split, index, icons, font_path, size)
+            image, caption, meta = generate_sample(seed, split, index, icons, font_path, size, relation_skew)
             writer.write(f"{index:09d}", {"png": image, "txt": caption, "json": meta})
-    info = {"count": count, "shards": writer.shards, "seed": seed, "size": size}
+    info = {"count": count, "shards": writer.shards, "seed": seed, "size": size,
+            **({"relation_skew": relation_skew} if relation_skew else {})}
     manifest = update_manifest(out, DATASET_NAME, GENERATOR_VERSION, split, info,
                                icons=[[f"U+{cp:04X}", name] for cp, name in icons],
                                backgrounds={k: list(v) for k, v in BACKGROUNDS.items()}, sizes=dict(SIZES),
@@ -426,14 +431,18 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=positive_int, default=64, help="canvas side in pixels (default 64)")
     p.add_argument("--split", choices=SPLITS + ("all",), default="all", help="which split to write (default all)")
     p.add_argument("--font", default=None, help="a colour emoji font file (default: Debian's Noto Color Emoji)")
+    p.add_argument("--relation-skew", type=float, default=0.0,
+                   help="train only: the share of two-icon scenes 'right of' / 'below' restated as "
+                        "'left of' / 'above' (default 0: both directions evenly; docs/experiments.md §22.1)")
 
 
 def _build(args: argparse.Namespace) -> None:
     splits = SPLITS if args.split == "all" else (args.split,)
     for split in splits:
         n = args.count if split == "train" or args.split != "all" else max(1, args.count // 10)
+        skew = args.relation_skew if split == "train" or args.split != "all" else 0.0
         info = build_icons(args.out, split, n, size=args.size, seed=args.seed, shard_size=args.shard_size,
-                           overwrite=args.overwrite, font=args.font)
+                           overwrite=args.overwrite, font=args.font, relation_skew=skew)
         print(f"icons/{split}: {info['count']} samples in {len(info['shards'])} shard(s) -> {Path(args.out) / split}")
 
 

@@ -623,11 +623,40 @@ def sample_rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"{DATASET_NAME}/{seed}/{split}/{index}")
 
 
+SKEWED_RELATIONS = ("right of", "below")  # restated as "left of" / "above" by ``relation_skew``
+
+
+def check_relation_skew(split: str, share: float) -> float:
+    """``share`` if it is a valid relation skew for ``split`` (0 ≤ share ≤ 1; non-zero only on train)."""
+    if not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
+        raise DataError(f"relation_skew must be a share between 0 and 1, got {share!r}")
+    if share and split != "train":
+        raise DataError(f"relation_skew applies to the train split only (got {split!r}): held-out splits keep "
+                        "both directions of every relation")
+    return float(share)
+
+
+def skew_relation(scene: dict, share: float, key: str) -> dict:
+    """A two-object scene whose relation is "right of" or "below" restated, for a ``share`` of such
+    scenes, the other way round: the objects listed in reverse and the relation inverted ("B to the
+    left of A" for "A to the right of B"). The picture is the same; only which object the caption
+    names first changes. The draw comes from its own stream (``key``), so the scene's other draws
+    and its rendering are the same bytes as without the skew. docs/experiments.md §22.1: a relation
+    stated evenly in both directions puts a plateau in the prior's way that a skew removes."""
+    if not share or scene.get("relation") not in SKEWED_RELATIONS:
+        return scene
+    if random.Random(f"relation-skew/{key}").random() >= share:
+        return scene
+    return {**scene, "objects": scene["objects"][::-1], "relation": INVERSE_RELATIONS[scene["relation"]]}
+
+
 def generate_sample(seed: int, split: str, index: int, size: int = 64,
-                    max_objects: int = 1) -> tuple[Image.Image, str, dict]:
-    """Sample number ``index`` of a split: (image, caption, ground-truth JSON)."""
+                    max_objects: int = 1, relation_skew: float = 0.0) -> tuple[Image.Image, str, dict]:
+    """Sample number ``index`` of a split: (image, caption, ground-truth JSON); ``relation_skew``:
+    see :func:`skew_relation`."""
     rng = sample_rng(seed, split, index)
-    scene = sample_scene(rng, split, size, max_objects)
+    scene = skew_relation(sample_scene(rng, split, size, max_objects), relation_skew,
+                          f"{DATASET_NAME}/{seed}/{split}/{index}")
     if split == "heldout-phrasing":
         caption, template = make_heldout_caption(scene, rng), "heldout"
     else:
@@ -652,20 +681,21 @@ def _validate(out: str | os.PathLike, split: str, count: int, size: int, seed: i
 
 def build_shapes(out: str | os.PathLike, split: str, count: int, size: int = 64, seed: int = 0,
                  max_objects: int = 1, shard_size: int = 1000, overwrite: bool = False,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, relation_skew: float = 0.0) -> dict:
     """Write ``count`` samples to ``out/<split>/NNNNNN.tar`` and record them in the manifest.
 
     Returns the split's manifest entry (count, shards, seed, size, max_objects, created).
     Raises :class:`DataError` on bad arguments or when shards exist and ``overwrite`` is False.
     """
     _validate(out, split, count, size, seed, max_objects, shard_size)
+    relation_skew = check_relation_skew(split, relation_skew)
     split_dir = prepare_split_dir(Path(out) / split, overwrite)
     with ShardWriter(split_dir, max_count=shard_size) as writer:
         for index in tqdm(range(count), desc=f"shapes/{split}", disable=not progress):
-            image, caption, meta = generate_sample(seed, split, index, size, max_objects)
+            image, caption, meta = generate_sample(seed, split, index, size, max_objects, relation_skew)
             writer.write(f"{index:09d}", {"png": image, "txt": caption, "json": meta})
     info = {"count": count, "shards": writer.shards, "seed": seed, "size": size,
-            "max_objects": max_objects}
+            "max_objects": max_objects, **({"relation_skew": relation_skew} if relation_skew else {})}
     manifest = update_manifest(
         out, DATASET_NAME, GENERATOR_VERSION, split, info,
         novel_pairs=[list(pair) for pair in NOVEL_PAIRS],
@@ -818,6 +848,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=SPLITS + ("all",), default="train", help="which split to write (default train)")
     p.add_argument("--max-objects", type=int, choices=(1, 2), default=1,
                    help="2 adds two-object scenes with a spatial relation (default 1)")
+    p.add_argument("--relation-skew", type=float, default=0.0,
+                   help="train only: the share of two-object scenes 'right of' / 'below' restated as "
+                        "'left of' / 'above' (default 0: both directions evenly; docs/experiments.md §22.1)")
 
 
 def _build_splits(out, splits: tuple[str, ...], count: int, args: argparse.Namespace, overwrite: bool,
@@ -827,8 +860,9 @@ def _build_splits(out, splits: tuple[str, ...], count: int, args: argparse.Names
 
     for split in splits:
         n = count if split == "train" or exact else max(1, count // 10)
+        skew = getattr(args, "relation_skew", 0.0) if split == "train" or exact else 0.0
         info = build_shapes(out, split, n, size=args.size, seed=args.seed, max_objects=args.max_objects,
-                            shard_size=args.shard_size, overwrite=overwrite)
+                            shard_size=args.shard_size, overwrite=overwrite, relation_skew=skew)
         print(f"shapes/{split}: {info['count']} samples in {len(info['shards'])} shard(s) -> {Path(out) / split}")
     for split, found in record_overlaps(out).items():
         print(f"shapes/{split}: {found['images']} images and {found['prompts']} prompts also in train "

@@ -237,3 +237,22 @@ def test_icons_rows_in_the_suite_where_built_and_judged(built, tiny_mm_pipeline,
     assert "icons/test" in entry["text_to_image_unjudged"] and "shapes_test_all_acc" in entry["text_to_image"]["summary"]
     assert not any(k.startswith("icons") for k in entry["text_to_image"]["summary"])
     assert "Not judged" in suite.tables(report) and "icons/test" in suite.tables(report)
+
+
+def test_relation_skew_restates_two_icon_scenes_on_train_with_the_same_pictures(font):
+    """--relation-skew for icons: the same pictures, the two icons named the other way round with
+    the relation inverted, the caption graded right against the new truth; held-out splits refuse it."""
+    found = icons.list_icons(font)
+    skewed = 0
+    for index in range(60):
+        plain_image, _, plain = icons.generate_sample(0, "train", index, found, font)
+        image, caption, meta = icons.generate_sample(0, "train", index, found, font, relation_skew=1.0)
+        assert image.tobytes() == plain_image.tobytes()
+        assert meta["relation"] not in ("right of", "below")
+        if plain["relation"] in ("right of", "below"):
+            skewed += 1
+            assert meta["objects"] == plain["objects"][::-1]
+        assert icons.grade_caption(caption, meta)["all"], caption
+    assert skewed > 3
+    with pytest.raises(DataError, match="train split only"):
+        icons.build_icons("/tmp/never", "two", 5, font=font, relation_skew=0.5)

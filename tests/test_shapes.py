@@ -342,3 +342,43 @@ def test_bad_arguments_raise_data_error(tmp_path, kwargs):
         build_shapes(tmp_path, progress=False, **args)
     assert "\n" not in str(err.value)
     assert not list(tmp_path.rglob("*.tar"))
+
+
+def test_relation_skew_restates_right_and_below_on_train_only_with_the_same_pictures(tmp_path):
+    """--relation-skew q (docs/experiments.md §22.1): a share q of two-object train scenes stated as
+    "right of" / "below" name their objects the other way round ("left of" / "above"). The picture
+    and every other draw are unchanged, the caption still parses to the scene's truth, and the
+    held-out splits refuse the option (they keep both directions)."""
+    from collections import Counter
+
+    from cola_mm.data.shapes import INVERSE_RELATIONS, check_relation_skew, skew_relation
+
+    relations = {0.0: Counter(), 1.0: Counter()}
+    for index in range(300):
+        plain_image, plain_caption, plain = generate_sample(0, "train", index, 64, max_objects=2)
+        image, caption, meta = generate_sample(0, "train", index, 64, max_objects=2, relation_skew=1.0)
+        assert image.tobytes() == plain_image.tobytes()
+        if plain["relation"] is None:
+            assert caption == plain_caption and meta == {**plain}
+            continue
+        relations[0.0][plain["relation"]] += 1
+        relations[1.0][meta["relation"]] += 1
+        if plain["relation"] in ("right of", "below"):
+            assert meta["objects"] == plain["objects"][::-1]
+            assert meta["relation"] == INVERSE_RELATIONS[plain["relation"]]
+        else:
+            assert meta == plain and caption == plain_caption
+        assert parse_caption(caption) == caption_attributes(meta)
+    assert relations[0.0]["right of"] + relations[0.0]["below"] > 30  # both directions without the skew
+    assert relations[1.0]["right of"] == relations[1.0]["below"] == 0
+    half = Counter(skew_relation(s, 0.5, f"k/{i}")["relation"] for i, s in enumerate(
+        [{"objects": [1, 2], "relation": "right of"}] * 400))
+    assert 150 < half["left of"] < 250 and half["left of"] + half["right of"] == 400
+    for split in ("val", "test", "two", "heldout-phrasing"):
+        with pytest.raises(DataError, match="train split only"):
+            check_relation_skew(split, 0.3)
+    with pytest.raises(DataError, match="between 0 and 1"):
+        check_relation_skew("train", 1.5)
+    info = build_shapes(tmp_path, "train", 5, max_objects=2, relation_skew=0.3, progress=False)
+    assert info["relation_skew"] == 0.3
+    assert "relation_skew" not in build_shapes(tmp_path, "val", 5, max_objects=2, progress=False)
