@@ -3,7 +3,7 @@
     python bench/bench_icon_vae_steps.py --run runs/vae_image_icons64_10k --judge runs/icon_judge \\
         --data datasets/icons --json bench/results/icon_vae_steps.json --png bench/results/icon_vae_steps.png
 
-Grades every image VAE the run folder holds (``checkpoints/step_*/components/image_vae`` and the
+Grades every image VAE the run folder holds (each complete checkpoint's ``components/image_vae`` and the
 final ``model/``; train with ``--set keep_last=N`` to keep them all), plus any ``--vae`` folders, on
 the ``--split`` (default ``val``: this chooses a VAE, so it never reads test). Each image is
 encoded (posterior mean), decoded and graded by the icon judge; the figures are the most a prior
@@ -27,18 +27,21 @@ def _step_of(folder: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def find_vaes(run: Path | None, extra: list[str]) -> list[tuple[int | None, Path]]:
-    """(step, image VAE folder) for every checkpoint of ``run`` and every ``extra`` folder, by step."""
+def find_vaes(run: Path | None, extra: list[str], records: list[dict] | None = None) -> list[tuple[int | None, Path]]:
+    """(step, image VAE folder) for every complete checkpoint of ``run``, its final model (at the
+    last step of ``records``, default the run's metrics.jsonl) and every ``extra`` folder, by step."""
+    from cola_mm.training.checkpoint import STEP_RE, list_complete
+    from cola_mm.training.loop import METRICS_FILE, MetricsLog
+
     found = {}
     if run is not None:
-        for comp in sorted(run.glob("checkpoints/step_*/components")):
-            found[_step_of(comp)] = comp / "image_vae"
+        for ckpt in list_complete(run):
+            found[int(STEP_RE.match(ckpt.name).group(1))] = ckpt / "components" / "image_vae"
     for folder in map(Path, extra):
         found[_step_of(folder)] = folder
     if run is not None and (run / "model" / "image_vae").is_dir():
-        steps = [json.loads(line).get("step", 0) for line in (run / "metrics.jsonl").open()] if (
-            run / "metrics.jsonl").is_file() else []
-        found[max(steps, default=None)] = run / "model" / "image_vae"
+        records = MetricsLog(run / METRICS_FILE, True).read() if records is None else records
+        found[max((r["step"] for r in records), default=None)] = run / "model" / "image_vae"
     return sorted(found.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
 
 
@@ -58,17 +61,17 @@ def main(argv: list[str] | None = None) -> dict:
     from cola_mm.evaluation.icon_judge import IconJudge, grade_summary, vae_round_trip
     from cola_mm.vae_image.model import ImageVAE
 
+    from cola_mm.training.loop import METRICS_FILE, MetricsLog
+
     run = Path(args.run) if args.run else None
-    vaes = find_vaes(run, args.vae)
+    records = MetricsLog(run / METRICS_FILE, True).read() if run is not None else []
+    vaes = find_vaes(run, args.vae, records)
     if not vaes:
         sys.exit(f"no image VAE found in {args.run} or --vae")
     folder = Path(args.data) / args.split
     if not folder.is_dir():
         sys.exit(f"no split folder {folder}")
-    psnr = {}
-    if run is not None and (run / "metrics.jsonl").is_file():
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-        psnr = {r["step"]: round(r["val_psnr"], 2) for r in rows if "val_psnr" in r}
+    psnr = {r["step"]: round(r["val_psnr"], 2) for r in records if "val_psnr" in r}
     judge = IconJudge.from_pretrained(args.judge)
     samples = [s for _, s in zip(range(args.limit), ShardDataset(folder, required=("image", "json")))]
     images, truths = [s["image"] for s in samples], [s["json"] for s in samples]

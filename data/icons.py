@@ -383,8 +383,8 @@ def grade_caption(text: str, truth: dict) -> Grade:
 
 def generate_sample(seed: int, split: str, index: int, icons, font_path: str, size: int = 64,
                     relation_skew: float = 0.0) -> tuple:
-    rng = random.Random(f"{DATASET_NAME}/{seed}/{split}/{index}")
-    key = f"{DATASET_NAME}/{seed}/{split}/{index}"
+    key = f"{DATASET_NAME}/{seed}/{split}/{index}"  # the sample's RNG and its relation-skew draw
+    rng = random.Random(key)
     scene = skew_relation(sample_scene(rng, split, icons, size), relation_skew, key)
     caption, template = make_caption(scene, rng, heldout=split == "heldout-phrasing")
     meta = {**scene, "caption": caption, "caption_template": template, "split": split, "index": index,

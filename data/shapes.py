@@ -618,9 +618,14 @@ def parse_caption(text: str) -> dict | None:
 
 # --- samples and shards ----------------------------------------------------------------------
 
+def sample_key(seed: int, split: str, index: int) -> str:
+    """One sample's name: its RNG (:func:`sample_rng`) and its relation-skew draw derive from it."""
+    return f"{DATASET_NAME}/{seed}/{split}/{index}"
+
+
 def sample_rng(seed: int, split: str, index: int) -> random.Random:
     """The RNG of one sample, derived from the seed, the split name and the sample index."""
-    return random.Random(f"{DATASET_NAME}/{seed}/{split}/{index}")
+    return random.Random(sample_key(seed, split, index))
 
 
 SKEWED_RELATIONS = ("right of", "below")  # restated as "left of" / "above" by ``relation_skew``
@@ -655,8 +660,7 @@ def generate_sample(seed: int, split: str, index: int, size: int = 64,
     """Sample number ``index`` of a split: (image, caption, ground-truth JSON); ``relation_skew``:
     see :func:`skew_relation`."""
     rng = sample_rng(seed, split, index)
-    scene = skew_relation(sample_scene(rng, split, size, max_objects), relation_skew,
-                          f"{DATASET_NAME}/{seed}/{split}/{index}")
+    scene = skew_relation(sample_scene(rng, split, size, max_objects), relation_skew, sample_key(seed, split, index))
     if split == "heldout-phrasing":
         caption, template = make_heldout_caption(scene, rng), "heldout"
     else:

@@ -108,7 +108,10 @@ def test_vae_steps_bench_finds_every_checkpoint_in_step_order(tmp_path):
     bench = bench_module("bench_icon_vae_steps")
     run = tmp_path / "run"
     for step in (2000, 10000, 3000):
-        (run / "checkpoints" / f"step_{step:06d}" / "components" / "image_vae").mkdir(parents=True)
+        ckpt = run / "checkpoints" / f"step_{step:06d}"
+        (ckpt / "components" / "image_vae").mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text("{}")  # complete, as the training loop commits it
+    (run / "checkpoints" / "step_004000.tmp" / "components" / "image_vae").mkdir(parents=True)  # unfinished
     (run / "model" / "image_vae").mkdir(parents=True)
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
         {"step": 20, "loss": 1.0}, {"step": 12000, "val_psnr": 30.0})) + "\n")
