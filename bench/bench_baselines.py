@@ -11,6 +11,9 @@ denoising steps in all, ``--mdm-steps``; the AR has none). Per model and step co
 - speed: generated tokens/s at batch 1 (the first 8 prompts one by one) and at batch 8 (all
   prompts in batches of 8), tokens counted up to each text's ``<eos>``.
 
+With ``--seeds 0,1,2`` every figure is the mean over the seeds (``per_seed`` holds each, ``*_std``
+the spread), and the pick below reads the means: one seed's gen-PPL can swing by half.
+
 It then names, for the prior and masked diffusion, the smallest step count whose gen-PPL is
 within 1.2x of the AR's (``reaches_ar``), or the best it reaches, and their tokens/s there
 against the AR's. Writes JSON and a PNG (gen-PPL against tokens/s at batch 1, one curve per
@@ -28,6 +31,7 @@ import datetime
 import json
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -64,6 +68,19 @@ def timed(gen, prompts, batch: int, max_new_tokens: int, steps, seed: int, prior
     return texts, tokens / max(time.perf_counter() - start, 1e-9)
 
 
+FIGURES = ("tokens_per_s_batch1", "tokens_per_s_batch8", "gen_ppl", "corpus_word_rate", "repeated_4gram_rate")
+
+
+def mean_and_spread(per_seed: list[dict]) -> dict:
+    """Each figure's mean over the seeds, and its standard deviation as ``<figure>_std`` (0 for one)."""
+    out = {}
+    for key in FIGURES:
+        values = [r[key] for r in per_seed]
+        out[key] = statistics.fmean(values)
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, metavar="NAME=FOLDER",
@@ -76,12 +93,13 @@ def main() -> int:
     parser.add_argument("--prior-steps", default="2,4,8,16", help="ODE steps per block to try for the prior")
     parser.add_argument("--mdm-steps", default="6,12,24,48", help="denoising steps in all to try for masked diffusion")
     parser.add_argument("--prior-cfg", type=float, default=None, help="the prior's text guidance (default: its own)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated sampling seeds; figures are their means")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", required=True)
     parser.add_argument("--png", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    seeds = [int(x) for x in args.seeds.split(",")]
     data = Path(args.data)
     models = dict(m.split("=", 1) for m in args.model)
     judge, judge_tok = load_ar(args.judge)
@@ -91,7 +109,7 @@ def main() -> int:
     report = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-              "judge": args.judge, "prompts": args.prompts, "prior_cfg": args.prior_cfg, "max_new_tokens": args.max_new_tokens,
+              "judge": args.judge, "prompts": args.prompts, "seeds": seeds, "prior_cfg": args.prior_cfg, "max_new_tokens": args.max_new_tokens,
               "models": {}}
     human = None
     for name, folder in models.items():
@@ -105,15 +123,21 @@ def main() -> int:
                                "corpus_word_rate": tm.corpus_word_rate(human, vocab)}
         rows = []
         for steps in tqdm(grids[gen.family], desc=name):
-            texts, tps8 = timed(gen, prompts, 8, args.max_new_tokens, steps, args.seed, args.prior_cfg)
-            _, tps1 = timed(gen, prompts[:8], 1, args.max_new_tokens, steps, args.seed, args.prior_cfg)
-            rows.append({"steps": steps, "tokens_per_s_batch1": tps1, "tokens_per_s_batch8": tps8,
-                         "gen_ppl": tm.generative_perplexity(texts, judge, judge_tok, prompts=prompts),
-                         "corpus_word_rate": tm.corpus_word_rate(texts, vocab),
-                         "repeated_4gram_rate": tm.repeated_ngrams(texts, 4),
-                         "samples": [{"prompt": p[-80:], "continuation": t} for p, t in zip(prompts[:3], texts[:3])]})
-            print(f"{name} steps={steps}: gen-PPL {rows[-1]['gen_ppl']:.1f}, word rate "
-                  f"{rows[-1]['corpus_word_rate']:.3f}, {tps1:.1f} tok/s (b1), {tps8:.1f} tok/s (b8)", flush=True)
+            per_seed, samples = [], None
+            for seed in seeds:
+                texts, tps8 = timed(gen, prompts, 8, args.max_new_tokens, steps, seed, args.prior_cfg)
+                _, tps1 = timed(gen, prompts[:8], 1, args.max_new_tokens, steps, seed, args.prior_cfg)
+                per_seed.append({"seed": seed, "tokens_per_s_batch1": tps1, "tokens_per_s_batch8": tps8,
+                                 "gen_ppl": tm.generative_perplexity(texts, judge, judge_tok, prompts=prompts),
+                                 "corpus_word_rate": tm.corpus_word_rate(texts, vocab),
+                                 "repeated_4gram_rate": tm.repeated_ngrams(texts, 4)})
+                if samples is None:
+                    samples = [{"prompt": p[-80:], "continuation": t} for p, t in zip(prompts[:3], texts[:3])]
+            rows.append({"steps": steps, **mean_and_spread(per_seed), "per_seed": per_seed, "samples": samples})
+            r = rows[-1]
+            print(f"{name} steps={steps}: gen-PPL {r['gen_ppl']:.1f} ± {r['gen_ppl_std']:.1f}, word rate "
+                  f"{r['corpus_word_rate']:.3f}, {r['tokens_per_s_batch1']:.1f} tok/s (b1), "
+                  f"{r['tokens_per_s_batch8']:.1f} tok/s (b8)", flush=True)
         report["models"][name] = {"folder": folder, "family": gen.family, "rows": rows}
     ar = next((m for m in report["models"].values() if m["family"] == "ar"), None)
     if ar is not None:

@@ -6,7 +6,10 @@ temperature as for an AR's softmax temperature, so one gen-PPL per model compare
 settings as much as models. Read at the same unigram entropy, the curves compare the models:
 for each model and each point of the others, this prints (and writes to ``--json``) the model's
 gen-PPL interpolated at that point's entropy (log gen-PPL linear in entropy between its two
-nearest temperatures; nothing outside its range).
+nearest temperatures; nothing outside its range). For each point it also names the other
+models' points that *dominate* it, which answers where the curves do not overlap in entropy: at
+least as varied (unigram entropy), at least as fluent by every judge the two share, no more
+repeated 4-grams. A model dominated at every temperature loses whatever sampling each is given.
 
     python bench/plot_text_frontier.py --run bundle=bench/results/text_frontier_demo.json \\
         --run "matched AR=bench/results/text_frontier_ar_matched.json" \\
@@ -52,6 +55,17 @@ def perplexity_at(points: list[dict], entropy: float, key: str = "gen_ppl") -> f
     return None
 
 
+def dominates(a: dict, b: dict) -> bool:
+    """Whether point ``a`` is at least as good as ``b`` on every axis the frontier has: unigram
+    entropy (higher), gen-PPL and, where both have it, the trigram judge (lower), repeated 4-grams
+    (no more), and strictly better on at least one."""
+    keys = [("entropy", 1), ("gen_ppl", -1), ("repeated_4gram", -1)]
+    if a["ngram_ppl"] is not None and b["ngram_ppl"] is not None:
+        keys.append(("ngram_ppl", -1))
+    at_least = all(sign * (a[k] - b[k]) >= 0 for k, sign in keys)
+    return at_least and any(sign * (a[k] - b[k]) > 0 for k, sign in keys)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", action="append", required=True, help="LABEL=JSON of bench_text_temperature.py")
@@ -95,8 +109,19 @@ def main() -> None:
                                                          f"ratio {p['ngram_ppl'] / ngram_at:.2f}")
                     print(f"at {other}'s τ {p['temperature']:g} (entropy {p['entropy']:.2f} bits, gen-PPL "
                           f"{p['gen_ppl']:.0f}): {label} {at:.0f}, ratio {p['gen_ppl'] / at:.2f}{ngram}")
+    dominated = []
+    for label, run in runs.items():
+        for p in run["points"]:
+            by = [{"model": other, "temperature": q["temperature"]} for other, orun in runs.items() if other != label
+                  for q in orun["points"] if dominates(q, p)]
+            dominated.append({"model": label, "temperature": p["temperature"], "dominated_by": by})
+            if by:
+                names = ", ".join(f"{d['model']} τ {d['temperature']:g}" for d in by)
+                print(f"{label} τ {p['temperature']:g} ({p['entropy']:.2f} bits, gen-PPL {p['gen_ppl']:.0f}) is "
+                      f"dominated by {names}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": runs, "comparisons": comparisons}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"runs": runs, "comparisons": comparisons, "dominated": dominated},
+                                              indent=2) + "\n")
         print(f"wrote {args.json}")
     plot(runs, Path(args.png))
 
