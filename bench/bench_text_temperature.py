@@ -21,6 +21,9 @@ continuations under different seeds (1.0 = the seed no longer matters).
 ``reference`` scores the plays' own next tokens after each prompt by the same figures (their
 corpus-word rate, unigram entropy and gen-PPL are what text of this corpus measures).
 
+``--steps N`` runs the prior's sampler at N ODE steps per block instead of its ``default_steps``
+(the same prompts and figures, so step counts can be chosen on tuning prompts too).
+
 ``--ckpt`` may also be an AR baseline folder (``cola-mm train`` with ``stage: ar``): its rows are
 then softmax temperatures (with ``--top-p``), chosen by the same figures on the same prompts, so
 a comparison of the prior with an AR can give each family its own best sampling
@@ -69,6 +72,8 @@ def main() -> None:
                     help="every row: the first N generated blocks start from --lead-temperature noise")
     ap.add_argument("--lead-temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=None, help="an AR folder only: nucleus cutoff (default: its own)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="the prior only: ODE steps per block (default: the pipeline's default_steps)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", required=True)
@@ -84,6 +89,10 @@ def main() -> None:
         ap.error("--lead-blocks: the prior's sampler only; an AR folder has no noise blocks")
     if is_prior and args.top_p is not None:
         ap.error("--top-p: an AR folder only; the prior's sampler has no top-p")
+    if not is_prior and args.steps is not None:
+        ap.error("--steps: the prior's sampler only; an AR folder has no ODE steps")
+    if args.steps is not None and args.steps < 1:
+        ap.error(f"--steps {args.steps}: at least 1")
     if args.top_p is not None:
         pipe.top_p = args.top_p
     root = Path(args.data)
@@ -125,11 +134,11 @@ def main() -> None:
             pipe.temperature = temperature
         started, per_seed, by_seed = time.time(), [], []
         for seed in seeds:
-            texts = continue_prompts(pipe, prompts, args.new_tokens, None, args.cfg, seed, True,
+            texts = continue_prompts(pipe, prompts, args.new_tokens, args.steps, args.cfg, seed, True,
                                      f"temperature {temperature} seed {seed}")
             texts, figures = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, judge, ngram=ngram)
             if said_prompts:
-                said = continue_prompts(pipe, [p["prompt"] for p in said_prompts], 48, None, args.cfg,  # as the suite
+                said = continue_prompts(pipe, [p["prompt"] for p in said_prompts], 48, args.steps, args.cfg,  # as the suite
                                         seed, True, f"temperature {temperature} speakers seed {seed}")
                 figures.update(sp.speaker_figures(said, said_prompts, play_speakers))
             per_seed.append(figures)
@@ -149,6 +158,7 @@ def main() -> None:
               "new_tokens": args.new_tokens,
               "cfg_scale": args.cfg if args.cfg is not None or not is_prior else base.default_cfg_scale,
               "top_p": None if is_prior else pipe.top_p,
+              "steps": (args.steps or base.default_steps) if is_prior else None,
               "lead_blocks": args.lead_blocks, "lead_temperature": args.lead_temperature,
               "tuning_windows": picked, "seeds": seeds, "reference": reference, "rows": rows}
     out = Path(args.json)
