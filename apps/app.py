@@ -190,7 +190,9 @@ def text_tab(pipe) -> None:
     prompt = st.text_area("Prompt", key="t2t_prompt", placeholder="KING HENRY. Now, lords,")
     c0, c1, c2, c3, c4 = st.columns(5)
     max_new = int(c0.number_input("max new tokens", 1, 256, 48, key="t2t_max"))
-    steps = c1.slider("steps", 1, 50, pipe.config.default_steps, key="t2t_steps")
+    from cola_mm.pipeline import job_steps
+
+    steps = c1.slider("steps", 1, 50, job_steps(pipe.config, "text"), key="t2t_steps")
     cfg = c2.slider("guidance scale", 1.0, 10.0, float(pipe.config.default_cfg_scale), 0.5, key="t2t_cfg")
     temperature = c3.slider("temperature", 0.0, 2.0, float(pipe.config.text_temperature), 0.1,
                             key="t2t_temperature", help=TEMPERATURE_HELP)

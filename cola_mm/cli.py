@@ -176,7 +176,7 @@ EXPORT_PIPELINE_FIELDS = (("text_cfg", "default_cfg_scale"), ("image_cfg", "defa
                           ("caption_cfg", "default_caption_cfg_scale"), ("steps", "default_steps"),
                           ("text_temperature", "text_temperature"), ("image_temperature", "image_temperature"),
                           ("caption_temperature", "caption_temperature"), ("text_lead_blocks", "text_lead_blocks"),
-                          ("text_lead_temperature", "text_lead_temperature"))
+                          ("text_lead_temperature", "text_lead_temperature"), ("text_steps", "text_steps"))
 EXPORT_AR_OPTIONS = ("text_temperature",)
 
 
@@ -696,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-cfg", type=_positive_float, default=None, help="set the text → image guidance default")
     p.add_argument("--caption-cfg", type=_positive_float, default=None, help="set the captioning guidance default")
     p.add_argument("--steps", type=_positive_int, default=None, help="set the default ODE steps per block")
+    p.add_argument("--text-steps", type=_non_negative_int, default=None,
+                   help="set the ODE steps per text-continuation block (0 = the --steps default, which "
+                        "images and captions use)")
     for job in ("text", "image", "caption"):
         p.add_argument(f"--{job}-temperature", type=_temperature, default=None,
                        help=f"set the {job} job's default noise temperature (0–2; 1 = the training noise)")
@@ -725,7 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="limit on new tokens (default 64)")
     p.add_argument("--steps", type=_positive_int, default=None,
-                   help="ODE steps per block (default: the pipeline's, 16); a masked diffusion folder: "
+                   help="ODE steps per block (default: the pipeline's text_steps, else its default_steps); "
+                        "a masked diffusion folder: "
                         "unmasking steps in all")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     temperature_option(p)

@@ -94,11 +94,21 @@ class PipelineConfig(Config):
     # by ``text_lead_temperature`` instead of ``text_temperature`` (0 blocks = off)
     text_lead_blocks: int = 0
     text_lead_temperature: float = 1.0
+    # ODE steps per block of text continuation (0: ``default_steps``, which images and captions use)
+    text_steps: int = 0
 
     def __post_init__(self):
         check(self.block_size >= 1, "block_size must be >= 1")
+        check(self.default_steps >= 1, "default_steps must be >= 1")
+        check(self.text_steps >= 0, "text_steps must be >= 0 (0: default_steps)")
         check(self.max_prompt_tokens >= 2, "max_prompt_tokens must be >= 2 (<bos> + one token)")
         check(self.caption_tokens >= 3, "caption_tokens must be >= 3")
+
+
+def job_steps(config: PipelineConfig, job: str) -> int:
+    """The ODE steps per block that ``job`` ("text", "image" or "caption") samples with by default:
+    ``text_steps`` for text continuation where it is set, else ``default_steps``."""
+    return config.text_steps if job == "text" and config.text_steps else config.default_steps
 
 
 def save_pipeline_config(config: PipelineConfig, folder: str | os.PathLike) -> None:
@@ -442,7 +452,8 @@ class ColaPipeline:
             raise ValueError(f"max_new_tokens must be >= 1 (one int, or one per prompt), got {max_new_tokens}")
         notices: list[str] = []
         seed_list = _seeds(seed, seeds, len(prompts))
-        cfg = self._sampler_config(steps, self.config.default_cfg_scale if cfg_scale is None else cfg_scale, solver,
+        cfg = self._sampler_config(steps or job_steps(self.config, "text"),
+                                   self.config.default_cfg_scale if cfg_scale is None else cfg_scale, solver,
                                    self.config.text_temperature if temperature is None else temperature,
                                    self.config.text_lead_blocks if lead_blocks is None else lead_blocks,
                                    self.config.text_lead_temperature)

@@ -300,7 +300,9 @@ def _sampler_key(body: dict, pipe, kind: str) -> tuple:
 
     if solver not in SOLVERS:
         raise APIError(f"'solver' must be one of {sorted(SOLVERS)}, got {solver!r}", "solver", code="invalid_value")
-    return (kind, steps or pipe.config.default_steps, guidance, solver, temperature)
+    from cola_mm.pipeline import job_steps
+
+    return (kind, steps or job_steps(pipe.config, kind), guidance, solver, temperature)
 
 
 def create_app(pipe, model_id: str = "cola-mm", api_key: str | None = None, max_batch: int = 8,

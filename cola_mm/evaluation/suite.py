@@ -458,7 +458,7 @@ def sampling_settings(pipe) -> dict[str, Any]:
     if getattr(pipe, "family", None) == "cola_mm":
         keys = ("text_temperature", "text_lead_blocks", "text_lead_temperature", "image_temperature",
                 "caption_temperature", "default_cfg_scale", "default_image_cfg_scale", "default_caption_cfg_scale",
-                "default_steps")
+                "default_steps", "text_steps")
         return {k: getattr(pipe.config, k) for k in keys if hasattr(pipe.config, k)}
     return dict(getattr(pipe, "sampling", {}))
 
