@@ -12,7 +12,8 @@ demo:  ## the app on the bundled demo checkpoint (http://localhost:8501; another
 # The bundled checkpoint's recipe (docs/experiments.md §12). The two VAEs train on the CPU; the prior's
 # two legs trained for 198 s + 122 s on one H200 (bench/gpu_demo.sh) and would take about 5.8 h
 # on this 2-core CPU (10.5 rows/s measured, bench/results/demo_cpu_rate.json). Sampler defaults
-# chosen on val (--splits val; guidance §12.2, noise temperature §15, text lead block §16 of docs/experiments.md).
+# chosen on val (--splits val; guidance §12.2, noise temperature §15, text lead block §16,
+# text steps §23.3 of docs/experiments.md).
 DEMO_PRIOR = --config configs/demo_gpu.yaml --set model.vae=runs/demo_vae_text/model \
 	--set model.image_vae=runs/vae_image_small/model --set data.tokenizer=datasets/tokenizer
 demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed recipe (GPU: ~1 h with the VAEs on CPU; CPU: ~6.6 h)
@@ -25,7 +26,7 @@ demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed re
 	   --set max_steps=1300 --set optim.lr=0.0005 --set optim.warmup_steps=50 --set ckpt_every=325 --set val_every=650 \
 	&& $$c export runs/demo_gpu_ft/model checkpoints/demo --dtype float16 --card configs/demo_card.md \
 	   --text-cfg 3 --image-cfg 3 --caption-cfg 3 --text-temperature 0.4 --image-temperature 0.6 --caption-temperature 0.6 \
-	   --text-lead-blocks 1 --text-lead-temperature 1
+	   --text-lead-blocks 1 --text-lead-temperature 1 --text-steps 8
 
 # The one CPU `small` model that meets issue 5's targets (docs/experiments.md, "One model at the targets"),
 # written for the previous bundled prior (blocks of 16, commit 1a81f62), which its first leg continues:
