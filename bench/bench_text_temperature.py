@@ -11,7 +11,8 @@ choice never sees the suite's prompts.
 Per temperature and seed, the suite's text figures (with ``--speaker-prompts``, also its speaker
 figures on speaker prompts that the suite's do not include) (:func:`cola_mm.evaluation.suite.continuation_figures`:
 corpus-word rate, repeated 4-grams, same-seed overlap across prompts, the trigram Kneser-Ney
-judge's perplexity of :mod:`cola_mm.evaluation.ngram`, and gen-PPL with ``--ar``);
+judge's perplexity of :mod:`cola_mm.evaluation.ngram`, MAUVE against the plays' own
+continuations where the sentence encoder is installed, and gen-PPL with ``--ar``);
 per temperature also the *cross-seed* overlap: the mean shared 3-gram rate of one prompt's
 continuations under different seeds (1.0 = the seed no longer matters).
 
@@ -110,6 +111,11 @@ def main() -> None:
     from cola_mm.evaluation.suite import ngram_judge_for
 
     ngram = ngram_judge_for(pipe.tokenizer, root / "text" / "train")  # a judge of neither family
+    encoder = None  # MAUVE against the plays' own continuations, as the suite scores it
+    try:
+        encoder = tm.load_sentence_encoder()
+    except (ImportError, FileNotFoundError, OSError, RuntimeError) as err:
+        print(f"note: no MAUVE score ({str(err).splitlines()[0]})", flush=True)
     _, reference = continuation_figures(references, prompts, vocabulary, pipe.tokenizer, judge, ngram=ngram)
     print("reference (the plays' own continuations): "
           + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()), flush=True)
@@ -136,7 +142,8 @@ def main() -> None:
         for seed in seeds:
             texts = continue_prompts(pipe, prompts, args.new_tokens, args.steps, args.cfg, seed, True,
                                      f"temperature {temperature} seed {seed}")
-            texts, figures = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, judge, ngram=ngram)
+            texts, figures = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, judge, encoder,
+                                                  [r.strip() for r in references], ngram=ngram)
             if said_prompts:
                 said = continue_prompts(pipe, [p["prompt"] for p in said_prompts], 48, args.steps, args.cfg,  # as the suite
                                         seed, True, f"temperature {temperature} speakers seed {seed}")
