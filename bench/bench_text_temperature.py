@@ -108,14 +108,11 @@ def main() -> None:
     # the plays' own next 64 tokens after each prompt, scored alike: what text reads like here
     references = [pipe.tokenizer.decode(row[args.new_tokens:2 * args.new_tokens].tolist(), skip_special_tokens=True)
                   for row in ids]
-    from cola_mm.evaluation.suite import ngram_judge_for
+    from cola_mm.evaluation.suite import mauve_encoder, ngram_judge_for
 
     ngram = ngram_judge_for(pipe.tokenizer, root / "text" / "train")  # a judge of neither family
-    encoder = None  # MAUVE against the plays' own continuations, as the suite scores it
-    try:
-        encoder = tm.load_sentence_encoder()
-    except (ImportError, FileNotFoundError, OSError, RuntimeError) as err:
-        print(f"note: no MAUVE score ({str(err).splitlines()[0]})", flush=True)
+    encoder = mauve_encoder()  # MAUVE against the plays' own continuations, as the suite scores it
+    mauve_references = [r.strip() for r in references]
     _, reference = continuation_figures(references, prompts, vocabulary, pipe.tokenizer, judge, ngram=ngram)
     print("reference (the plays' own continuations): "
           + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()), flush=True)
@@ -143,7 +140,7 @@ def main() -> None:
             texts = continue_prompts(pipe, prompts, args.new_tokens, args.steps, args.cfg, seed, True,
                                      f"temperature {temperature} seed {seed}")
             texts, figures = continuation_figures(texts, prompts, vocabulary, pipe.tokenizer, judge, encoder,
-                                                  [r.strip() for r in references], ngram=ngram)
+                                                  mauve_references, ngram=ngram)
             if said_prompts:
                 said = continue_prompts(pipe, [p["prompt"] for p in said_prompts], 48, args.steps, args.cfg,  # as the suite
                                         seed, True, f"temperature {temperature} speakers seed {seed}")

@@ -409,9 +409,10 @@ class ColaPipeline:
         out["jobs"] = ", ".join(self.config.jobs)
         return out
 
-    def _sampler_config(self, steps, cfg_scale, solver, temperature: float = 1.0, lead_blocks: int = 0,
+    def _sampler_config(self, job: str, steps, cfg_scale, solver, temperature: float = 1.0, lead_blocks: int = 0,
                         lead_temperature: float = 1.0) -> SamplerConfig:
-        return SamplerConfig(steps=steps or self.config.default_steps, cfg_scale=cfg_scale,
+        """``job``'s sampler: ``steps`` or the job's default (:func:`job_steps`), and the rest."""
+        return SamplerConfig(steps=steps or job_steps(self.config, job), cfg_scale=cfg_scale,
                              solver=solver or self.config.solver, time_shift=self.config.time_shift,
                              window=self.config.trained_context, temperature=temperature,
                              lead_blocks=lead_blocks, lead_temperature=lead_temperature)
@@ -452,9 +453,8 @@ class ColaPipeline:
             raise ValueError(f"max_new_tokens must be >= 1 (one int, or one per prompt), got {max_new_tokens}")
         notices: list[str] = []
         seed_list = _seeds(seed, seeds, len(prompts))
-        cfg = self._sampler_config(steps or job_steps(self.config, "text"),
-                                   self.config.default_cfg_scale if cfg_scale is None else cfg_scale, solver,
-                                   self.config.text_temperature if temperature is None else temperature,
+        cfg = self._sampler_config("text", steps, self.config.default_cfg_scale if cfg_scale is None else cfg_scale,
+                                   solver, self.config.text_temperature if temperature is None else temperature,
                                    self.config.text_lead_blocks if lead_blocks is None else lead_blocks,
                                    self.config.text_lead_temperature)
         device, B, vae = self.device, self.dit.config.block_size, self.text_vae
@@ -521,7 +521,7 @@ class ColaPipeline:
         notices = [] if notices is None else notices
         seed_list = _seeds(seed, seeds, len(prompts))
         scale = self.config.default_image_cfg_scale if cfg_scale is None else cfg_scale
-        cfg = self._sampler_config(steps, scale, solver,
+        cfg = self._sampler_config("image", steps, scale, solver,
                                    self.config.image_temperature if temperature is None else temperature)
         g = self.image_vae.config.grid
         contexts, rows = [], []
@@ -615,7 +615,7 @@ class ColaPipeline:
         row = layout_row([image_to_text((c.grid, c.grid), n_text)], text_block=B)
         dev = self.device
         sampler = BlockSampler(self.dit, self._sampler_config(
-            steps, self.config.default_caption_cfg_scale if cfg_scale is None else cfg_scale, solver,
+            "caption", steps, self.config.default_caption_cfg_scale if cfg_scale is None else cfg_scale, solver,
             self.config.caption_temperature if temperature is None else temperature))
         sampler.on_step = on_step
         sampler.start(context, row.positions[:n].expand(b, -1, -1).to(dev), row.segments[:n].expand(b, -1).to(dev),

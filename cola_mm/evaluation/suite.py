@@ -418,10 +418,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         from cola_mm.evaluation import text_metrics as tm
 
         vocabulary = tm.corpus_vocabulary(root / "text" / "train")
-        try:
-            encoder = tm.load_sentence_encoder()
-        except (ImportError, FileNotFoundError, OSError, RuntimeError) as err:
-            print(f"note: no MAUVE score ({str(err).splitlines()[0]})", file=sys.stderr)
+        encoder = mauve_encoder()
     report: dict[str, Any] = {"suite_version": 1, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "machine": machine(), "data": str(root), "split_set": split_set,
                               "datasets": list(datasets) if datasets is not None else None, "seeds": list(seeds), "limit": limit,
@@ -450,6 +447,17 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         entry["seconds"] = round(time.time() - started, 1)
         report["checkpoints"][checkpoint_name(ckpt)] = entry
     return report
+
+
+def mauve_encoder():
+    """The sentence encoder MAUVE scores with, or None (with a note on stderr) where it cannot load."""
+    from cola_mm.evaluation import text_metrics as tm
+
+    try:
+        return tm.load_sentence_encoder()
+    except (ImportError, FileNotFoundError, OSError, RuntimeError) as err:
+        print(f"note: no MAUVE score ({str(err).splitlines()[0]})", file=sys.stderr)
+        return None
 
 
 def sampling_settings(pipe) -> dict[str, Any]:
