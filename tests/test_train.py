@@ -261,6 +261,34 @@ def test_two_processes_on_cpu(tiny_datasets, tmp_path, deepspeed):
     assert len(losses(run)) == 4
 
 
+def test_bf16_on_cpu_autocasts_and_tracks_fp32(tiny_datasets, tmp_path, monkeypatch):
+    """`precision: bf16` on a CPU really runs the matmuls in bf16 (the first loss differs from fp32's
+    in its low bits) and trains the same run (within 1 % at every step); `auto` stays fp32 on a CPU
+    and says once that bf16 is there when the CPU multiplies bf16 in hardware."""
+    from cola_mm.training import loop
+
+    runs, said = {}, {}
+    for precision in ("auto", "bf16"):  # separate processes: accelerate fixes the precision per process
+        cfg = tiny_config(tiny_datasets, tmp_path / precision, precision=precision, max_steps=4, val_every=0,
+                          ckpt_every=4)
+        proc = cli("train", "--config", str(write_config(tmp_path, cfg, f"{precision}.yaml")), "--no-progress")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[precision] = losses(tmp_path / precision)
+        said[precision] = "--set precision=bf16" in proc.stdout + proc.stderr
+    assert said == {"auto": loop.cpu_has_bf16_matmul(), "bf16": False}
+    assert runs["auto"][1] != runs["bf16"][1]
+    for step, fp32 in runs["auto"].items():
+        assert runs["bf16"][step] == pytest.approx(fp32, rel=0.01)
+
+    cfg = TrainConfig.from_dict(tiny_config(tiny_datasets, tmp_path / "x"))
+    monkeypatch.setattr(loop, "cpu_has_bf16_matmul", lambda: True)
+    assert "--set precision=bf16" in loop.precision_hint(cfg, on_cpu=True)
+    assert loop.precision_hint(cfg, on_cpu=False) is None  # a GPU already trains in bf16
+    assert loop.precision_hint(cfg.replace(precision="fp32"), on_cpu=True) is None  # asked for fp32
+    monkeypatch.setattr(loop, "cpu_has_bf16_matmul", lambda: False)
+    assert loop.precision_hint(cfg, on_cpu=True) is None
+
+
 def test_ema_warms_up_so_no_initial_weights_remain():
     """With the step passed, the EMA is the plain mean of the weights until the decay is reached:
     after 2,100 updates at decay 0.999 towards constant weights nothing of the initial (untrained)

@@ -57,6 +57,21 @@ def build_stage(cfg: TrainConfig) -> Stage:
     return STAGES[cfg.stage](cfg)
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles or AVX-512 BF16)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def precision_hint(cfg: TrainConfig, on_cpu: bool) -> str | None:
+    """A one-line hint when ``precision: auto`` trains in fp32 on a CPU that has bf16 matrix units.
+    fp32 stays the CPU default (earlier CPU runs repeat bit for bit); bf16 autocast is opt-in."""
+    if not (on_cpu and cfg.precision == "auto" and cpu_has_bf16_matmul()):
+        return None
+    return ("this CPU has bf16 matrix units: --set precision=bf16 trains the demo prior 2.1x faster "
+            "with the same losses (docs/training.md, 'Training on a CPU')")
+
+
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
@@ -219,6 +234,9 @@ def train(cfg: TrainConfig, resume: bool | str = False, progress: bool = True) -
 
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
+    hint = precision_hint(cfg, accelerator.device.type == "cpu")
+    if hint:
+        accelerator.print(hint)
     zero3 = cfg.deepspeed is not None and accelerator.state.deepspeed_plugin.zero_stage == 3
     if zero3 and cfg.ema_decay > 0:
         raise ConfigError("ema_decay is not supported with ZeRO-3 (partitioned weights); use ZeRO-2")
