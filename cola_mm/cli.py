@@ -445,7 +445,8 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
                              jobs=jobs, progress=not args.no_progress, clip=args.clip,
                              clip_checkpoint=args.clip_checkpoint, split_set=args.splits,
                              icon_judge_dir=_icon_judge_dir(args.icon_judge),
-                             datasets=[d for d in args.datasets.split(",") if d] if args.datasets else None)
+                             datasets=[d for d in args.datasets.split(",") if d] if args.datasets else None,
+                             reuse=args.reuse)
     report["command"] = suite.command_line()
     tag = "" if args.splits == "test" else f"_{args.splits}"
     json_path = Path(args.json_dir) / f"suite_{'_'.join(report['checkpoints'])}{tag}.json" if args.json_dir else None
@@ -880,6 +881,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", default=None,
                    help="image rows of these image datasets only, comma-separated (e.g. icons; default: every "
                         "one built under --data)")
+    p.add_argument("--reuse", action="append", default=[], metavar="SUITE_JSON",
+                   help="also list the checkpoints of this earlier suite JSON that this run does not measure, "
+                        "with their recorded figures (repeatable; e.g. a baseline whose folder is gone). Its "
+                        "settings must equal this run's (splits, data, seeds, limit, steps, text guidance, --ar, "
+                        "and --probe when images are scored), or the run stops before writing anything")
     p.add_argument("--md", default=None, help="write the tables here (e.g. docs/results.md)")
     p.add_argument("--json-dir", default="bench/results", help="raw JSON folder (default bench/results)")
     p.add_argument("--grid-dir", default="bench/results", help="PNG grids folder (default bench/results)")

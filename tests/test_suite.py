@@ -112,6 +112,40 @@ def test_markdown_of_a_text_only_run_has_no_image_tables(tiny_mm_pipeline, tiny_
     assert page.index("Context use") < page.index(suite.KEPT_MARKER)
 
 
+def test_reuse_lists_an_earlier_runs_other_checkpoints_measured_the_same_way(tiny_mm_pipeline, text_only,
+                                                                           tiny_datasets, tmp_path):
+    """--reuse: the checkpoints of an earlier suite JSON that this run does not measure come along
+    unchanged and marked (a baseline whose folder is gone); a checkpoint measured again keeps its new
+    figures; another seed set, another --ar or a job the earlier run lacks stops the run before any
+    model loads."""
+    run = dict(data_root=tiny_datasets, probe_dir=None, seeds=(0,), limit=2, steps=2, text_prompts=2,
+               speaker_prompts=0, jobs=("text",), progress=False)
+    earlier = suite.run_suite([tiny_mm_pipeline, text_only], **run)
+    saved = tmp_path / "suite_earlier.json"
+    saved.write_text(json.dumps(earlier, default=str))
+    mm_name, text_name = earlier["checkpoints"]
+    report = suite.run_suite([tiny_mm_pipeline], reuse=[saved], **run)
+    assert list(report["checkpoints"]) == [mm_name, text_name]
+    assert report["checkpoints"][mm_name].get("reused_from") is None  # measured again, not copied
+    reused = report["checkpoints"][text_name]
+    assert reused["reused_from"].startswith("suite_earlier.json (")
+    assert reused["text"] == json.loads(json.dumps(earlier["checkpoints"][text_name]["text"], default=str))
+    md = tmp_path / "results.md"
+    suite.write_markdown(report, md, "cola-mm eval suite --reuse suite_earlier.json", None)
+    assert f"`{text_name}` ({text_only}, cola_mm; figures of suite_earlier.json (" in md.read_text()
+
+    gone = tmp_path / "no_model"  # never loaded: each check fails first
+    with pytest.raises(ValueError, match=r"its seeds is \[0\], this run's \[1\]"):
+        suite.run_suite([gone], reuse=[saved], **{**run, "seeds": (1,)})
+    with pytest.raises(ValueError, match="its ar is None, this run's 'runs/other_ar'"):
+        suite.reusable_entries({**report, "ar": "runs/other_ar"}, saved, ("text",), [])
+    with pytest.raises(ValueError, match=f"{mm_name} has no figures for context"):
+        suite.run_suite([gone], reuse=[saved], **{**run, "jobs": ("text", "context")})
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a suite JSON"):
+        suite.run_suite([gone], reuse=[tmp_path / "bad.json"], **run)
+
+
 def test_val_split_set_reads_only_the_val_splits(tiny_mm_pipeline, tiny_datasets, tmp_path):
     """--splits val (model selection) grades the image jobs on each image dataset's val split and
     on nothing of test; test stays the default; a bad split set fails before any model loads."""

@@ -364,7 +364,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
               progress: bool = True, grid_examples: int = 16, clip: Any = None,
               clip_checkpoint: PathLike | None = None, split_set: str = "test",
               icon_judge_dir: Any = None, speaker_prompts: int = 16,
-              text_cfg_scale: float | None = None, datasets: Sequence[str] | None = None) -> dict[str, Any]:
+              text_cfg_scale: float | None = None, datasets: Sequence[str] | None = None,
+              reuse: Sequence[PathLike] = ()) -> dict[str, Any]:
     """Run every job on every checkpoint; returns the report (see the module docstring).
     ``split_set``: ``test`` (reported figures) or ``val`` (model selection), see :func:`eval_splits`.
     ``probe_dir`` is the judge's folder, or a judge object with ``predict(images)``;
@@ -372,7 +373,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
     only when the icons splits are evaluated (built under ``data_root``): without it they get no
     text → image rows (listed in ``text_to_image_unjudged``); ``clip``
     (None: no CLIPScore) and ``clip_checkpoint`` are what :func:`load_clip_judge` takes;
-    ``datasets`` keeps the image rows of these image datasets only (None: every built one)."""
+    ``datasets`` keeps the image rows of these image datasets only (None: every built one);
+    ``reuse``: earlier suite JSONs whose other checkpoints are listed too (:func:`reusable_entries`)."""
     from cola_mm.evaluation.generators import load_text_generator
     from cola_mm.data.shards import DataError
 
@@ -427,6 +429,8 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
                               "icon_judge": {"dir": str(icon_judge_dir) if icon_judge else None,
                                              "report": icon_report},
                               "clip": clip_info, "ar": str(ar_dir) if ar else None, "checkpoints": {}}
+    measured = [checkpoint_name(c) for c in ckpts]
+    reused = {name: entry for path in reuse for name, entry in reusable_entries(report, path, jobs, measured).items()}
     for ckpt in ckpts:
         torch.manual_seed(0)
         pipe = load_text_generator(ckpt)  # a Cola-MM pipeline, or an AR / masked diffusion baseline
@@ -446,7 +450,44 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
             entry["context"] = context_job(pipe, root, seeds, context_windows, caption_rows, progress, binding_rows)
         entry["seconds"] = round(time.time() - started, 1)
         report["checkpoints"][checkpoint_name(ckpt)] = entry
+    report["checkpoints"].update(reused)
     return report
+
+
+# what a run's figures depend on besides the checkpoint: an earlier run is reused only where all agree
+REUSE_SETTINGS = ("split_set", "data", "datasets", "seeds", "limit", "steps", "text_cfg_scale", "ar")
+JOB_KEYS = {"images": ("text_to_image", "image_to_text"), "text": ("text",), "context": ("context",)}
+
+
+def reusable_entries(report: dict[str, Any], path: PathLike, jobs: Sequence[str],
+                     measured: Sequence[str]) -> dict[str, dict]:
+    """The checkpoints of an earlier suite JSON that this run does not measure (``measured``: the
+    names it does), marked ``reused_from``: a baseline that has not changed, whose folder may be
+    gone. ``report`` is this run's (its settings, before any checkpoint runs): the earlier run must
+    agree on :data:`REUSE_SETTINGS` (and the judge's folder when images are scored) and cover
+    ``jobs``, or this raises ``ValueError`` before anything is measured."""
+    path = Path(path)
+    try:
+        old = json.loads(path.read_text())
+        entries = old["checkpoints"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"--reuse {path}: not a suite JSON ({e})") from None
+    settings = list(REUSE_SETTINGS) + (["judge"] if "images" in jobs else [])
+    for key in settings:
+        mine = report.get(key) if key != "judge" else report["judge"]["dir"]
+        theirs = old.get(key) if key != "judge" else (old.get("judge") or {}).get("dir")
+        if theirs != mine:
+            raise ValueError(f"--reuse {path}: its {key} is {theirs!r}, this run's {mine!r}; "
+                             f"only figures measured the same way are put side by side")
+    kept = {}
+    for name, entry in entries.items():
+        if name in measured:  # measured again in this run: the new figures stand
+            continue
+        missing = [job for job in jobs if not all(k in entry for k in JOB_KEYS[job])]
+        if missing:
+            raise ValueError(f"--reuse {path}: {name} has no figures for {', '.join(missing)} (--jobs)")
+        kept[name] = {**entry, "reused_from": f"{path.name} ({old.get('date', '?')})"}
+    return kept
 
 
 def mauve_encoder():
@@ -657,7 +698,10 @@ def write_markdown(report: dict[str, Any], path: PathLike, command: str, json_pa
             return f"{e['path']}, ar, temperature {sampling['temperature']:g}, top-p {sampling['top_p']:g}"
         return f"{e['path']}, {e.get('family', 'cola_mm')}"
 
-    names = ", ".join(f"`{n}` ({described(e)})" for n, e in report["checkpoints"].items())
+    def source(e: dict) -> str:
+        return f"; figures of {e['reused_from']}, not re-run" if e.get("reused_from") else ""
+
+    names = ", ".join(f"`{n}` ({described(e)}{source(e)})" for n, e in report["checkpoints"].items())
     text = f"""# Measured results
 
 Written by `cola-mm eval suite` on {report['date']} — do not edit by hand; re-run the command:
