@@ -102,8 +102,9 @@ def test_the_text_lead_block_comes_from_pipeline_json_and_can_be_turned_off(pipe
     assert (pipe.config.text_lead_blocks, pipe.config.text_lead_temperature) == \
         (saved["text_lead_blocks"], saved["text_lead_temperature"]) == (1, 1.0)
     assert PipelineConfig().text_lead_blocks == 0  # a folder without them: no lead
-    prompt, kw = "ROMEO. But soft", {"max_new_tokens": 12, "steps": 2}
+    prompt, kw = "ROMEO.\n", {"max_new_tokens": 12, "steps": 2}
     default = pipe.generate_text(prompt, seed=0, **kw)
+    assert default.strip()  # a continuation to compare (at 2 steps some prompts decode to nothing)
     assert default == pipe.generate_text(prompt, seed=0, lead_blocks=1, **kw)
     assert default != pipe.generate_text(prompt, seed=0, lead_blocks=0, **kw)  # the lead really acts
     # temperature 0 stays seed-independent only without the lead
