@@ -429,9 +429,9 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
                               "icon_judge": {"dir": str(icon_judge_dir) if icon_judge else None,
                                              "report": icon_report},
                               "clip": clip_info, "ar": str(ar_dir) if ar else None, "checkpoints": {}}
-    measured = [checkpoint_name(c) for c in ckpts]
-    reused = {name: entry for path in reuse for name, entry in reusable_entries(report, path, jobs, measured).items()}
-    for ckpt in ckpts:
+    names = [checkpoint_name(c) for c in ckpts]
+    reused = {name: entry for path in reuse for name, entry in reusable_entries(report, path, jobs, names).items()}
+    for ckpt, name in zip(ckpts, names):
         torch.manual_seed(0)
         pipe = load_text_generator(ckpt)  # a Cola-MM pipeline, or an AR / masked diffusion baseline
         entry: dict[str, Any] = {"path": str(ckpt), "family": pipe.family, "sampling": sampling_settings(pipe)}
@@ -449,7 +449,7 @@ def run_suite(ckpts: Sequence[PathLike], data_root: PathLike = "datasets", probe
         elif "context" in jobs:
             entry["context"] = context_job(pipe, root, seeds, context_windows, caption_rows, progress, binding_rows)
         entry["seconds"] = round(time.time() - started, 1)
-        report["checkpoints"][checkpoint_name(ckpt)] = entry
+        report["checkpoints"][name] = entry
     report["checkpoints"].update(reused)
     return report
 
@@ -472,11 +472,13 @@ def reusable_entries(report: dict[str, Any], path: PathLike, jobs: Sequence[str]
         entries = old["checkpoints"]
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"--reuse {path}: not a suite JSON ({e})") from None
-    settings = list(REUSE_SETTINGS) + (["judge"] if "images" in jobs else [])
-    for key in settings:
-        mine = report.get(key) if key != "judge" else report["judge"]["dir"]
-        theirs = old.get(key) if key != "judge" else (old.get("judge") or {}).get("dir")
-        if theirs != mine:
+    def settings(r: dict[str, Any]) -> dict[str, Any]:
+        judge = {"judge": (r.get("judge") or {}).get("dir")} if "images" in jobs else {}
+        return {**{k: r.get(k) for k in REUSE_SETTINGS}, **judge}
+
+    mine_all, theirs_all = settings(report), settings(old)
+    for key, mine in mine_all.items():
+        if (theirs := theirs_all[key]) != mine:
             raise ValueError(f"--reuse {path}: its {key} is {theirs!r}, this run's {mine!r}; "
                              f"only figures measured the same way are put side by side")
     kept = {}
