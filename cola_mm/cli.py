@@ -273,7 +273,8 @@ def _generate_text_baseline(args: argparse.Namespace, family: str) -> None:
     (default 1, 0 = greedy)."""
     _refuse_options(args.ckpt, family, {"--steps": args.steps, "--cfg-scale": args.cfg_scale,
                                         "--lead-blocks": args.lead_blocks, "--solver": args.solver,
-                                        "--rounding/--no-rounding": args.rounding, "--top-p": args.top_p},
+                                        "--rounding/--no-rounding": args.rounding, "--top-p": args.top_p,
+                                        "--min-new-tokens": args.min_new_tokens},
                     BASELINE_TEXT_OPTIONS[family])
     prompt = _prompt(args.prompt)
     if family == "ar":
@@ -303,7 +304,8 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
     args.prompt = _prompt(args.prompt)
     stream = pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
                               cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver, rounding=args.rounding,
-                              temperature=args.temperature, lead_blocks=args.lead_blocks)
+                              temperature=args.temperature, lead_blocks=args.lead_blocks,
+                              min_new_tokens=1 if args.min_new_tokens is None else args.min_new_tokens)
     print(clean_text(args.prompt, []), end="", flush=True)  # invalid UTF-8 in argv: shown as U+FFFD
     for deltas in stream:
         print(deltas[0], end="", flush=True)
@@ -728,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "model folder")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="limit on new tokens (default 64)")
+    p.add_argument("--min-new-tokens", type=_non_negative_int, default=None,
+                   help="no <eos> before this many new tokens (default 1: the continuation is never empty; "
+                        "0: the model may end the text at once)")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="ODE steps per block (default: the pipeline's text_steps, else its default_steps); "
                         "a masked diffusion folder: "

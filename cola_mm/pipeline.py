@@ -153,10 +153,16 @@ class TextDecoder:
     latent space before the prior reads it as context: the block is decoded to tokens (argmax)
     and those tokens are encoded again (posterior mean, the encoder with its own cache). The
     prior was trained on encoder latents of real text; a sampled block is only near them, and
-    every later block conditions on it. (The continuous analogue of Diffusion-LM's rounding.)"""
+    every later block conditions on it. (The continuous analogue of Diffusion-LM's rounding.)
+
+    ``min_new_tokens``: a sample's first this many new tokens are never ``<eos>``, ``<pad>`` or
+    ``<bos>`` (the argmax skips them there, as ``min_new_tokens`` does in transformers'
+    ``generate``), so a prompt whose most likely next token ends the document is still
+    continued. With rounding, the prior then reads the tokens actually kept."""
 
     def __init__(self, pipe: "ColaPipeline", n: int, max_new_tokens: int | Sequence[int],
-                 prompt_tails: Sequence[Sequence[int]] = (), drop_bos: bool = False, rounding: bool | None = None):
+                 prompt_tails: Sequence[Sequence[int]] = (), drop_bos: bool = False, rounding: bool | None = None,
+                 min_new_tokens: int = 0):
         self.vae, self.tokenizer = pipe.text_vae, pipe.tokenizer
         self.caches = [KVCache() for _ in range(n)]
         self.tokens: list[list[int]] = [[] for _ in range(n)]
@@ -164,6 +170,9 @@ class TextDecoder:
         self.finished = [False] * n
         budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
         self.max_new_tokens = budgets
+        self.min_new_tokens = min_new_tokens
+        tok = self.tokenizer
+        self._enders = sorted({t for t in (tok.eos_token_id, tok.pad_token_id, tok.bos_token_id) if t is not None})
         # the prompt's ids in the first generated block (the tokens its text skips, and rounding keeps)
         self.prompt_tails = [list(t) for t in prompt_tails] or [[] for _ in range(n)]
         self.drop_bos = drop_bos  # generated text starts with <bos> (captions)
@@ -188,6 +197,10 @@ class TextDecoder:
     def _decode(self, z: torch.Tensor, i: int) -> list[int]:
         """Sample ``i``'s block z (1, B, c) → its argmax tokens; the decoder cache moves on."""
         logits = self.vae.decode(self.vae.from_prior(z), self.caches[i], update_cache=True, window=self.window)[0]
+        short = self.min_new_tokens - len(self.tokens[i])  # new tokens still owed before the sample may end
+        if short > 0 and not self.finished[i]:
+            first = len(self.prompt_tails[i]) if self.blocks_seen == 0 else 0  # the block's first new token
+            logits[first:first + short, self._enders] = float("-inf")
         return logits.argmax(-1).tolist()
 
     def round(self, z: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
@@ -436,7 +449,7 @@ class ColaPipeline:
                     steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
                     solver: str | None = None, seeds: Sequence[int] | None = None,
                     rounding: bool | None = None, temperature: float | None = None,
-                    lead_blocks: int | None = None) -> TextStream:
+                    lead_blocks: int | None = None, min_new_tokens: int = 1) -> TextStream:
         """Continue each prompt; iterate the returned :class:`TextStream` for the new text of
         each prompt after every block. Prompt ``i`` uses seed ``seed + i`` (or ``seeds[i]``);
         ``max_new_tokens`` may be one budget per prompt. ``rounding``: re-encode each finished
@@ -444,13 +457,18 @@ class ColaPipeline:
         the scale of each block's starting noise (None: ``pipeline.json``'s ``text_temperature``).
         ``lead_blocks``: the first this many generated blocks start from noise scaled by
         ``pipeline.json``'s ``text_lead_temperature`` instead (None: its ``text_lead_blocks``;
-        0: every block at ``temperature``, e.g. for a seed-independent output at 0)."""
+        0: every block at ``temperature``, e.g. for a seed-independent output at 0).
+        ``min_new_tokens``: no sample ends (``<eos>``) before this many new tokens; the default 1
+        means a continuation is never empty (0: a prompt may be answered with nothing)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompt given")
         budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         if len(budgets) != len(prompts) or any(not isinstance(m, int) or m < 1 for m in budgets):
             raise ValueError(f"max_new_tokens must be >= 1 (one int, or one per prompt), got {max_new_tokens}")
+        if not isinstance(min_new_tokens, int) or not 0 <= min_new_tokens <= min(budgets):
+            raise ValueError(f"min_new_tokens must be an int from 0 to max_new_tokens ({min(budgets)}), "
+                             f"got {min_new_tokens!r}")
         notices: list[str] = []
         seed_list = _seeds(seed, seeds, len(prompts))
         cfg = self._sampler_config("text", steps, self.config.default_cfg_scale if cfg_scale is None else cfg_scale,
@@ -466,7 +484,7 @@ class ColaPipeline:
         lengths = [len(s) for s in ids]
         max_blocks = max(math.ceil((n + m) / B) - n // B for n, m in zip(lengths, budgets))
         decoder = TextDecoder(self, len(prompts), budgets, prompt_tails=[seq[(len(seq) // B) * B:] for seq in ids],
-                              rounding=rounding)
+                              rounding=rounding, min_new_tokens=min_new_tokens)
         for i, (p, n) in enumerate(zip(prefixes, lengths)):  # decoder caches hold the prompt's whole blocks
             if n // B:
                 decoder.prefill(i, p[:(n // B) * B], ids[i][:(n // B) * B])
@@ -482,11 +500,12 @@ class ColaPipeline:
                       steps: int | None = None, cfg_scale: float | None = None, seed: int = 0,
                       solver: str | None = None, seeds: Sequence[int] | None = None,
                       return_result: bool = False, rounding: bool | None = None,
-                      temperature: float | None = None, lead_blocks: int | None = None) -> str | list[str] | Result:
+                      temperature: float | None = None, lead_blocks: int | None = None,
+                      min_new_tokens: int = 1) -> str | list[str] | Result:
         """The continuation of a prompt (a str), of several (a list), or with ``return_result``
         a :class:`Result` (texts, notices, token ids)."""
         result = self.stream_text(prompts, max_new_tokens, steps, cfg_scale, seed, solver, seeds, rounding,
-                                  temperature, lead_blocks).run()
+                                  temperature, lead_blocks, min_new_tokens).run()
         if return_result:
             return result
         return result.outputs[0] if isinstance(prompts, str) else result.outputs

@@ -185,6 +185,35 @@ def test_long_prompt_is_truncated_with_notice_and_bad_input(joint):
         pipe.generate_text([], max_new_tokens=4)
 
 
+@pytest.mark.parametrize("rounding", [False, True])
+def test_min_new_tokens_keeps_the_end_of_text_out_of_the_first_tokens(joint, monkeypatch, rounding):
+    """A decoder that puts <eos> first everywhere: min_new_tokens 0 returns nothing (the old
+    behaviour, which gave '' for 'ROMEO. But soft' on the bundle), the default 1 one token, and
+    a block and more exactly that many (the prompt's tail fills the first block's start); none
+    of them a special token."""
+    pipe = ColaPipeline.from_pretrained(joint)
+    tok = pipe.tokenizer
+    special = {tok.eos_token_id, tok.pad_token_id, tok.bos_token_id}
+    real_decode = pipe.text_vae.decode
+
+    def eos_first(*args, **kwargs):
+        logits = real_decode(*args, **kwargs)
+        logits[..., tok.eos_token_id] = 1e4
+        return logits
+
+    monkeypatch.setattr(pipe.text_vae, "decode", eos_first)
+    spans_two = pipe.dit.config.block_size + 2  # more than the first block's free positions
+    for n in (0, 1, spans_two):
+        result = pipe.generate_text("the king", max_new_tokens=spans_two + 4, min_new_tokens=n, steps=1, rounding=rounding,
+                                    return_result=True)
+        assert len(result.tokens[0]) == n and not special & set(result.tokens[0])
+        assert (result.outputs[0] == "") == (n == 0)
+    assert pipe.generate_text("the king", max_new_tokens=8, steps=1, rounding=rounding) != ""  # the default is 1
+    for bad in (-1, 9, 1.5):
+        with pytest.raises(ValueError, match="min_new_tokens"):
+            pipe.generate_text("the king", max_new_tokens=8, min_new_tokens=bad)
+
+
 def test_pipeline_folder_errors(joint, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         ColaPipeline.from_pretrained(tmp_path / "nothing")
