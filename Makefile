@@ -15,12 +15,15 @@ demo:  ## the app on the bundled demo checkpoint (http://localhost:8501; another
 # 2.7 h on this CPU in bf16 at the 22.2 rows/s of bench/results/cpu_precision.json (4.95 h in fp32;
 # the third leg averaged 17.4 rows/s, which makes them 3.5 h): the whole recipe runs about 4.5-5.5 h
 # on the CPU. Sampler defaults chosen on val (--splits val; guidance §12.2, noise temperature §15,
-# text lead block §16, text steps §23.3 of docs/experiments.md). Every leg trains in bf16 (the GPU
-# legs did: `auto` is bf16 on a GPU). The third leg starts from the
+# text lead block §16, text steps §23.3 of docs/experiments.md). Every prior leg trains at
+# `precision: fastest`: bf16 on a GPU (as the GPU legs did) and on a CPU with bf16 matrix units (as
+# the third leg did, on an AMX Xeon); fp32 on a CPU without them, where emulated bf16 is several times
+# slower (bench/results/cpu_precision_avx2.json). The CPU times above are the AMX Xeon's: on a 2-core
+# AVX2-only EPYC, fp32 ran at 5.07 rows/s, so the first two legs alone would take about 12 h there. The third leg starts from the
 # second leg's fp32 weights here; the bundle's started from their fp16 export, and its run was cut
 # from 1,600 to 1,000 steps at step 400 (§24.2), so a rebuild is close to, not equal to, the bundle.
 DEMO_PRIOR = --config configs/demo_gpu.yaml --set model.vae=runs/demo_vae_text/model \
-	--set model.image_vae=runs/vae_image_small/model --set data.tokenizer=datasets/tokenizer --set precision=bf16
+	--set model.image_vae=runs/vae_image_small/model --set data.tokenizer=datasets/tokenizer --set precision=fastest
 demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed recipe (GPU: ~2 h with the VAEs and third leg on CPU; CPU only: ~5 h)
 	@venv=$(VENV) && set -e && export HF_HUB_OFFLINE=1 && c=$$venv/bin/cola-mm \
 	&& $$c data all --out datasets \
@@ -31,6 +34,7 @@ demo-checkpoint:  ## rebuild checkpoints/demo from scratch with the committed re
 	   --set max_steps=1300 --set optim.lr=0.0005 --set optim.warmup_steps=50 --set ckpt_every=325 --set val_every=650 \
 	&& $$c train --resume-if-any --config configs/experiments/demo_leg3_cpu.yaml --set model.init=runs/demo_gpu_ft/model \
 	   --set model.vae=runs/demo_gpu_ft/model --set model.image_vae=runs/demo_gpu_ft/model --set data.tokenizer=datasets/tokenizer \
+	   --set precision=fastest \
 	&& $$c export runs/demo_leg3/model checkpoints/demo --dtype float16 --card configs/demo_card.md \
 	   --text-cfg 3 --image-cfg 3 --caption-cfg 3 --text-temperature 0.4 --image-temperature 0.6 --caption-temperature 0.6 \
 	   --text-lead-blocks 1 --text-lead-temperature 1 --text-steps 8

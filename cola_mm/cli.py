@@ -176,7 +176,8 @@ EXPORT_PIPELINE_FIELDS = (("text_cfg", "default_cfg_scale"), ("image_cfg", "defa
                           ("caption_cfg", "default_caption_cfg_scale"), ("steps", "default_steps"),
                           ("text_temperature", "text_temperature"), ("image_temperature", "image_temperature"),
                           ("caption_temperature", "caption_temperature"), ("text_lead_blocks", "text_lead_blocks"),
-                          ("text_lead_temperature", "text_lead_temperature"), ("text_steps", "text_steps"))
+                          ("text_lead_temperature", "text_lead_temperature"), ("text_steps", "text_steps"),
+                          ("time_shift", "time_shift"), ("solver", "solver"))
 EXPORT_AR_OPTIONS = ("text_temperature",)
 
 
@@ -699,6 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-cfg", type=_positive_float, default=None, help="set the text → image guidance default")
     p.add_argument("--caption-cfg", type=_positive_float, default=None, help="set the captioning guidance default")
     p.add_argument("--steps", type=_positive_int, default=None, help="set the default ODE steps per block")
+    p.add_argument("--time-shift", type=_positive_float, default=None,
+                   help="set the sampler's time shift, every job (> 1 spends more of the steps at high noise)")
+    solver_option(p)
     p.add_argument("--text-steps", type=_non_negative_int, default=None,
                    help="set the ODE steps per text-continuation block (0 = the --steps default, which "
                         "images and captions use)")

@@ -151,7 +151,8 @@ def test_generate_text_takes_an_ar_folder(ar_folder, capsys):
 
 
 @pytest.mark.parametrize("extra, flag", [(["--steps", "4"], "--steps"), (["--cfg-scale", "3"], "--cfg-scale"),
-                                         (["--lead-blocks", "1"], "--lead-blocks"), (["--solver", "heun"], "--solver")])
+                                         (["--lead-blocks", "1"], "--lead-blocks"), (["--solver", "heun"], "--solver"),
+                                         (["--min-new-tokens", "2"], "--min-new-tokens")])
 def test_generate_text_with_an_ar_folder_refuses_prior_options(ar_folder, capsys, extra, flag):
     assert main(["generate", "text", "--ckpt", str(ar_folder), "--prompt", "x", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -118,3 +118,22 @@ def test_the_text_lead_block_comes_from_pipeline_json_and_can_be_turned_off(pipe
     r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "generate", "text", "--prompt", prompt, "--lead-blocks",
                         "-1"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--lead-blocks" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_sets_the_solver_and_time_shift(pipe, tmp_path):
+    """--time-shift and --solver travel in pipeline.json and change what every job samples; a
+    shift of 0 or an unknown solver is a one-line error."""
+    out = tmp_path / "shifted"
+    r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "export", str(DEMO), str(out), "--time-shift", "2",
+                        "--solver", "heun"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((out / "pipeline.json").read_text())
+    assert (saved["time_shift"], saved["solver"]) == (2.0, "heun")
+    assert saved["image_temperature"] == pipe.config.image_temperature  # the rest kept from SRC
+    shifted = ColaPipeline.from_pretrained(out)
+    assert not np.array_equal(pixels(shifted.generate_image(PROMPT, steps=2, seed=3)),
+                              pixels(pipe.generate_image(PROMPT, steps=2, seed=3)))
+    for bad, word in ((["--time-shift", "0"], "time-shift"), (["--solver", "rk9"], "solver")):
+        r = subprocess.run([sys.executable, "-m", "cola_mm.cli", "export", str(DEMO), str(tmp_path / "bad"), *bad],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and word in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr

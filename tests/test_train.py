@@ -289,6 +289,31 @@ def test_bf16_on_cpu_autocasts_and_tracks_fp32(tiny_datasets, tmp_path, monkeypa
     assert loop.precision_hint(cfg, on_cpu=True) is None
 
 
+@pytest.mark.parametrize("units", [True, False])
+def test_fastest_precision_follows_the_cpu_and_bf16_without_units_warns(tiny_datasets, tmp_path, monkeypatch, units):
+    """`fastest` is bf16 on a GPU and on a CPU with bf16 matrix units, fp32 on a CPU without them
+    (where bf16 autocast is emulated and runs several times slower); asking for bf16 there warns
+    and names the way out, while `fastest` and fp32 say nothing."""
+    from cola_mm.training import loop
+
+    monkeypatch.setattr(loop, "cpu_has_bf16_matmul", lambda: units)
+    cfg = TrainConfig.from_dict(tiny_config(tiny_datasets, tmp_path / "x"))
+    at = {p: (loop.mixed_precision(cfg.replace(precision=p), on_cpu=True),
+              loop.mixed_precision(cfg.replace(precision=p), on_cpu=False)) for p in ("auto", "fp32", "bf16", "fastest")}
+    assert at == {"auto": ("no", "bf16"), "fp32": ("no", "no"), "bf16": ("bf16", "bf16"),
+                  "fastest": ("bf16" if units else "no", "bf16")}
+    hint = loop.precision_hint(cfg.replace(precision="bf16"), on_cpu=True)
+    if units:
+        assert hint is None
+    else:
+        assert hint.startswith("warning:") and "--set precision=fp32" in hint and "slower" in hint
+    for quiet in ("fastest", "fp32"):
+        assert loop.precision_hint(cfg.replace(precision=quiet), on_cpu=True) is None
+    assert loop.precision_hint(cfg.replace(precision="bf16"), on_cpu=False) is None
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        cfg.replace(precision="fp16")
+
+
 def test_ema_warms_up_so_no_initial_weights_remain():
     """With the step passed, the EMA is the plain mean of the weights until the decay is reached:
     after 2,100 updates at decay 0.999 towards constant weights nothing of the initial (untrained)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cola_mm.core.config import Config, apply_overrides, check, load_yaml
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fastest")
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class TrainConfig(Config):
     ckpt_every: int = 500  # steps between checkpoints (and one at the end)
     keep_last: int = 3  # complete checkpoints kept
     ema_decay: float = 0.0  # EMA of weights (0 = off); components are saved from the EMA
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fastest (bf16 where it is fast: a GPU or a CPU with bf16 matrix units; else fp32)
     deepspeed: str | None = None  # DeepSpeed JSON config (configs/deepspeed/zero2.json …)
     model: dict = field(default_factory=dict)  # the stage's model: {preset: …, **overrides}
     loss: dict = field(default_factory=dict)  # the stage's loss config

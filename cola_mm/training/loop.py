@@ -63,13 +63,29 @@ def cpu_has_bf16_matmul() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def mixed_precision(cfg: TrainConfig, on_cpu: bool) -> str:
+    """accelerate's ``mixed_precision`` for ``cfg.precision``: "bf16" (autocast) or "no" (fp32)."""
+    if cfg.precision == "fastest":
+        return "bf16" if not on_cpu or cpu_has_bf16_matmul() else "no"
+    return {"auto": "no" if on_cpu else "bf16", "fp32": "no", "bf16": "bf16"}[cfg.precision]
+
+
 def precision_hint(cfg: TrainConfig, on_cpu: bool) -> str | None:
-    """A one-line hint when ``precision: auto`` trains in fp32 on a CPU that has bf16 matrix units.
-    fp32 stays the CPU default (earlier CPU runs repeat bit for bit); bf16 autocast is opt-in."""
-    if not (on_cpu and cfg.precision == "auto" and cpu_has_bf16_matmul()):
+    """A one-line hint where the precision asked for is not the fast one on this CPU: ``auto``
+    (fp32) on a CPU that has bf16 matrix units, or ``bf16`` on one that has none (where autocast
+    emulates bf16 and runs several times slower than fp32). fp32 stays ``auto``'s CPU choice, so
+    that earlier CPU runs repeat bit for bit; ``fastest`` picks by the CPU and says nothing."""
+    if not on_cpu or cfg.precision not in ("auto", "bf16"):
         return None
-    return ("this CPU has bf16 matrix units: --set precision=bf16 trained the demo prior 1.8x faster "
-            "with the same losses (docs/training.md, 'Training on a CPU')")
+    units = cpu_has_bf16_matmul()
+    if cfg.precision == "auto" and units:
+        return ("this CPU has bf16 matrix units: --set precision=bf16 (or fastest) trained the demo prior "
+                "1.8x faster with the same losses (docs/training.md, 'Training on a CPU')")
+    if cfg.precision == "bf16" and not units:
+        return ("warning: this CPU has no bf16 matrix units (AMX, AVX-512 BF16), so bf16 autocast is emulated: "
+                "it trained the demo prior 23x slower than fp32 on such a CPU; --set precision=fp32 "
+                "(or fastest) trains faster here (docs/training.md, 'Training on a CPU')")
+    return None
 
 
 def make_accelerator(cfg: TrainConfig):
@@ -77,7 +93,7 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
     on_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
-    precision = {"auto": "no" if on_cpu else "bf16", "fp32": "no", "bf16": "bf16"}[cfg.precision]
+    precision = mixed_precision(cfg, on_cpu)
     plugin = None
     if cfg.deepspeed and not any(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
         # one plain process (no launcher): give DeepSpeed a world of one on loopback, or it goes
