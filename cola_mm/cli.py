@@ -306,7 +306,7 @@ def cmd_generate_text(args: argparse.Namespace) -> None:
     stream = pipe.stream_text(args.prompt, max_new_tokens=args.max_new_tokens, steps=args.steps,
                               cfg_scale=args.cfg_scale, seed=args.seed, solver=args.solver, rounding=args.rounding,
                               temperature=args.temperature, lead_blocks=args.lead_blocks,
-                              min_new_tokens=1 if args.min_new_tokens is None else args.min_new_tokens)
+                              **({} if args.min_new_tokens is None else {"min_new_tokens": args.min_new_tokens}))
     print(clean_text(args.prompt, []), end="", flush=True)  # invalid UTF-8 in argv: shown as U+FFFD
     for deltas in stream:
         print(deltas[0], end="", flush=True)
